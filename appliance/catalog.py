@@ -1,0 +1,159 @@
+"""The catalog: an index of the archive, one TinyDB shard per activity folder.
+
+The archive is the truth (design decision 1); the catalog says what each file is. Sharding
+by archive folder keeps every TinyDB file small (one event, not the whole archive), so a
+write costs the same in year five as on day one, and a damaged shard loses the index of one
+folder, which `acopio check --repair` rebuilds from the files themselves.
+
+A shard lives at `state/catalog/<YYYY>/<MM>/<folder>.json` for the archive folder
+`archive/<YYYY>/<MM>/<folder>/`. Its `_meta` table holds the schema version; older shards are
+migrated in order when next written, and read through the same migrations meanwhile.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from tinydb import Query, TinyDB
+
+from appliance import storage
+from appliance.datadir import DataDir
+from appliance.keyindex import KeyIndex
+
+SCHEMA_VERSION = 1
+ITEMS = "items"
+META = "_meta"
+
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+# MIGRATIONS[n] turns an item record of schema n into schema n + 1. Append, never edit.
+MIGRATIONS: Mapping[int, Migration] = {}
+
+_FOLDER_KEY = re.compile(r"^\d{4}/\d{2}/\d{4}-\d{2}-\d{2}_[a-z0-9][a-z0-9-]{0,79}$")
+
+
+class SchemaTooNewError(RuntimeError):
+    """A shard written by a newer Acopio; this version must not touch it."""
+
+
+def is_folder_key(key: str) -> bool:
+    return bool(_FOLDER_KEY.match(key))
+
+
+class Catalog:
+    def __init__(
+        self,
+        data: DataDir,
+        *,
+        schema_version: int = SCHEMA_VERSION,
+        migrations: Mapping[int, Migration] = MIGRATIONS,
+    ) -> None:
+        self.data = data
+        self.schema_version = schema_version
+        self.migrations = migrations
+        self.by_hash = KeyIndex(data.index / "sha256")
+
+    # -- shards -------------------------------------------------------------------------
+
+    def shard_path(self, folder_key: str) -> Path:
+        if not is_folder_key(folder_key):
+            raise ValueError(f"not an archive folder key: {folder_key!r}")
+        return self.data.catalog / f"{folder_key}.json"
+
+    def folder_keys(self) -> list[str]:
+        """Every shard's archive folder key, oldest month first."""
+        root = self.data.catalog
+        if not root.is_dir():
+            return []
+        keys = []
+        for path in root.glob("*/*/*.json"):
+            key = path.relative_to(root).as_posix()[: -len(".json")]
+            if is_folder_key(key):
+                keys.append(key)
+        return sorted(keys)
+
+    def _migrate(self, db: TinyDB, path: Path) -> bool:
+        """Bring the shard's records to the current schema; True when anything changed."""
+        meta = db.table(META).get(doc_id=1)
+        version = meta["schema_version"] if meta else self.schema_version
+        if version > self.schema_version:
+            raise SchemaTooNewError(
+                f"{path}: catalog schema {version} is newer than this Acopio "
+                f"({self.schema_version}); upgrade Acopio"
+            )
+        if version == self.schema_version and meta:
+            return False
+        items = db.table(ITEMS)
+        for step in range(version, self.schema_version):
+            migrate = self.migrations[step]
+            for doc in items.all():
+                items.update(migrate(dict(doc)), doc_ids=[doc.doc_id])
+        db.table(META).upsert(
+            {"schema_version": self.schema_version}, Query().schema_version.exists()
+        )
+        return True
+
+    def read_shard(self, folder_key: str) -> list[dict[str, Any]]:
+        """The items of one shard, migrated in memory if the file is older. Damage raises."""
+        path = self.shard_path(folder_key)
+        raw = storage.read_json_file(path)
+        if raw is None:
+            return []
+        meta = raw.get(META, {}).get("1")
+        version = meta["schema_version"] if meta else self.schema_version
+        if version > self.schema_version:
+            raise SchemaTooNewError(f"{path}: catalog schema {version} is newer than this Acopio")
+        records = [dict(doc) for doc in raw.get(ITEMS, {}).values()]
+        for step in range(version, self.schema_version):
+            records = [self.migrations[step](r) for r in records]
+        return records
+
+    def upsert(self, folder_key: str, records: Iterable[dict[str, Any]]) -> None:
+        """Insert or replace records (by sha256) in one locked, durable write."""
+        path = self.shard_path(folder_key)
+        with storage.transaction(path) as db:
+            self._migrate(db, path)
+            items = db.table(ITEMS)
+            by_sha = {doc["sha256"]: doc.doc_id for doc in items.all()}
+            for record in records:
+                doc_id = by_sha.get(record["sha256"])
+                if doc_id is None:
+                    by_sha[record["sha256"]] = items.insert(record)
+                else:
+                    items.update(record, doc_ids=[doc_id])
+        self._index(records, folder_key)
+
+    def _index(self, records: Iterable[dict[str, Any]], folder_key: str) -> None:
+        for record in records:
+            self.by_hash.put(
+                record["sha256"], {"folder": folder_key, "archive_path": record["archive_path"]}
+            )
+
+    def replace_shard(self, folder_key: str, records: list[dict[str, Any]]) -> None:
+        """Write a shard from scratch (repair). The damaged file is replaced atomically."""
+        path = self.shard_path(folder_key)
+        data = {
+            META: {"1": {"schema_version": self.schema_version}},
+            ITEMS: {str(i): r for i, r in enumerate(records, start=1)},
+        }
+        with storage.file_lock(storage.lock_path_for(path)):
+            storage.SafeJSONStorage(path).write(data)
+        self._index(records, folder_key)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def items(self, *, month: str | None = None, folder_prefix: str | None = None
+              ) -> Iterator[dict[str, Any]]:
+        """Every item, shard by shard; `month` is "YYYY-MM"."""
+        for key in self.folder_keys():
+            if month and not key.startswith(month.replace("-", "/") + "/"):
+                continue
+            if folder_prefix and not key.startswith(folder_prefix):
+                continue
+            yield from self.read_shard(key)
+
+    def lookup(self, sha256: str) -> dict[str, Any] | None:
+        """The index entry for a content hash: {"folder", "archive_path"}, or None."""
+        return self.by_hash.get(sha256)

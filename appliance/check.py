@@ -1,0 +1,212 @@
+"""`acopio check`: does the catalog agree with the archive, and can it be made to?
+
+The archive is the truth. Check compares every catalog shard with its folder (each record's
+file present with its size, and with `deep` its SHA-256), finds files nobody catalogued and
+temp files left by a crash, and checks the hash index. Repair never deletes an original: a
+damaged shard is moved aside and rebuilt from the files of its folder, uncatalogued files
+are adopted, the index is rebuilt, and only crash debris (unlocked temp files) is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
+from appliance.config import Config
+from appliance.datadir import DataDir
+from appliance.fsutil import TEMP_PREFIX
+from appliance.storage import CorruptStateError
+from ingest import copy, records
+from ingest.kinds import kind_of
+
+
+@dataclass
+class Finding:
+    code: str  # damaged_shard, missing_file, size_mismatch, hash_mismatch, uncatalogued, ...
+    path: str  # relative to the data dir
+    detail: str = ""
+    repaired: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "path": self.path, "detail": self.detail,
+                "repaired": self.repaired}
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    items: int = 0
+    folders: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return all(f.repaired for f in self.findings)
+
+
+def check(config: Config, *, deep: bool = False, repair: bool = False,
+          progress: Callable[[str], None] | None = None) -> Report:
+    data = DataDir.at(config.data_dir)
+    catalog = Catalog(data)
+    report = Report()
+    folders = _archive_folders(data) | set(catalog.folder_keys())
+    for key in sorted(folders):
+        if progress:
+            progress(key)
+        report.folders += 1
+        _check_folder(config, data, catalog, key, report, deep=deep, repair=repair)
+    _check_index(data, catalog, report, repair=repair)
+    _check_state_debris(data, report, repair=repair)
+    return report
+
+
+def _archive_folders(data: DataDir) -> set[str]:
+    if not data.archive.is_dir():
+        return set()
+    keys = set()
+    for path in data.archive.glob("*/*/*"):
+        key = path.relative_to(data.archive).as_posix()
+        if path.is_dir() and is_folder_key(key):
+            keys.add(key)
+    return keys
+
+
+def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, report: Report,
+                  *, deep: bool, repair: bool) -> None:
+    folder = data.archive / key
+    shard_rel = data.relative(catalog.shard_path(key))
+    try:
+        items = catalog.read_shard(key)
+    except CorruptStateError as exc:
+        finding = Finding("damaged_shard", shard_rel, exc.reason)
+        report.findings.append(finding)
+        if repair:
+            _rebuild_shard(config, data, catalog, key, report)
+            finding.repaired = True
+        return
+    except SchemaTooNewError as exc:
+        report.findings.append(Finding("schema_too_new", shard_rel, str(exc)))
+        return
+    report.items += len(items)
+    catalogued = set()
+    for item in items:
+        path = data.root / item["archive_path"]
+        catalogued.add(item["archive_path"])
+        rel = item["archive_path"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            report.findings.append(Finding("missing_file", rel, "catalogued but not in archive"))
+            continue
+        if size != item["size"]:
+            report.findings.append(Finding(
+                "size_mismatch", rel, f"{size} bytes on disk, {item['size']} catalogued"))
+        elif deep:
+            sha256, _ = copy.read_back_sha256(path)
+            if sha256 != item["sha256"]:
+                report.findings.append(Finding(
+                    "hash_mismatch", rel, f"SHA-256 on disk {sha256}, catalogued {item['sha256']}"))
+    strays: list[Path] = []
+    if folder.is_dir():
+        for entry in sorted(folder.iterdir()):
+            rel = data.relative(entry)
+            if entry.name.startswith(TEMP_PREFIX):
+                if copy.is_debris(entry):
+                    finding = Finding("stray_temp", rel, "left by an interrupted import")
+                    if repair:
+                        entry.unlink(missing_ok=True)
+                        finding.repaired = True
+                    report.findings.append(finding)
+            elif rel not in catalogued:
+                strays.append(entry)
+    for entry in strays:
+        finding = Finding("uncatalogued", data.relative(entry), "in the archive, not in the catalog")
+        report.findings.append(finding)
+    if repair and strays:
+        adopted = _describe_files(config, data, key, [p for p in strays if p.is_file()])
+        catalog.upsert(key, adopted)
+        done = {r["archive_path"] for r in adopted}
+        for finding in report.findings:
+            if finding.code == "uncatalogued" and finding.path in done:
+                finding.repaired = True
+
+
+def _rebuild_shard(config: Config, data: DataDir, catalog: Catalog, key: str,
+                   report: Report) -> None:
+    """Move the damaged shard aside (kept as evidence) and rebuild it from the folder."""
+    shard = catalog.shard_path(key)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if shard.exists():
+        os.replace(shard, shard.with_name(f"{shard.name}.damaged-{stamp}"))
+    folder = data.archive / key
+    files = [p for p in sorted(folder.iterdir()) if p.is_file()
+             and not p.name.startswith(TEMP_PREFIX)] if folder.is_dir() else []
+    rebuilt = _describe_files(config, data, key, files)
+    catalog.replace_shard(key, rebuilt)
+    report.items += len(rebuilt)
+
+
+def _describe_files(config: Config, data: DataDir, key: str, files: list[Path]
+                    ) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    import_id = f"repair-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    activity = key.split("/")[-1].split("_", 1)[1]
+    out = []
+    for path in files:
+        kind = kind_of(path.name) or "other"
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            sha256, size = copy.hash_fd(fd)
+            description = records.describe(fd, kind, config, now)
+        finally:
+            os.close(fd)
+        record = records.make_record(
+            sha256=sha256, size=size, kind=kind, original_name=path.name, source_path="",
+            archive_path=data.relative(path), folder=key, activity=activity,
+            filed_by="repair", description=description, imported_at=now, import_id=import_id,
+        )
+        record["problems"].append({"code": "rebuilt",
+                                   "detail": "record rebuilt from the archive by acopio check"})
+        out.append(record)
+    return out
+
+
+def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: bool) -> None:
+    """Every catalogued item has its index entry, and every entry points at an item."""
+    wanted: dict[str, dict[str, str]] = {}
+    for key in catalog.folder_keys():
+        try:
+            for item in catalog.read_shard(key):
+                wanted[item["sha256"]] = {"folder": key, "archive_path": item["archive_path"]}
+        except (CorruptStateError, SchemaTooNewError):
+            continue  # already reported with its folder
+    for sha256, entry in wanted.items():
+        if catalog.by_hash.get(sha256) != entry:
+            finding = Finding("index_entry_missing", entry["archive_path"], sha256)
+            if repair:
+                catalog.by_hash.put(sha256, entry)
+                finding.repaired = True
+            report.findings.append(finding)
+    for sha256 in list(catalog.by_hash.keys()):
+        if sha256 not in wanted:
+            finding = Finding("index_entry_stale", f"state/index/sha256/{sha256[:2]}/{sha256}",
+                              "indexes no catalogued item")
+            if repair:
+                catalog.by_hash.remove(sha256)
+                finding.repaired = True
+            report.findings.append(finding)
+
+
+def _check_state_debris(data: DataDir, report: Report, *, repair: bool) -> None:
+    for path in sorted(data.state.rglob(TEMP_PREFIX + "*")):
+        if copy.is_debris(path):
+            finding = Finding("stray_temp", data.relative(path), "left by an interrupted write")
+            if repair:
+                path.unlink(missing_ok=True)
+                finding.repaired = True
+            report.findings.append(finding)

@@ -1,0 +1,249 @@
+"""The `acopio` command (also `python -m appliance`).
+
+Each subcommand is a thin handler: parse, call the core, print. Exit codes: 0 success,
+1 the work found a problem (a file failed, check found a disagreement), 2 bad usage or
+configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from appliance import config as config_mod
+from appliance.agenda import Activity, Agenda, AgendaError, check_slug, parse_time, slugify
+from appliance.catalog import Catalog, SchemaTooNewError
+from appliance.config import Config, ConfigError
+from appliance.datadir import DataDir
+from appliance.storage import CorruptStateError
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acopio", description="Acopio media appliance for a press office."
+    )
+    parser.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
+    parser.add_argument("--data-dir", metavar="DIR", help="data folder (overrides data_dir)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("config", help="configuration")
+    config_sub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    c = config_sub.add_parser("check", help="validate the configuration and print it")
+    c.add_argument("--json", action="store_true", help="print the effective settings as JSON")
+    c.set_defaults(handler=cmd_config_check)
+
+    p = sub.add_parser("ingest", help="import a card or folder into the archive")
+    p.add_argument("source", metavar="SOURCE", help="mounted card or folder")
+    p.add_argument("--activity", metavar="SLUG", help="file items outside the agenda here")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("items", help="list catalogued items")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.add_argument("--month", metavar="YYYY-MM", help="only this month")
+    p.add_argument("--activity", metavar="SLUG", help="only this activity")
+    p.set_defaults(handler=cmd_items)
+
+    p = sub.add_parser("check", help="compare the catalog with the archive")
+    p.add_argument("--deep", action="store_true", help="re-hash every file")
+    p.add_argument("--repair", action="store_true",
+                   help="rebuild damaged shards, adopt uncatalogued files, remove crash debris")
+    p.add_argument("--json", action="store_true", help="print findings as JSON")
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser("agenda", help="the activities that items are filed into")
+    agenda_sub = p.add_subparsers(dest="agenda_command", metavar="ACTION", required=True)
+    a = agenda_sub.add_parser("add", help="add an activity")
+    a.add_argument("title")
+    a.add_argument("--start", required=True, help="ISO 8601, local time unless an offset is given")
+    a.add_argument("--end", required=True, help="ISO 8601")
+    a.add_argument("--area", default="", help="the office area (e.g. Cultura)")
+    a.add_argument("--place", default="")
+    a.add_argument("--slug", help="folder name part (default: from the title)")
+    a.set_defaults(handler=cmd_agenda_add)
+    a = agenda_sub.add_parser("list", help="list activities")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(handler=cmd_agenda_list)
+    a = agenda_sub.add_parser("remove", help="remove an activity (its items stay filed)")
+    a.add_argument("slug")
+    a.set_defaults(handler=cmd_agenda_remove)
+    a = agenda_sub.add_parser("current", help="show or set the kit's current activity")
+    group = a.add_mutually_exclusive_group()
+    group.add_argument("slug", nargs="?", help="set this activity as current")
+    group.add_argument("--clear", action="store_true", help="no current activity")
+    a.set_defaults(handler=cmd_agenda_current)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_mod.load(args.config, data_dir=args.data_dir)
+    except ConfigError as exc:
+        print(f"acopio: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    handler: Callable[[Config, argparse.Namespace], int] = args.handler
+    try:
+        return handler(config, args)
+    except (AgendaError, ValueError) as exc:
+        print(f"acopio: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CorruptStateError, SchemaTooNewError) as exc:
+        print(f"acopio: {exc}\n  run `acopio check --repair` to rebuild it from the archive",
+              file=sys.stderr)
+        return EXIT_PROBLEM
+    except PermissionError as exc:
+        print(f"acopio: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except KeyboardInterrupt:
+        print("acopio: interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_json(value: Any) -> None:
+    # ensure_ascii: names with undecodable bytes are kept as \\udcXX escapes, valid JSON.
+    json.dump(value, sys.stdout, ensure_ascii=True, indent=2)
+    sys.stdout.write("\n")
+
+
+# -- handlers -------------------------------------------------------------------------
+
+
+def cmd_config_check(config: Config, args: argparse.Namespace) -> int:
+    if args.json:
+        _print_json(config_mod.as_dict(config))
+    else:
+        for key, _ in config_mod.iter_settings():
+            value: Any = config
+            for part in key.split("."):
+                value = getattr(value, part)
+            print(f"{key} = {value!r}")
+        print("configuration OK")
+    return EXIT_OK
+
+
+def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
+    from appliance.progress import TerminalProgress, human_bytes
+    from ingest.pipeline import Importer, IngestError
+
+    importer = Importer(config, reporter=TerminalProgress())
+    try:
+        summary = importer.run(args.source, activity=args.activity)
+    except IngestError as exc:
+        print(f"acopio: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        _print_json(summary.as_dict())
+    else:
+        print(f"Imported:   {summary.imported} ({human_bytes(summary.bytes_imported)}) "
+              f"in {summary.seconds:.1f} s")
+        print(f"Duplicates: {summary.duplicates}")
+        print(f"Skipped:    {len(summary.skipped)}")
+        for rel, reason in summary.skipped:
+            print(f"  {_display(rel)}: {reason}")
+        print(f"Unknown:    {len(summary.unknown)} (not imported)")
+        for rel in summary.unknown:
+            print(f"  {_display(rel)}")
+        print(f"Failed:     {len(summary.failed)}")
+        for outcome in summary.failed:
+            print(f"  {outcome.path}: {outcome.reason}")
+    if summary.stopped:
+        print(f"acopio: import stopped: {summary.stopped} "
+              f"({summary.not_attempted} files not attempted)", file=sys.stderr)
+    return EXIT_OK if summary.ok else EXIT_PROBLEM
+
+
+def _display(rel: bytes) -> str:
+    from ingest.walk import display
+
+    return display(rel)
+
+
+def cmd_items(config: Config, args: argparse.Namespace) -> int:
+    if args.month and not _is_month(args.month):
+        raise ValueError(f"--month must be YYYY-MM, got {args.month!r}")
+    if args.activity:
+        check_slug(args.activity)
+    catalog = Catalog(DataDir.at(config.data_dir))
+    items = [
+        item for item in catalog.items(month=args.month)
+        if not args.activity or item.get("activity") == args.activity
+    ]
+    items.sort(key=lambda i: (i["captured_at"], i["archive_path"]))
+    if args.json:
+        _print_json(items)
+    else:
+        for item in items:
+            print(f"{item['captured_at'][:19]}  {item['kind']:<6} {item['activity']:<24} "
+                  f"{item['archive_path']}")
+        print(f"{len(items)} items")
+    return EXIT_OK
+
+
+def _is_month(text: str) -> bool:
+    return len(text) == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit() \
+        and 1 <= int(text[5:]) <= 12
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    from appliance.check import check
+
+    report = check(config, deep=args.deep, repair=args.repair)
+    if args.json:
+        _print_json({"clean": report.clean, "folders": report.folders, "items": report.items,
+                     "findings": [f.as_dict() for f in report.findings]})
+    else:
+        for finding in report.findings:
+            mark = "repaired" if finding.repaired else "PROBLEM"
+            print(f"{mark}: {finding.code}: {finding.path}: {finding.detail}")
+        state = "clean" if report.clean else "problems found"
+        print(f"{report.items} items in {report.folders} folders: {state}")
+    return EXIT_OK if report.clean else EXIT_PROBLEM
+
+
+def cmd_agenda_add(config: Config, args: argparse.Namespace) -> int:
+    zone = config.zone
+    activity = Activity(
+        slug=args.slug or slugify(args.title),
+        title=args.title,
+        start=parse_time(args.start, zone),
+        end=parse_time(args.end, zone),
+        area=args.area,
+        place=args.place,
+    )
+    Agenda(DataDir.at(config.data_dir).state).add(activity)
+    print(activity.slug)
+    return EXIT_OK
+
+
+def cmd_agenda_list(config: Config, args: argparse.Namespace) -> int:
+    activities = Agenda(DataDir.at(config.data_dir).state).activities()
+    if args.json:
+        _print_json([a.to_record() for a in activities])
+    else:
+        for a in activities:
+            print(f"{a.slug:<32} {a.start.isoformat()} – {a.end.isoformat()}  {a.title}"
+                  + (f"  [{a.area}]" if a.area else ""))
+    return EXIT_OK
+
+
+def cmd_agenda_remove(config: Config, args: argparse.Namespace) -> int:
+    Agenda(DataDir.at(config.data_dir).state).remove(args.slug)
+    return EXIT_OK
+
+
+def cmd_agenda_current(config: Config, args: argparse.Namespace) -> int:
+    agenda = Agenda(DataDir.at(config.data_dir).state)
+    if args.clear:
+        agenda.set_current(None)
+    elif args.slug:
+        agenda.set_current(args.slug)
+    else:
+        print(agenda.current() or "")
+    return EXIT_OK

@@ -1,0 +1,264 @@
+"""One typed configuration model, loaded from TOML and the environment, validated at load.
+
+A wrong setting must stop the box at start-up with a message that names the key, not fail
+an hour later at an event. Every setting lives in one dataclass field below, with its
+documentation in the field metadata; the README documents each one (a test checks it).
+
+Precedence, lowest first: defaults, the TOML file, `ACOPIO_<SECTION>_<KEY>` environment
+variables, command-line options (`--data-dir`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_CONFIG_PATH = Path("/etc/acopio/acopio.toml")
+DEFAULT_DATA_DIR = Path("/var/lib/acopio")
+ENV_PREFIX = "ACOPIO_"
+# Environment variables that are not settings but choose where settings come from.
+ENV_NON_SETTINGS = frozenset({"ACOPIO_CONFIG"})
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or invalid; the message names it."""
+
+
+def _setting(default: Any, doc: str, check: Callable[[Any], str | None] | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "check": check})
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _timezone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r} (use an IANA name such as America/Mexico_City)"
+    return None
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _year(value: int) -> str | None:
+    return None if 1900 <= value <= 2100 else "must be a year between 1900 and 2100"
+
+
+@dataclass(frozen=True)
+class KitConfig:
+    name: str = _setting("acopio", "Name of this kit, shown in the UI and used by sync.")
+    timezone: str = _setting(
+        "America/Mexico_City",
+        "IANA time zone for capture times without an offset and for agenda windows.",
+        _timezone,
+    )
+    language: str = _setting("es-MX", "Language of the screens.", _one_of("es-MX", "en"))
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    min_free_mb: int = _setting(
+        256,
+        "Stop importing when the archive disk would have less than this many MiB free.",
+        _non_negative,
+    )
+    earliest_year: int = _setting(
+        1990, "Capture times before this year are flagged as implausible.", _year
+    )
+    future_tolerance_hours: int = _setting(
+        24,
+        "Capture times more than this many hours in the future are flagged as implausible.",
+        _non_negative,
+    )
+    probe_timeout_s: float = _setting(
+        30.0, "Seconds allowed to read one file's metadata (ffprobe, exiftool).", _positive
+    )
+    catalog_batch: int = _setting(
+        64,
+        "Verified files recorded in the catalog per write (a crash re-adopts the rest).",
+        _positive,
+    )
+    extra_clutter: tuple[str, ...] = _setting(
+        (), "Extra file or folder name patterns (glob, case-insensitive) never imported."
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = _setting(
+        DEFAULT_DATA_DIR, "Folder holding the archive, the catalog and all state."
+    )
+    log_level: str = _setting(
+        "info", "Log level.", _one_of("debug", "info", "warning", "error")
+    )
+    kit: KitConfig = field(default_factory=KitConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.kit.timezone)
+
+
+def iter_settings(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field]]:
+    """Every setting as (dotted key, field), sections expanded; used by docs and the env map."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from iter_settings(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def _coerce(key: str, hint: Any, value: Any, from_env: bool) -> Any:
+    """Convert a raw TOML or environment value to the field's type, or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if from_env and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int or hint is float:
+        if from_env and isinstance(value, str):
+            try:
+                return hint(value.strip())
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: expected a path, got {value!r}")
+        return Path(value).expanduser()
+    if origin is tuple:
+        if from_env and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of text, got {value!r}")
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported setting type {hint!r}")
+    raise ConfigError(f"{key}: unsupported setting type {hint!r}")
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str, sources: dict[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"unknown setting {prefix}{key!s}")
+    values: dict[str, Any] = {}
+    for name, f in names.items():
+        key = f"{prefix}{name}"
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            section = raw.get(name, {})
+            if not isinstance(section, Mapping):
+                raise ConfigError(f"{key}: expected a table [{key}]")
+            values[name] = _build(hint, section, f"{key}.", sources)
+            continue
+        if name not in raw:
+            continue
+        value = _coerce(key, hint, raw[name], from_env=sources.get(key) == "env")
+        check = f.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{key}: {problem} (got {value!r})")
+        values[name] = value
+    return cls(**values)
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *sections, last = key.split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[last] = value
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Load and validate the configuration.
+
+    `path` None means `$ACOPIO_CONFIG`, else the default path if it exists, else defaults only.
+    An explicitly named file that does not exist is an error.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get("ACOPIO_CONFIG"):
+        path = environ["ACOPIO_CONFIG"]
+    raw: dict[str, Any] = {}
+    if path is not None or DEFAULT_CONFIG_PATH.exists():
+        file = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+        try:
+            with open(file, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file not found: {file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    sources: dict[str, str] = {}
+    by_env = {env_name(key): key for key, _ in iter_settings()}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NON_SETTINGS:
+            continue
+        key = by_env.get(name)
+        if key is None:
+            raise ConfigError(f"unknown setting in environment variable {name}")
+        _set_dotted(raw, key, value)
+        sources[key] = "env"
+    if data_dir is not None:
+        raw["data_dir"] = os.fspath(data_dir)
+    return _build(Config, raw, "", sources)
+
+
+def as_dict(config: Config) -> dict[str, Any]:
+    """The effective settings as plain data (for `acopio config check --show`)."""
+    out: dict[str, Any] = {}
+    for key, _ in iter_settings():
+        value: Any = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if isinstance(value, Path):
+            value = os.fspath(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        _set_dotted(out, key, value)
+    return out

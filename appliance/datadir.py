@@ -1,0 +1,53 @@
+"""Where everything lives inside the data folder.
+
+Kept in one place so that no other module builds a state path by hand, and so that archive
+paths are only ever built from values Acopio chose (dates, slugs it validated), never from
+user input (design decision 9).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> DataDir:
+        return cls(Path(root).absolute())
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    @property
+    def derivatives(self) -> Path:
+        return self.root / "derivatives"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def catalog(self) -> Path:
+        return self.state / "catalog"
+
+    @property
+    def index(self) -> Path:
+        return self.state / "index"
+
+    @property
+    def locks(self) -> Path:
+        return self.state / "locks"
+
+    def ensure(self) -> None:
+        for path in (self.archive, self.catalog, self.index, self.locks):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def relative(self, path: Path) -> str:
+        """A path inside the data dir as the catalog stores it (relative, forward slashes)."""
+        return path.relative_to(self.root).as_posix()

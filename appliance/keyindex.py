@@ -1,0 +1,64 @@
+"""A lookup table kept as one small file per key.
+
+Dedup needs "have we archived this SHA-256?" answered in constant time however large the
+archive grows. A single TinyDB file would be rewritten whole on every insert and grow with
+the archive, which the design forbids; a folder of small files fanned out by key prefix
+(like git's object store) costs one stat per lookup and one small atomic write per insert.
+The index is derived data: `acopio check --repair` rebuilds it from the catalog shards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from appliance.fsutil import atomic_write
+from appliance.storage import dump_json
+
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+class KeyIndex:
+    """Maps a hex SHA-256 key to a small JSON object."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise ValueError(f"not a hex SHA-256: {key!r}")
+        return self.root / key[:2] / key
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            value = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            # A damaged entry is treated as missing: the caller then verifies against the
+            # archive, and `acopio check` reports it. Never trusted, never fatal.
+            return None
+        return value if isinstance(value, dict) else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        atomic_write(self._path(key), dump_json(value))
+
+    def remove(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(key))
+
+    def keys(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for fan in sorted(self.root.iterdir()):
+            if fan.is_dir():
+                for entry in sorted(fan.iterdir()):
+                    if _KEY.match(entry.name):
+                        yield entry.name

@@ -1,0 +1,238 @@
+"""The verified copy (design decision 4), one file at a time.
+
+Order matters and is the whole point: hash while reading the source; write a temp file in
+the destination folder; fsync it; give it its final name without ever replacing an existing
+file; fsync the folder; then read the destination back from the disk, not from the page cache,
+and compare hashes. Only after that may the catalog say the file is archived.
+
+A temp file holds an flock for as long as its writer lives, so a crash leaves an unlocked
+temp that any later run (or `acopio check --repair`) can recognise as debris and delete,
+while a concurrent import's live temp is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import mmap
+import os
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.fsutil import TEMP_PREFIX, fsync_dir, temp_name
+
+CHUNK = 4 * 1024 * 1024
+MAX_NAME_BYTES = 255
+
+
+class SourceChangedError(OSError):
+    """The source file changed size or time while it was being read."""
+
+
+class VerifyError(OSError):
+    """The destination read back from disk does not match what was read from the source."""
+
+
+@dataclass
+class TempCopy:
+    path: Path
+    fd: int  # kept open: it holds the flock that marks the temp as alive
+    sha256: str
+    size: int
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def hash_fd(fd: int, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """SHA-256 and length of an open file, read from the start."""
+    digest = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    offset = 0
+    while True:
+        n = os.preadv(fd, [buf], offset)
+        if n == 0:
+            return digest.hexdigest(), offset
+        digest.update(view[:n])
+        offset += n
+        if progress:
+            progress(n)
+
+
+def copy_to_temp(src_fd: int, dest_dir: Path,
+                 progress: Callable[[int], None] | None = None) -> TempCopy:
+    """Copy an open source into a new, fsynced temp file in `dest_dir`, hashing as it reads."""
+    before = os.fstat(src_fd)
+    path = dest_dir / temp_name()
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    temp = TempCopy(path, out, "", 0)
+    try:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        digest = hashlib.sha256()
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        offset = 0
+        while True:
+            n = os.preadv(src_fd, [buf], offset)
+            if n == 0:
+                break
+            digest.update(view[:n])
+            chunk = view[:n]
+            while chunk:
+                chunk = chunk[os.write(out, chunk):]
+            offset += n
+            if progress:
+                progress(n)
+        after = os.fstat(src_fd)
+        if offset != before.st_size or after.st_size != before.st_size \
+                or after.st_mtime_ns != before.st_mtime_ns:
+            raise SourceChangedError(errno.EIO, "source changed while it was being copied")
+        os.fsync(out)
+    except BaseException:
+        temp.discard()
+        raise
+    temp.sha256 = digest.hexdigest()
+    temp.size = offset
+    return temp
+
+
+def safe_name(original: bytes) -> str:
+    """The archive name for an original name: valid UTF-8 (NFC), no control characters,
+    not hidden, no leading dash, at most 255 bytes with the extension kept."""
+    text = unicodedata.normalize("NFC", original.decode("utf-8", "replace"))
+    text = "".join("_" if (not ch.isprintable() or ch in "/\\\ufffd") else ch for ch in text)
+    text = text.strip()
+    if not text or text in {".", ".."}:
+        text = "sin-nombre"
+    if text[0] in ".-~":
+        text = "_" + text[1:]
+    return _fit(text, "")
+
+
+def _fit(name: str, suffix: str) -> str:
+    """`name` with `suffix` before its extension, shortened to fit MAX_NAME_BYTES."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext.encode()) > 16:
+        stem, ext = name, ""
+    tail = suffix + ("." + ext if ext else "")
+    budget = MAX_NAME_BYTES - len(tail.encode())
+    encoded = stem.encode()
+    if len(encoded) > budget:
+        stem = encoded[:budget].decode("utf-8", "ignore")
+    return stem + tail
+
+
+def candidate_names(name: str) -> list[str]:
+    """The name, then its suffixed variants, in the order a clash tries them."""
+    return [name] + [_fit(name, f"_{i}") for i in range(2, 1000)]
+
+
+def place(temp: TempCopy, dest_dir: Path, name: str,
+          same_content: Callable[[Path], bool]) -> tuple[Path, bool]:
+    """Give the temp file a final name in `dest_dir` without ever replacing a file.
+
+    Returns (final path, adopted). If a file of that name already holds the same content (a
+    run that crashed after its rename but before its catalog write), it is adopted and the
+    temp discarded. A clash with different content takes the next free suffix.
+    """
+    for candidate in candidate_names(name):
+        final = dest_dir / candidate
+        try:
+            os.link(temp.path, final)  # fails with EEXIST instead of replacing
+        except FileExistsError:
+            if same_content(final):
+                temp.discard()
+                return final, True
+            continue
+        os.unlink(temp.path)
+        temp.close()
+        fsync_dir(dest_dir)
+        return final, False
+    raise OSError(errno.EEXIST, f"too many files named {name!r} in {dest_dir}")
+
+
+def read_back_sha256(path: Path) -> tuple[str, int]:
+    """Hash a file read from the disk itself, bypassing the page cache.
+
+    O_DIRECT where the filesystem supports it; elsewhere (tmpfs, some FUSE) drop the cached
+    pages first so the read cannot be served from what was just written.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            return hash_fd(fd)
+        finally:
+            os.close(fd)
+    try:
+        digest = hashlib.sha256()
+        buf = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT requires
+        view = memoryview(buf)
+        offset = 0
+        try:
+            while True:
+                n = os.preadv(fd, [buf], offset)
+                if n == 0:
+                    break
+                digest.update(view[:n])
+                offset += n
+        finally:
+            view.release()
+            buf.close()
+        return digest.hexdigest(), offset
+    finally:
+        os.close(fd)
+
+
+def verify(path: Path, sha256: str, size: int) -> None:
+    actual, length = read_back_sha256(path)
+    if actual != sha256 or length != size:
+        raise VerifyError(errno.EIO, f"verification failed for {path.name}: read back "
+                          f"{length} bytes with SHA-256 {actual[:12]}…, expected {sha256[:12]}…")
+
+
+def is_debris(path: Path) -> bool:
+    """A temp file whose writer is gone (its flock is free)."""
+    if not path.name.startswith(TEMP_PREFIX):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def remove_debris(folder: Path) -> list[Path]:
+    removed = []
+    for path in folder.glob(TEMP_PREFIX + "*"):
+        if is_debris(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(path)
+    if removed:
+        fsync_dir(folder)
+    return removed

@@ -1,0 +1,67 @@
+"""What a file on a card is, judged by its name alone.
+
+The walk must decide before it opens anything whether a file is media worth copying, clutter
+a camera or an operating system left behind, or something unknown to report. Content sniffing
+comes later (metadata), on files already known to be media.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Literal
+
+Kind = Literal["photo", "raw", "video", "audio", "other"]
+
+PHOTO_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".heic", ".heif", ".hif", ".mpo", ".png", ".tif", ".tiff"}
+)
+RAW_EXTENSIONS = frozenset(
+    {".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf", ".rw2"}
+)
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mts", ".m2ts", ".avi", ".mkv"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus"})
+# Sidecars that carry the photographer's own work (ratings, captions); archived as "other".
+SIDECAR_EXTENSIONS = frozenset({".xmp"})
+
+# Names that operating systems and cameras leave on cards. Matched case-insensitively
+# against a single path component; a matching directory is not entered.
+CLUTTER_PATTERNS = (
+    "._*",
+    ".ds_store",
+    ".trashes",
+    ".trash-*",
+    ".spotlight-v100",
+    ".fseventsd",
+    ".temporaryitems",
+    "system volume information",
+    "$recycle.bin",
+    "misc",
+    "thumbs.db",
+    "desktop.ini",
+    "*.ctg",
+)
+
+
+def kind_of(name: str) -> Kind | None:
+    """The kind of a file by its extension, or None when Acopio does not know it."""
+    dot = name.rfind(".")
+    if dot <= 0:
+        return None
+    ext = name[dot:].lower()
+    if ext in PHOTO_EXTENSIONS:
+        return "photo"
+    if ext in RAW_EXTENSIONS:
+        return "raw"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    if ext in AUDIO_EXTENSIONS:
+        return "audio"
+    if ext in SIDECAR_EXTENSIONS:
+        return "other"
+    return None
+
+
+def is_clutter(name: str, extra_patterns: tuple[str, ...] = ()) -> bool:
+    """True for names that are system or camera housekeeping, never the user's media."""
+    lowered = name.lower()
+    return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in CLUTTER_PATTERNS + extra_patterns)

@@ -1,0 +1,385 @@
+"""The importer: a card or folder in, verified archive files and catalog records out.
+
+Interface-agnostic, like beets' importer: the CLI, the device watcher and the web UI all call
+`Importer.run()` and watch it through a `Reporter`; nothing here prints or knows about HTTP.
+
+Per file the stages are: open safely (walk) -> already archived? (dedup) -> read metadata
+-> choose the folder (filing) -> verified copy -> record. Records are written to the catalog
+in batches; a crash between a file's rename and its batch write leaves a verified but
+uncatalogued file, which the next run adopts (same name, same SHA-256) instead of copying
+again, and which `acopio check` reports until then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from appliance.agenda import Agenda, check_slug
+from appliance.catalog import Catalog
+from appliance.config import Config
+from appliance.datadir import DataDir
+from appliance.keyindex import KeyIndex
+from ingest import copy, filing, records
+from ingest.walk import NotARegularFile, Scan, SourceFile, display, open_source, scan
+
+Status = Literal["imported", "duplicate", "failed"]
+# errno values meaning the source itself is gone (card pulled, FUSE daemon dead).
+_SOURCE_GONE = frozenset({errno.ENODEV, errno.ENOTCONN, errno.ENXIO, errno.ESHUTDOWN})
+
+
+class IngestError(Exception):
+    """The import cannot start (bad source, bad activity); nothing was written."""
+
+
+class StopImport(Exception):
+    """The import must stop (disk full, source gone); what is done stays done."""
+
+
+@dataclass
+class Outcome:
+    rel: bytes
+    status: Status
+    reason: str = ""
+    sha256: str = ""
+    archive_path: str = ""
+    size: int = 0
+
+    @property
+    def path(self) -> str:
+        return display(self.rel)
+
+
+@dataclass
+class Summary:
+    source: str
+    imported: int = 0
+    duplicates: int = 0
+    failed: list[Outcome] = field(default_factory=list)
+    skipped: list[tuple[bytes, str]] = field(default_factory=list)
+    unknown: list[bytes] = field(default_factory=list)
+    not_attempted: int = 0
+    bytes_imported: int = 0
+    stopped: str = ""  # why the run stopped early, empty when it ran to the end
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.stopped
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "imported": self.imported,
+            "duplicates": self.duplicates,
+            "failed": [{"path": o.path, "reason": o.reason} for o in self.failed],
+            "skipped": [{"path": display(r), "reason": why} for r, why in self.skipped],
+            "unknown": [display(r) for r in self.unknown],
+            "not_attempted": self.not_attempted,
+            "bytes_imported": self.bytes_imported,
+            "stopped": self.stopped,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class Reporter(Protocol):
+    def started(self, scan: Scan) -> None: ...
+    def advanced(self, nbytes: int) -> None: ...
+    def file_done(self, outcome: Outcome) -> None: ...
+
+
+class SilentReporter:
+    def started(self, scan: Scan) -> None:
+        pass
+
+    def advanced(self, nbytes: int) -> None:
+        pass
+
+    def file_done(self, outcome: Outcome) -> None:
+        pass
+
+
+class Claims:
+    """Content hashes being imported right now, shared by the imports of one process.
+
+    Two cards holding the same photo, imported at once by the same process, archive it once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hashes: set[str] = set()
+
+    def claim(self, sha256: str) -> bool:
+        with self._lock:
+            if sha256 in self._hashes:
+                return False
+            self._hashes.add(sha256)
+            return True
+
+    def release(self, sha256: str) -> None:
+        with self._lock:
+            self._hashes.discard(sha256)
+
+
+def source_key(f: SourceFile) -> str:
+    """Identity of a file on a card without reading it: path, size and modification time."""
+    return hashlib.sha256(b"%d\0%d\0" % (f.size, f.mtime_ns) + f.rel).hexdigest()
+
+
+class Importer:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        reporter: Reporter | None = None,
+        claims: Claims | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.data = DataDir.at(config.data_dir)
+        self.catalog = Catalog(self.data)
+        self.sources = KeyIndex(self.data.index / "source")
+        self.agenda = Agenda(self.data.state)
+        self.reporter = reporter or SilentReporter()
+        self.claims = claims or Claims()
+        self.clock = clock
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self, source: str | os.PathLike[str], activity: str | None = None) -> Summary:
+        started = time.monotonic()
+        root = Path(source).absolute()
+        self._check_source(root)
+        if activity is not None:
+            check_slug(activity)
+        self.data.ensure()
+        summary = Summary(source=str(root))
+        found = scan(root, self.config.ingest.extra_clutter)
+        summary.skipped = found.skipped
+        summary.unknown = found.unknown
+        summary.failed = [Outcome(rel, "failed", reason) for rel, reason in found.errors]
+        run = _Run(self, activity)
+        self.reporter.started(found)
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for index, f in enumerate(found.files):
+                try:
+                    outcome = run.import_one(root_fd, f)
+                except StopImport as stop:
+                    summary.stopped = str(stop)
+                    summary.not_attempted = len(found.files) - index
+                    break
+                if outcome.status == "imported":
+                    summary.imported += 1
+                    summary.bytes_imported += outcome.size
+                elif outcome.status == "duplicate":
+                    summary.duplicates += 1
+                else:
+                    summary.failed.append(outcome)
+                self.reporter.file_done(outcome)
+                run.flush_if_due()
+        finally:
+            os.close(root_fd)
+            run.flush()
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def _check_source(self, root: Path) -> None:
+        if not root.is_dir():
+            raise IngestError(f"source is not a folder: {root}")
+        data_root = self.data.root.resolve()
+        real = root.resolve()
+        if real == data_root or data_root in real.parents or real in data_root.parents:
+            raise IngestError(f"source {root} overlaps the data folder {data_root}")
+
+
+class _Run:
+    """The state of one import: pending catalog records, folders already prepared."""
+
+    def __init__(self, importer: Importer, activity: str | None) -> None:
+        self.imp = importer
+        self.config = importer.config
+        self.activity = activity
+        self.agenda = importer.agenda.activities()
+        self.current = importer.agenda.current()
+        self.import_id = f"{importer.clock():%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        self.pending: dict[str, list[dict[str, Any]]] = {}
+        self.pending_sources: dict[str, dict[str, str]] = {}
+        self.claimed: list[str] = []
+        self.prepared: set[Path] = set()
+        self.last_flush = time.monotonic()
+
+    # -- one file -----------------------------------------------------------------------
+
+    def import_one(self, root_fd: int, f: SourceFile) -> Outcome:
+        try:
+            return self._import(root_fd, f)
+        except StopImport:
+            raise
+        except NotARegularFile as exc:
+            return Outcome(f.rel, "failed", f"not_regular_file: {exc.strerror}")
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StopImport(
+                    f"the archive disk is full ({exc.strerror}); free space and run again"
+                ) from exc
+            if exc.errno in _SOURCE_GONE:
+                raise StopImport(f"the source disappeared ({exc.strerror})") from exc
+            if exc.errno == errno.ENOENT:
+                return Outcome(f.rel, "failed", "vanished: the file disappeared from the source")
+            reason = "read_error" if not isinstance(exc, copy.VerifyError) else "verify_failed"
+            return Outcome(f.rel, "failed", f"{reason}: {exc.strerror or exc}")
+
+    def _import(self, root_fd: int, f: SourceFile) -> Outcome:
+        with open_source(root_fd, f.rel) as fd:
+            known = self._already_archived(fd, f)
+            if known:
+                return Outcome(f.rel, "duplicate", sha256=known, size=f.size)
+            description = records.describe(fd, f.kind, self.config, self.imp.clock())
+            where = filing.choose(
+                description.captured_at,
+                agenda=self.agenda,
+                zone=self.config.zone,
+                requested=self.activity,
+                current=self.current,
+            )
+            dest = self._prepare(where.folder_key)
+            self._check_space(dest, f.size)
+            temp = copy.copy_to_temp(fd, dest, self.imp.reporter.advanced)
+        if not self.imp.claims.claim(temp.sha256):
+            temp.discard()  # the same content is being imported right now
+            return Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size)
+        try:
+            final = self._place(temp, dest, f)
+        except BaseException:
+            self.imp.claims.release(temp.sha256)
+            raise
+        if final is None:
+            self.imp.claims.release(temp.sha256)
+            return Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size)
+        self.claimed.append(temp.sha256)  # released once the catalog knows it
+        record = records.make_record(
+            sha256=temp.sha256,
+            size=temp.size,
+            kind=f.kind,
+            original_name=os.fsdecode(f.name),
+            source_path=os.fsdecode(f.rel),
+            archive_path=self.imp.data.relative(final),
+            folder=where.folder_key,
+            activity=where.activity,
+            filed_by=where.reason,
+            description=description,
+            imported_at=self.imp.clock(),
+            import_id=self.import_id,
+        )
+        self.pending.setdefault(where.folder_key, []).append(record)
+        self._remember_source(f, temp.sha256)
+        return Outcome(f.rel, "imported", sha256=temp.sha256,
+                       archive_path=record["archive_path"], size=temp.size)
+
+    def _place(self, temp: copy.TempCopy, dest: Path, f: SourceFile) -> Path | None:
+        """Name, place and verify the temp copy; None when the content is already archived."""
+        try:
+            if self._archived(temp.sha256):
+                temp.discard()
+                self._remember_source(f, temp.sha256)
+                return None
+            final, adopted = copy.place(
+                temp, dest, copy.safe_name(f.name),
+                same_content=lambda p: _same_content(p, temp.sha256, temp.size),
+            )
+        except BaseException:
+            temp.discard()
+            raise
+        try:
+            copy.verify(final, temp.sha256, temp.size)
+        except BaseException:
+            if not adopted:
+                with contextlib.suppress(FileNotFoundError):
+                    final.unlink()
+            raise
+        return final
+
+    # -- stages -------------------------------------------------------------------------
+
+    def _already_archived(self, fd: int, f: SourceFile) -> str | None:
+        """Cheap dedup for a card seen before: same path, size and time, then confirmed by
+        hashing the source (a read, no write). Returns the SHA-256 when archived."""
+        entry = self.imp.sources.get(source_key(f))
+        if not entry or not self._archived(entry.get("sha256", "")):
+            return None
+        sha256, size = copy.hash_fd(fd, self.imp.reporter.advanced)
+        return sha256 if sha256 == entry["sha256"] and size == f.size else None
+
+    def _archived(self, sha256: str) -> bool:
+        """True when the catalog indexes this content and its file is in the archive."""
+        entry = self.imp.catalog.lookup(sha256) if len(sha256) == 64 else None
+        if not entry:
+            return False
+        try:
+            return (self.imp.data.root / entry["archive_path"]).is_file()
+        except (KeyError, TypeError, OSError):
+            return False
+
+    def _prepare(self, folder_key: str) -> Path:
+        dest = self.imp.data.archive / folder_key
+        if dest not in self.prepared:
+            dest.mkdir(parents=True, exist_ok=True)
+            copy.remove_debris(dest)
+            self.prepared.add(dest)
+        return dest
+
+    def _check_space(self, dest: Path, size: int) -> None:
+        st = os.statvfs(dest)
+        free = st.f_bavail * st.f_frsize
+        reserve = self.config.ingest.min_free_mb * 1024 * 1024
+        if free - size < reserve:
+            raise StopImport(
+                f"the archive disk is nearly full: {free // (1024 * 1024)} MiB free, "
+                f"{size // (1024 * 1024)} MiB needed plus a reserve of "
+                f"{self.config.ingest.min_free_mb} MiB (ingest.min_free_mb)"
+            )
+
+    def _remember_source(self, f: SourceFile, sha256: str) -> None:
+        self.pending_sources[source_key(f)] = {"sha256": sha256}
+
+    # -- catalog writes -----------------------------------------------------------------
+
+    def flush_if_due(self) -> None:
+        count = sum(len(v) for v in self.pending.values())
+        if count >= self.config.ingest.catalog_batch or (
+            count and time.monotonic() - self.last_flush > 5.0
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Record pending items: shard first, then the hash index, then the source index."""
+        for folder_key, records in list(self.pending.items()):
+            self.imp.catalog.upsert(folder_key, records)
+            del self.pending[folder_key]
+        for key, value in list(self.pending_sources.items()):
+            self.imp.sources.put(key, value)
+            del self.pending_sources[key]
+        for sha256 in self.claimed:
+            self.imp.claims.release(sha256)
+        self.claimed.clear()
+        self.last_flush = time.monotonic()
+
+
+def _same_content(path: Path, sha256: str, size: int) -> bool:
+    try:
+        if path.stat().st_size != size:
+            return False
+        return copy.read_back_sha256(path)[0] == sha256
+    except OSError:
+        return False

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from appliance import config as config_mod
+from appliance.config import ConfigError
+from tests.conftest import run_cli
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    cfg = config_mod.load(None, environ={}, data_dir=tmp_path)
+    assert cfg.data_dir == tmp_path
+    assert cfg.kit.timezone == "America/Mexico_City"
+    assert cfg.kit.language == "es-MX"
+    assert cfg.ingest.earliest_year == 1990
+
+
+def test_toml_file_and_environment_override(tmp_path: Path) -> None:
+    file = tmp_path / "acopio.toml"
+    file.write_text(
+        'data_dir = "/srv/acopio"\n[kit]\nname = "kit-cultura"\n'
+        '[ingest]\nmin_free_mb = 100\nextra_clutter = ["*.lrv"]\n'
+    )
+    cfg = config_mod.load(file, environ={"ACOPIO_INGEST_MIN_FREE_MB": "7",
+                                         "ACOPIO_KIT_TIMEZONE": "America/Tijuana"})
+    assert cfg.data_dir == Path("/srv/acopio")
+    assert cfg.kit.name == "kit-cultura"
+    assert cfg.ingest.min_free_mb == 7  # the environment wins over the file
+    assert cfg.kit.timezone == "America/Tijuana"
+    assert cfg.ingest.extra_clutter == ("*.lrv",)
+    # --data-dir wins over everything
+    assert config_mod.load(file, environ={}, data_dir="/x").data_dir == Path("/x")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[ingest]\nmin_free_mb = -1\n", "ingest.min_free_mb: must be 0 or more"),
+        ("[ingest]\nmin_free_mb = 'lots'\n", "ingest.min_free_mb: expected a number"),
+        ("[ingest]\nmin_free_mb = 1.5\n", "ingest.min_free_mb: expected a whole number"),
+        ("[ingest]\nbogus = 1\n", "unknown setting ingest.bogus"),
+        ("[nope]\nx = 1\n", "unknown setting nope"),
+        ("[kit]\ntimezone = 'Mars/Olympus'\n", "kit.timezone: unknown time zone"),
+        ("[kit]\nlanguage = 'fr'\n", "kit.language: must be one of es-MX, en"),
+        ("kit = 3\n", "kit: expected a table"),
+        ("[ingest]\nextra_clutter = 'x'\n", "ingest.extra_clutter: expected a list"),
+        ("this is not toml", "not valid TOML"),
+    ],
+)
+def test_errors_name_the_bad_key(tmp_path: Path, toml: str, message: str) -> None:
+    file = tmp_path / "acopio.toml"
+    file.write_text(toml)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        config_mod.load(file, environ={})
+
+
+def test_environment_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="ACOPIO_INGEST_NOPE"):
+        config_mod.load(None, environ={"ACOPIO_INGEST_NOPE": "1"})
+    with pytest.raises(ConfigError, match="ingest.catalog_batch: must be greater than 0"):
+        config_mod.load(None, environ={"ACOPIO_INGEST_CATALOG_BATCH": "0"})
+
+
+def test_named_file_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        config_mod.load(tmp_path / "missing.toml", environ={})
+
+
+def test_acopio_config_env_names_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text("[kit]\nname = 'desde-env'\n")
+    assert config_mod.load(None, environ={"ACOPIO_CONFIG": str(file)}).kit.name == "desde-env"
+
+
+def test_cli_config_check(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text("[kit]\nname = 'kit-1'\n")
+    result = run_cli("--config", good, "--data-dir", tmp_path, "config", "check", "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["kit"]["name"] == "kit-1"
+    assert shown["data_dir"] == str(tmp_path)
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ingest]\nprobe_timeout_s = 0\n")
+    result = run_cli("--config", bad, "config", "check")
+    assert result.returncode == 2
+    assert b"ingest.probe_timeout_s" in result.stderr
+
+    result = run_cli("--data-dir", tmp_path, "config", "check", env={"ACOPIO_KIT_LANGUAGE": "xx"})
+    assert result.returncode == 2
+    assert b"kit.language" in result.stderr

@@ -1,0 +1,47 @@
+"""Datasette's rule: a setting or command that the README does not document is a bug."""
+
+from __future__ import annotations
+
+import argparse
+
+from appliance import config as config_mod
+from appliance.cli import build_parser
+from tests.conftest import REPO
+
+
+def _readme() -> str:
+    return (REPO / "README.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    readme = _readme()
+    missing = [key for key, _ in config_mod.iter_settings() if f"`{key}`" not in readme]
+    assert not missing, f"settings missing from README.md: {missing}"
+
+
+def test_every_setting_has_a_doc_string() -> None:
+    assert all(f.metadata.get("doc") for _, f in config_mod.iter_settings())
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: str = "acopio") -> list[str]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append(f"{prefix} {name}")
+                found.extend(_commands(sub, f"{prefix} {name}"))
+    return found
+
+
+def test_every_cli_command_is_documented() -> None:
+    readme = _readme()
+    commands = _commands(build_parser())
+    assert "acopio ingest" in commands
+    missing = [c for c in commands if f"`{c}" not in readme]
+    assert not missing, f"commands missing from README.md: {missing}"
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    head = _readme()[:1500]
+    assert "./scripts/run" in head
+    assert "./scripts/test" in head
