@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from appliance.agenda import Agenda, check_slug
-from appliance.catalog import Catalog
+from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.keyindex import KeyIndex
+from appliance.storage import CorruptStateError
 from ingest import copy, filing, records
 from ingest.walk import NotARegularFile, Scan, SourceFile, display, open_source, scan
 
@@ -177,29 +178,44 @@ class Importer:
                     outcome = run.import_one(root_fd, f)
                 except StopImport as stop:
                     summary.stopped = str(stop)
-                    summary.not_attempted = len(found.files) - index
+                    outcome = Outcome(f.rel, "failed", f"stopped: {stop}")
+                self._tally(summary, outcome)
+                if not summary.stopped:
+                    try:
+                        run.flush_if_due()
+                    except StopImport as stop:
+                        summary.stopped = str(stop)
+                if summary.stopped:
+                    summary.not_attempted = len(found.files) - index - 1
                     break
-                if outcome.status == "imported":
-                    summary.imported += 1
-                    summary.bytes_imported += outcome.size
-                elif outcome.status == "duplicate":
-                    summary.duplicates += 1
-                else:
-                    summary.failed.append(outcome)
-                self.reporter.file_done(outcome)
-                run.flush_if_due()
         finally:
             os.close(root_fd)
-            run.flush()
+            try:
+                run.flush()
+            except StopImport as stop:
+                summary.stopped = summary.stopped or str(stop)
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _tally(self, summary: Summary, outcome: Outcome) -> None:
+        if outcome.status == "imported":
+            summary.imported += 1
+            summary.bytes_imported += outcome.size
+        elif outcome.status == "duplicate":
+            summary.duplicates += 1
+        else:
+            summary.failed.append(outcome)
+        self.reporter.file_done(outcome)
 
     def _check_source(self, root: Path) -> None:
         if not root.is_dir():
             raise IngestError(f"source is not a folder: {root}")
-        data_root = self.data.root.resolve()
         real = root.resolve()
-        if real == data_root or data_root in real.parents or real in data_root.parents:
+        data_root = self.data.root.resolve()
+        owned = [data_root / "archive", data_root / "state", data_root / "derivatives"]
+        if real == data_root or real in data_root.parents or any(
+            real == p or p in real.parents for p in owned
+        ):
             raise IngestError(f"source {root} overlaps the data folder {data_root}")
 
 
@@ -363,17 +379,29 @@ class _Run:
             self.flush()
 
     def flush(self) -> None:
-        """Record pending items: shard first, then the hash index, then the source index."""
-        for folder_key, records in list(self.pending.items()):
-            self.imp.catalog.upsert(folder_key, records)
-            del self.pending[folder_key]
-        for key, value in list(self.pending_sources.items()):
-            self.imp.sources.put(key, value)
-            del self.pending_sources[key]
-        for sha256 in self.claimed:
-            self.imp.claims.release(sha256)
-        self.claimed.clear()
-        self.last_flush = time.monotonic()
+        """Record pending items: shard first, then the hash index, then the source index.
+
+        A failure leaves the shard as it was (atomic write); the files already placed are
+        verified originals that the next run, or `acopio check --repair`, adopts.
+        """
+        try:
+            for folder_key, batch in list(self.pending.items()):
+                self.imp.catalog.upsert(folder_key, batch)
+                del self.pending[folder_key]
+            for key, value in list(self.pending_sources.items()):
+                self.imp.sources.put(key, value)
+                del self.pending_sources[key]
+        except (OSError, CorruptStateError, SchemaTooNewError) as exc:
+            self.pending.clear()
+            self.pending_sources.clear()
+            hint = "free space and run the import again" if isinstance(exc, OSError) \
+                else "run `acopio check --repair`, then the import again"
+            raise StopImport(f"could not write the catalog ({exc}); {hint}") from exc
+        finally:
+            for sha256 in self.claimed:
+                self.imp.claims.release(sha256)
+            self.claimed.clear()
+            self.last_flush = time.monotonic()
 
 
 def _same_content(path: Path, sha256: str, size: int) -> bool:

@@ -1,0 +1,287 @@
+"""The verified import end to end: a real card tree through the real CLI process."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.fsutil import TEMP_PREFIX
+from ingest.pipeline import Importer
+from tests.cards import (
+    camera_card,
+    exif_jpeg,
+    ffmpeg_video,
+    media_hashes,
+    sample,
+    sha256_file,
+    tree_digest,
+)
+from tests.conftest import REPO, run_cli
+
+FIELDS = {"sha256", "size", "kind", "original_name", "source_path", "archive_path",
+          "captured_at", "date_source", "camera", "gps", "activity", "problems"}
+
+
+def ingest(data: Path, source: Path, *extra: str) -> tuple[int, dict]:
+    result = run_cli("--data-dir", data, "ingest", source, "--json", *extra)
+    assert result.stdout, result.stderr.decode()
+    return result.returncode, json.loads(result.stdout)
+
+
+def items(data: Path, *extra: str) -> list[dict]:
+    result = run_cli("--data-dir", data, "items", "--json", *extra)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def check_clean(data: Path, deep: bool = True) -> None:
+    args = ["--data-dir", data, "check", "--json"] + (["--deep"] if deep else [])
+    result = run_cli(*args)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["clean"], report["findings"]
+
+
+def archive_files(data: Path) -> list[Path]:
+    return sorted(p for p in (data / "archive").rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return camera_card(tmp_path_factory.mktemp("card"))
+
+
+def test_camera_card_is_archived_verified_and_catalogued(card: Path, data_dir: Path) -> None:
+    before = tree_digest(card)
+    code, summary = ingest(data_dir, card)
+    assert code == 0, summary
+    expected = media_hashes(card)
+    assert summary["imported"] == len(expected) == 12
+    assert summary["duplicates"] == 0 and summary["failed"] == []
+    skipped = {s["path"]: s["reason"] for s in summary["skipped"]}
+    assert skipped == {
+        ".Trashes": "clutter", "DCIM/100CANON/._IMG_0001.JPG": "clutter",
+        "MISC": "clutter", "System Volume Information": "clutter",
+    }
+    assert sorted(summary["unknown"]) == ["DCIM/100CANON/IMG_0001.THM", "LEEME.txt"]
+
+    listed = items(data_dir)
+    assert {i["sha256"] for i in listed} == expected
+    for item in listed:
+        assert FIELDS <= item.keys()
+        path = data_dir / item["archive_path"]
+        assert sha256_file(path) == item["sha256"] and path.stat().st_size == item["size"]
+        assert item["archive_path"].startswith("archive/")
+        assert (card / item["source_path"]).is_file()
+    by_source = {i["source_path"]: i for i in listed}
+    video = by_source["PRIVATE/M4ROOT/CLIP/C0001.MP4"]
+    assert video["kind"] == "video" and video["date_source"] == "media_creation_time"
+    assert video["captured_at"].startswith("2026-05-10T12:30:00-06:00")
+    assert video["archive_path"] == "archive/2026/05/2026-05-10_sin-actividad/C0001.MP4"
+    assert by_source["AUDIO/ENTREVISTA_01.WAV"]["kind"] == "audio"
+    photo = by_source["DCIM/101CANON/IMG_0001.JPG"]
+    assert photo["captured_at"] == "2026-05-10T11:15:00-06:00"
+    assert photo["date_source"] == "exif"
+    assert photo["camera"] == {"make": "Canon", "model": "Canon EOS R6"}
+    assert photo["gps"]["lat"] == pytest.approx(19.4326, abs=1e-4)
+    assert photo["gps"]["lon"] == pytest.approx(-99.1332, abs=1e-4)
+    damaged = by_source["DCIM/100CANON/IMG_0003.JPG"]
+    assert [p["code"] for p in damaged["problems"]] == ["damaged"]
+    assert by_source["DCIM/100CANON/IMG_0001.JPG"]["problems"] == []
+    kinds = {i["source_path"].rsplit(".", 1)[1]: i["kind"] for i in listed}
+    assert kinds == {"JPG": "photo", "MPO": "photo", "HEIC": "photo", "PNG": "photo",
+                     "TIF": "photo", "MP4": "video", "WAV": "audio"}
+    # A name clash in one folder takes a suffix; nothing is overwritten.
+    names = [p.name for p in archive_files(data_dir)]
+    assert len(names) == len(expected)
+    assert not [n for n in names if n.startswith(TEMP_PREFIX)]
+    check_clean(data_dir)
+    assert tree_digest(card) == before  # the source is untouched
+
+    # The same card again imports nothing new.
+    code, again = ingest(data_dir, card)
+    assert code == 0
+    assert again["imported"] == 0 and again["duplicates"] == len(expected)
+    assert len(archive_files(data_dir)) == len(expected)
+    assert len(items(data_dir)) == len(expected)
+
+
+def test_clash_suffix_and_duplicates_within_one_card(tmp_path: Path, data_dir: Path) -> None:
+    card = tmp_path / "card"
+    exif_jpeg(card / "DCIM/100CANON/IMG_0001.JPG", "2026:03:02 10:00:00", color=(1, 2, 3))
+    exif_jpeg(card / "DCIM/101CANON/IMG_0001.JPG", "2026:03:02 10:05:00", color=(9, 9, 9))
+    sample("hopper.jpg", card / "DCIM/101CANON/IMG_0002.JPG")
+    sample("hopper.jpg", card / "DCIM/102CANON/COPIA.JPG")
+    code, summary = ingest(data_dir, card)
+    assert code == 0
+    assert (summary["imported"], summary["duplicates"]) == (3, 1)
+    folder = data_dir / "archive/2026/03/2026-03-02_sin-actividad"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("IMG_0001")) == [
+        "IMG_0001.JPG", "IMG_0001_2.JPG"]
+    by_source = {i["source_path"]: i["archive_path"] for i in items(data_dir)}
+    assert by_source["DCIM/100CANON/IMG_0001.JPG"].endswith("/IMG_0001.JPG")
+    assert by_source["DCIM/101CANON/IMG_0001.JPG"].endswith("/IMG_0001_2.JPG")
+    # A different card holding one of the same photos: duplicate across the archive.
+    other = tmp_path / "other"
+    sample("hopper.jpg", other / "DCIM/100NIKON/DSC_0001.JPG")
+    code, summary = ingest(data_dir, other)
+    assert (summary["imported"], summary["duplicates"]) == (0, 1)
+
+
+def test_filing_by_agenda_requested_current_and_unsorted(tmp_path: Path, data_dir: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        result = run_cli("--data-dir", data_dir, *args)
+        assert result.returncode == 0, result.stderr.decode()
+        return result
+
+    slug = cli("agenda", "add", "Informe anual — Cabildo", "--start", "2026-06-01T09:00",
+               "--end", "2026-06-02T20:00", "--area", "Presidencia").stdout.decode().strip()
+    assert slug == "informe-anual-cabildo"
+    listed = json.loads(cli("agenda", "list", "--json").stdout)
+    assert listed[0]["start"] == "2026-06-01T09:00:00-06:00"
+
+    card = tmp_path / "card"
+    exif_jpeg(card / "a.jpg", "2026:06:02 18:00:00", color=(1, 1, 1))  # 2nd day of the activity
+    exif_jpeg(card / "b.jpg", "2026:06:03 10:00:00", color=(2, 2, 2))  # after it
+    exif_jpeg(card / "c.jpg", "1985:01:01 10:00:00", color=(3, 3, 3))  # implausible
+    os.utime(card / "c.jpg", (1780000000, 1780000000))  # 2026-05-28 in Mexico City
+    ffmpeg_video(card / "d.mp4", creation_time="2026-06-01T16:00:00Z")  # 10:00 local, in window
+    ingest(data_dir, card)
+    by_name = {i["original_name"]: i for i in items(data_dir)}
+    assert by_name["a.jpg"]["archive_path"] == (
+        "archive/2026/06/2026-06-01_informe-anual-cabildo/a.jpg")
+    assert by_name["a.jpg"]["filed_by"] == "agenda"
+    assert by_name["d.mp4"]["activity"] == "informe-anual-cabildo"
+    assert by_name["b.jpg"]["archive_path"] == "archive/2026/06/2026-06-03_sin-actividad/b.jpg"
+    c = by_name["c.jpg"]
+    assert c["date_source"] == "file_mtime"
+    assert c["archive_path"].startswith("archive/2026/05/2026-05-28_sin-actividad/")
+    assert [p["code"] for p in c["problems"]] == ["implausible_date"]
+
+    card2 = tmp_path / "card2"
+    exif_jpeg(card2 / "e.jpg", "2026:06:05 10:00:00", color=(4, 4, 4))
+    ingest(data_dir, card2, "--activity", "rueda-de-prensa")
+    cli("agenda", "current", "informe-anual-cabildo")
+    assert cli("agenda", "current").stdout.decode().strip() == "informe-anual-cabildo"
+    card3 = tmp_path / "card3"
+    exif_jpeg(card3 / "f.jpg", "2026:06:06 10:00:00", color=(5, 5, 5))
+    ingest(data_dir, card3)
+    by_name = {i["original_name"]: i for i in items(data_dir)}
+    assert by_name["e.jpg"]["archive_path"] == "archive/2026/06/2026-06-05_rueda-de-prensa/e.jpg"
+    assert by_name["e.jpg"]["filed_by"] == "requested"
+    assert by_name["f.jpg"]["archive_path"] == (
+        "archive/2026/06/2026-06-01_informe-anual-cabildo/f.jpg")
+    assert by_name["f.jpg"]["filed_by"] == "current"
+    only = items(data_dir, "--activity", "informe-anual-cabildo")
+    assert {i["original_name"] for i in only} == {"a.jpg", "d.mp4", "f.jpg"}
+    assert {i["original_name"] for i in items(data_dir, "--month", "2026-05")} == {"c.jpg"}
+    bad = run_cli("--data-dir", data_dir, "ingest", card, "--activity", "../etc")
+    assert bad.returncode == 2 and b"invalid activity slug" in bad.stderr
+
+
+def test_hostile_names_and_special_files(tmp_path: Path, data_dir: Path) -> None:
+    card = tmp_path / "card"
+    d = card / "DCIM"
+    d.mkdir(parents=True)
+    (d / "link.jpg").symlink_to("/etc/passwd")
+    (d / "into-archive.jpg").symlink_to(data_dir)
+    (d / "loop").symlink_to(card)
+    (d / "dirlink").symlink_to("/etc")
+    os.mkfifo(d / "fifo.jpg")
+    if os.geteuid() == 0:
+        os.mknod(d / "dev.jpg", 0o600 | 0o020000, os.makedev(1, 3))  # like /dev/null
+    names = [
+        b"new\nline.jpg", b"-rf.jpg", b"--help.jpg", b"bad\xff\xfename.jpg",
+        "café.jpg".encode(), "cafe\u0301.jpg".encode(),  # NFC and NFD twins
+        b"x" * 251 + b".jpg",
+    ]
+    for i, name in enumerate(names):
+        exif_jpeg(Path(os.fsdecode(bytes(d) + b"/" + name)), "2026:04:01 10:00:00",
+                  color=(i * 20, 0, 0))
+    before = tree_digest(card)
+    code, summary = ingest(data_dir, card)
+    assert code == 0, summary
+    assert summary["imported"] == len(names)
+    reasons = {s["path"]: s["reason"] for s in summary["skipped"]}
+    assert reasons["DCIM/link.jpg"] == "symlink"
+    assert reasons["DCIM/into-archive.jpg"] == "symlink"
+    assert reasons["DCIM/loop"] == "symlink"
+    assert reasons["DCIM/fifo.jpg"] == "not_regular_file"
+    if os.geteuid() == 0:
+        assert reasons["DCIM/dev.jpg"] == "not_regular_file"
+    archived = archive_files(data_dir)
+    passwd = sha256_file(Path("/etc/passwd"))
+    assert passwd not in {sha256_file(p) for p in archived}
+    for path in archived:
+        name = path.name
+        assert name.encode("utf-8") and len(name.encode()) <= 255
+        assert "\n" not in name and not name.startswith("-")
+    folder = data_dir / "archive/2026/04/2026-04-01_sin-actividad"
+    listed = sorted(p.name for p in folder.iterdir())
+    assert "café.jpg" in listed and "café_2.jpg" in listed  # twins kept apart, NFC names
+    assert "new_line.jpg" in listed and "_rf.jpg" in listed and "bad__name.jpg" in listed
+    raw = {i["source_path"] for i in items(data_dir)}
+    assert os.fsdecode(b"DCIM/bad\xff\xfename.jpg") in raw  # exact original kept
+    assert tree_digest(card) == before
+    check_clean(data_dir)
+
+
+def test_refuses_a_source_inside_the_archive(data_dir: Path, tmp_path: Path) -> None:
+    (data_dir / "archive").mkdir()
+    result = run_cli("--data-dir", data_dir, "ingest", data_dir / "archive")
+    assert result.returncode == 2 and b"overlaps the data folder" in result.stderr
+    result = run_cli("--data-dir", data_dir, "ingest", tmp_path / "nope")
+    assert result.returncode == 2 and b"not a folder" in result.stderr
+
+
+def test_progress_bar_on_a_terminal(card: Path, data_dir: Path) -> None:
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "--data-dir", str(data_dir), "ingest", str(card)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=follower,
+    )
+    os.close(follower)
+    out, _ = proc.communicate(timeout=120)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    screen = b"".join(chunks).decode()
+    assert proc.returncode == 0
+    assert "\r[" in screen and "100%" in screen and "12/12 files" in screen
+    assert b"Imported:   12" in out
+
+
+def test_a_file_that_vanishes_is_reported_and_the_rest_imported(
+        tmp_path: Path, config) -> None:
+    card = tmp_path / "card"
+    for i in range(3):
+        exif_jpeg(card / f"IMG_{i}.JPG", "2026:02:01 10:00:00", color=(i, 50, 50))
+
+    class DeleteOne:
+        def started(self, scan) -> None:
+            (card / "IMG_1.JPG").unlink()
+
+        def advanced(self, nbytes: int) -> None:
+            pass
+
+        def file_done(self, outcome) -> None:
+            pass
+
+    summary = Importer(config, reporter=DeleteOne()).run(card)
+    assert summary.imported == 2
+    assert [(o.path, o.reason.split(":")[0]) for o in summary.failed] == [
+        ("IMG_1.JPG", "vanished")]
+    assert not summary.ok
