@@ -28,7 +28,7 @@ class AgendaError(ValueError):
 
 
 def slugify(text: str) -> str:
-    """ASCII, lower case, hyphens: "Informe Anual 2026 — Cabildo" -> "informe-anual-2026-cabildo"."""
+    """ASCII, lower case, hyphens: "Informe Anual — Cabildo" -> "informe-anual-cabildo"."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return slug[:80].strip("-")
@@ -78,7 +78,9 @@ def parse_time(text: str, zone: ZoneInfo) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise AgendaError(f"invalid date-time {text!r}: use ISO 8601, e.g. 2026-05-10T09:00")
+        raise AgendaError(
+            f"invalid date-time {text!r}: use ISO 8601, e.g. 2026-05-10T09:00"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=zone)
 
 
@@ -102,7 +104,7 @@ class Agenda:
             raise AgendaError(f"{SIN_ACTIVIDAD!r} is reserved for unsorted items")
         if activity.end < activity.start:
             raise AgendaError("the activity ends before it starts")
-        with storage.transaction(self.path) as db:
+        with storage.transaction(self.path, self.path.parent / "tmp") as db:
             table = db.table("activities")
             if table.contains(Query().slug == activity.slug):
                 raise AgendaError(f"an activity {activity.slug!r} already exists")
@@ -110,7 +112,7 @@ class Agenda:
         return activity
 
     def remove(self, slug: str) -> None:
-        with storage.transaction(self.path) as db:
+        with storage.transaction(self.path, self.path.parent / "tmp") as db:
             if not db.table("activities").remove(Query().slug == slug):
                 raise AgendaError(f"no activity {slug!r} in the agenda")
             if self.current() == slug:
@@ -124,7 +126,7 @@ class Agenda:
     def set_current(self, slug: str | None) -> None:
         if slug is not None:
             check_slug(slug)
-        with storage.transaction(self.path) as db:
+        with storage.transaction(self.path, self.path.parent / "tmp") as db:
             table = db.table("kit")
             table.truncate()
             if slug is not None:

@@ -21,6 +21,7 @@ from tinydb import Query, TinyDB
 
 from appliance import storage
 from appliance.datadir import DataDir
+from appliance.fsutil import file_lock
 from appliance.keyindex import KeyIndex
 
 SCHEMA_VERSION = 1
@@ -53,7 +54,7 @@ class Catalog:
         self.data = data
         self.schema_version = schema_version
         self.migrations = migrations
-        self.by_hash = KeyIndex(data.index / "sha256")
+        self.by_hash = KeyIndex(data.index / "sha256", data.tmp)
 
     # -- shards -------------------------------------------------------------------------
 
@@ -113,7 +114,7 @@ class Catalog:
     def upsert(self, folder_key: str, records: Iterable[dict[str, Any]]) -> None:
         """Insert or replace records (by sha256) in one locked, durable write."""
         path = self.shard_path(folder_key)
-        with storage.transaction(path) as db:
+        with storage.transaction(path, self.data.tmp) as db:
             self._migrate(db, path)
             items = db.table(ITEMS)
             by_sha = {doc["sha256"]: doc.doc_id for doc in items.all()}
@@ -138,8 +139,8 @@ class Catalog:
             META: {"1": {"schema_version": self.schema_version}},
             ITEMS: {str(i): r for i, r in enumerate(records, start=1)},
         }
-        with storage.file_lock(storage.lock_path_for(path)):
-            storage.SafeJSONStorage(path).write(data)
+        with file_lock(storage.lock_path_for(path)):
+            storage.SafeJSONStorage(path, self.data.tmp).write(data)
         self._index(records, folder_key)
 
     # -- queries ------------------------------------------------------------------------

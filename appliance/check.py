@@ -20,7 +20,7 @@ from typing import Any
 from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import TEMP_PREFIX
+from appliance.fsutil import TEMP_PREFIX, is_debris
 from appliance.storage import CorruptStateError
 from ingest import copy, records
 from ingest.kinds import kind_of
@@ -116,7 +116,7 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
         for entry in sorted(folder.iterdir()):
             rel = data.relative(entry)
             if entry.name.startswith(TEMP_PREFIX):
-                if copy.is_debris(entry):
+                if is_debris(entry):
                     finding = Finding("stray_temp", rel, "left by an interrupted import")
                     if repair:
                         entry.unlink(missing_ok=True)
@@ -125,8 +125,8 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
             elif rel not in catalogued:
                 strays.append(entry)
     for entry in strays:
-        finding = Finding("uncatalogued", data.relative(entry), "in the archive, not in the catalog")
-        report.findings.append(finding)
+        report.findings.append(
+            Finding("uncatalogued", data.relative(entry), "in the archive, not in the catalog"))
     if repair and strays:
         adopted = _describe_files(config, data, key, [p for p in strays if p.is_file()])
         catalog.upsert(key, adopted)
@@ -204,7 +204,7 @@ def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: boo
 
 def _check_state_debris(data: DataDir, report: Report, *, repair: bool) -> None:
     for path in sorted(data.state.rglob(TEMP_PREFIX + "*")):
-        if copy.is_debris(path):
+        if is_debris(path):
             finding = Finding("stray_temp", data.relative(path), "left by an interrupted write")
             if repair:
                 path.unlink(missing_ok=True)

@@ -41,11 +41,12 @@ class DataDir:
         return self.state / "index"
 
     @property
-    def locks(self) -> Path:
-        return self.state / "locks"
+    def tmp(self) -> Path:
+        """Temp files of state writes (same filesystem, so renames are atomic)."""
+        return self.state / "tmp"
 
     def ensure(self) -> None:
-        for path in (self.archive, self.catalog, self.index, self.locks):
+        for path in (self.archive, self.catalog, self.index, self.tmp):
             path.mkdir(parents=True, exist_ok=True)
 
     def relative(self, path: Path) -> str:

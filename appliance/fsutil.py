@@ -31,11 +31,16 @@ def temp_name() -> str:
     return f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new file, whole."""
+def atomic_write(path: str | os.PathLike[str], data: bytes,
+                 tmp_dir: str | os.PathLike[str] | None = None) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new file, whole.
+
+    `tmp_dir` (same filesystem) gathers the temp files of many small writes in one folder,
+    so that crash debris is found by listing one folder, not a whole index.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / temp_name()
+    tmp = Path(tmp_dir or path.parent) / temp_name()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         # Held until the rename: a cleaner can tell a live temp from a crashed writer's.
@@ -58,6 +63,36 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def remove_debris(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files in `folder` whose writer died (their flock is free)."""
+    removed = []
+    for path in Path(folder).glob(TEMP_PREFIX + "*"):
+        if is_debris(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(path)
+    if removed:
+        fsync_dir(folder)
+    return removed
+
+
+def is_debris(path: Path) -> bool:
+    """A temp file whose writer is gone: every writer holds an flock on its temp file."""
+    if not path.name.startswith(TEMP_PREFIX):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 @contextlib.contextmanager

@@ -26,8 +26,9 @@ _KEY = re.compile(r"^[0-9a-f]{64}$")
 class KeyIndex:
     """Maps a hex SHA-256 key to a small JSON object."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tmp_dir: Path) -> None:
         self.root = root
+        self.tmp_dir = tmp_dir
 
     def _path(self, key: str) -> Path:
         if not _KEY.match(key):
@@ -48,7 +49,7 @@ class KeyIndex:
         return value if isinstance(value, dict) else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        atomic_write(self._path(key), dump_json(value))
+        atomic_write(self._path(key), dump_json(value), self.tmp_dir)
 
     def remove(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

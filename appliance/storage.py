@@ -62,14 +62,16 @@ def dump_json(value: Any) -> bytes:
 class SafeJSONStorage(Storage):
     """TinyDB storage backed by one JSON file, written atomically."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str],
+                 tmp_dir: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path)
+        self.tmp_dir = tmp_dir
 
     def read(self) -> dict[str, Any] | None:
         return read_json_file(self.path)
 
     def write(self, data: dict[str, Any]) -> None:
-        atomic_write(self.path, dump_json(data))
+        atomic_write(self.path, dump_json(data), self.tmp_dir)
 
 
 class _BufferedStorage(Storage):
@@ -97,14 +99,15 @@ def lock_path_for(path: Path) -> Path:
 
 
 @contextmanager
-def transaction(path: str | os.PathLike[str]) -> Iterator[TinyDB]:
+def transaction(path: str | os.PathLike[str],
+                tmp_dir: str | os.PathLike[str] | None = None) -> Iterator[TinyDB]:
     """A TinyDB over `path`, exclusively locked, written once (durably) on success.
 
     An exception inside the block writes nothing: the file keeps its previous content.
     """
     path = Path(path)
     with file_lock(lock_path_for(path)):
-        buffered = _BufferedStorage(SafeJSONStorage(path))
+        buffered = _BufferedStorage(SafeJSONStorage(path, tmp_dir))
         db = TinyDB(storage=lambda: buffered)  # TinyDB calls the factory with no arguments
         yield db
         if buffered.dirty and buffered.data is not None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.fsutil import TEMP_PREFIX, fsync_dir, temp_name
+from appliance.fsutil import fsync_dir, temp_name
 
 CHUNK = 4 * 1024 * 1024
 MAX_NAME_BYTES = 255
@@ -207,32 +207,3 @@ def verify(path: Path, sha256: str, size: int) -> None:
     if actual != sha256 or length != size:
         raise VerifyError(errno.EIO, f"verification failed for {path.name}: read back "
                           f"{length} bytes with SHA-256 {actual[:12]}…, expected {sha256[:12]}…")
-
-
-def is_debris(path: Path) -> bool:
-    """A temp file whose writer is gone (its flock is free)."""
-    if not path.name.startswith(TEMP_PREFIX):
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def remove_debris(folder: Path) -> list[Path]:
-    removed = []
-    for path in folder.glob(TEMP_PREFIX + "*"):
-        if is_debris(path):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            removed.append(path)
-    if removed:
-        fsync_dir(folder)
-    return removed

@@ -29,6 +29,7 @@ from appliance.agenda import Agenda, check_slug
 from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.config import Config
 from appliance.datadir import DataDir
+from appliance.fsutil import remove_debris
 from appliance.keyindex import KeyIndex
 from appliance.storage import CorruptStateError
 from ingest import copy, filing, records
@@ -149,7 +150,7 @@ class Importer:
         self.config = config
         self.data = DataDir.at(config.data_dir)
         self.catalog = Catalog(self.data)
-        self.sources = KeyIndex(self.data.index / "source")
+        self.sources = KeyIndex(self.data.index / "source", self.data.tmp)
         self.agenda = Agenda(self.data.state)
         self.reporter = reporter or SilentReporter()
         self.claims = claims or Claims()
@@ -164,6 +165,7 @@ class Importer:
         if activity is not None:
             check_slug(activity)
         self.data.ensure()
+        remove_debris(self.data.tmp)  # left by a crashed state write
         summary = Summary(source=str(root))
         found = scan(root, self.config.ingest.extra_clutter)
         summary.skipped = found.skipped
@@ -351,7 +353,7 @@ class _Run:
         dest = self.imp.data.archive / folder_key
         if dest not in self.prepared:
             dest.mkdir(parents=True, exist_ok=True)
-            copy.remove_debris(dest)
+            remove_debris(dest)
             self.prepared.add(dest)
         return dest
 

@@ -73,7 +73,7 @@ def test_camera_card_is_archived_verified_and_catalogued(card: Path, data_dir: P
     listed = items(data_dir)
     assert {i["sha256"] for i in listed} == expected
     for item in listed:
-        assert FIELDS <= item.keys()
+        assert item.keys() >= FIELDS
         path = data_dir / item["archive_path"]
         assert sha256_file(path) == item["sha256"] and path.stat().st_size == item["size"]
         assert item["archive_path"].startswith("archive/")

@@ -1,0 +1,342 @@
+"""Faults the import must survive, done for real: kill -9 at exact system calls, a full disk,
+a card pulled out mid-copy, a damaged catalog shard."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from appliance.fsutil import TEMP_PREFIX
+from tests.cards import (
+    exif_jpeg,
+    ffmpeg_audio,
+    media_hashes,
+    sample,
+    sha256_file,
+    tree_digest,
+)
+from tests.conftest import REPO, require_tool, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def small_card(root: Path) -> Path:
+    sample("flower.jpg", root / "DCIM/100CANON/IMG_0001.JPG")
+    sample("hopper.jpg", root / "DCIM/100CANON/IMG_0002.JPG")
+    sample("iptc.jpg", root / "DCIM/100CANON/IMG_0003.JPG")
+    sample("hopper.jpg", root / "DCIM/101CANON/IMG_0002.JPG")  # same name, same bytes
+    exif_jpeg(root / "DCIM/101CANON/IMG_0003.JPG", "2026:05:10 10:00:00")  # clash, new bytes
+    ffmpeg_audio(root / "AUDIO/NOTA.WAV")
+    return root
+
+
+def assert_archived_exactly_once(data: Path, card: Path) -> None:
+    """Every media file of the card is in the archive once, verified and catalogued, and
+    nothing else is left behind."""
+    expected = media_hashes(card)
+    files = [p for p in (data / "archive").rglob("*") if p.is_file()]
+    assert not [p for p in data.rglob(TEMP_PREFIX + "*")], "temp files left behind"
+    counts = Counter(sha256_file(p) for p in files)
+    assert set(counts) == expected
+    assert all(n == 1 for n in counts.values()), counts
+    listed = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
+    assert sorted(i["sha256"] for i in listed) == sorted(expected)
+    result = run_cli("--data-dir", data, "check", "--deep", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["clean"], report["findings"]
+
+
+@pytest.fixture(scope="module")
+def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_card(tmp_path_factory.mktemp("card"))
+
+
+# Each crash point: the Nth call of a system call the import uses to make data durable.
+# With this card a clean import makes 6 file copies (with a duplicate), ~40 fsyncs.
+CRASH_POINTS = (
+    [("fsync", n) for n in (1, 2, 3, 4, 5, 7, 9, 11, 13, 16, 19, 22, 25, 28, 31)]
+    + [("link,linkat", n) for n in (1, 2, 3, 5)]
+    + [("rename,renameat,renameat2", n) for n in (1, 2, 4, 7, 10)]
+    + [("unlink,unlinkat", n) for n in (1, 3, 5)]
+)
+
+
+@pytest.mark.parametrize(("syscalls", "when"), CRASH_POINTS,
+                         ids=[f"{s.split(',')[0]}-{n}" for s, n in CRASH_POINTS])
+def test_kill_9_at_a_system_call_then_rerun(card: Path, tmp_path: Path, syscalls: str,
+                                             when: int) -> None:
+    strace = require_tool("strace")
+    data = tmp_path / "data"
+    before = tree_digest(card)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    crashed = subprocess.run(
+        [strace, "-qq", "-o", "/dev/null", "-e", f"trace={syscalls}",
+         "-e", f"inject={syscalls}:signal=SIGKILL:when={when}",
+         sys.executable, "-m", "appliance", "--data-dir", str(data), "ingest", str(card)],
+        cwd=REPO, env=env, capture_output=True, timeout=120,
+    )
+    assert crashed.returncode != 0, "the crash point was never reached"
+    result = run_cli("--data-dir", data, "ingest", card, "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    assert_archived_exactly_once(data, card)
+    assert tree_digest(card) == before
+
+
+def test_kill_9_at_random_moments_then_rerun(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    for i in range(40):
+        exif_jpeg(card / f"DCIM/100CANON/IMG_{i:04d}.JPG", "2026:05:10 10:00:00",
+                  size=(800, 600), color=(i * 6, 100, 200 - i * 4))
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    rng = random.Random(7)
+    for _ in range(6):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "--data-dir", str(data), "ingest", str(card)],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    result = run_cli("--data-dir", data, "ingest", card, "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    assert_archived_exactly_once(data, card)
+
+
+def noise_jpeg(path: Path, seed: int, side: int = 1000) -> Path:
+    from PIL import Image
+
+    rng = random.Random(seed)
+    img = Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, "JPEG", quality=95)
+    return path
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A size-limited tmpfs as the data folder: a disk that really fills up."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs and needs root (CI runs as root)")
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mountpoint)],
+                   check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+@pytest.mark.root
+def test_disk_fills_during_copy(tmp_path: Path, small_disk: Path, config) -> None:
+    """Another writer fills the disk while a card imports: the copy meets a real ENOSPC."""
+    from dataclasses import replace
+
+    from ingest.pipeline import Importer
+
+    card = tmp_path / "card"
+    noise_jpeg(card / "DCIM/A_01.JPG", seed=1)
+    noise_jpeg(card / "DCIM/A_02.JPG", seed=2)
+    (card / "DCIM/B_03.MP4").write_bytes(random.Random(3).randbytes(12 * 1024 * 1024))
+    noise_jpeg(card / "DCIM/C_04.JPG", seed=4)
+    noise_jpeg(card / "DCIM/C_05.JPG", seed=5)
+    data = small_disk / "data"
+    cfg = replace(config, data_dir=data, ingest=replace(config.ingest, min_free_mb=0))
+
+    class FillTheDiskDuringTheThirdFile:
+        done = 0
+        filled = False
+
+        def started(self, scan) -> None:
+            pass
+
+        def file_done(self, outcome) -> None:
+            self.done += 1
+
+        def advanced(self, nbytes: int) -> None:
+            if self.done == 2 and not self.filled:  # the big file's first chunk is written
+                self.filled = True
+                filler = small_disk / "filler"
+                with open(filler, "wb") as fh:
+                    try:
+                        while True:
+                            fh.write(b"\0" * 65536)
+                            fh.flush()
+                    except OSError:
+                        pass
+                os.truncate(filler, filler.stat().st_size - 300 * 1024)  # room for state
+
+    summary = Importer(cfg, reporter=FillTheDiskDuringTheThirdFile()).run(card)
+    assert "disk is full" in summary.stopped
+    assert summary.imported == 2
+    assert [o.path for o in summary.failed] == ["DCIM/B_03.MP4"]
+    assert summary.not_attempted == 2
+    # What was imported is whole, verified and catalogued; no partial file anywhere.
+    assert not list(data.rglob(TEMP_PREFIX + "*"))
+    listed = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
+    assert len(listed) == 2
+    for item in listed:
+        assert sha256_file(data / item["archive_path"]) == item["sha256"]
+    check = run_cli("--data-dir", data, "check", "--deep", "--json")
+    assert check.returncode == 0, check.stdout.decode()
+    # The CLI says so clearly and exits non-zero.
+    result = run_cli("--data-dir", data, "ingest", card, env={"ACOPIO_INGEST_MIN_FREE_MB": "0"})
+    assert result.returncode == 1 and b"import stopped" in result.stderr
+    # Space freed, same card: the import completes.
+    (small_disk / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,size=40m", str(small_disk)], check=True)
+    result = run_cli("--data-dir", data, "ingest", card, "--json",
+                     env={"ACOPIO_INGEST_MIN_FREE_MB": "0"})
+    assert result.returncode == 0, result.stdout.decode()
+    assert_archived_exactly_once(data, card)
+
+
+@pytest.mark.root
+def test_reserve_stops_before_the_disk_is_full(tmp_path: Path, small_disk: Path) -> None:
+    card = tmp_path / "card"
+    for i in range(6):  # about 1.2 MB each
+        noise_jpeg(card / f"DCIM/IMG_{i:02d}.JPG", seed=100 + i)
+    data = small_disk / "data"
+    result = run_cli("--data-dir", data, "ingest", card, "--json",
+                     env={"ACOPIO_INGEST_MIN_FREE_MB": "20"})
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert "nearly full" in summary["stopped"] and "ingest.min_free_mb" in summary["stopped"]
+    free = os.statvfs(small_disk)
+    assert 0 < summary["imported"] < 6
+    assert free.f_bavail * free.f_frsize >= 19 * 1024 * 1024
+    assert run_cli("--data-dir", data, "check", "--json").returncode == 0
+
+
+def fat_card(tmp_path: Path, files: dict[str, Path]) -> Path:
+    """A real FAT32 image holding `files` (name on card -> local file), built with mtools."""
+    for tool in ("mkfs.vfat", "mcopy", "mmd"):
+        require_tool(tool)
+    image = tmp_path / "card.img"
+    total = sum(p.stat().st_size for p in files.values())
+    with open(image, "wb") as fh:
+        fh.truncate(max(64 * 1024 * 1024, int(total * 1.3)))
+    subprocess.run(["mkfs.vfat", "-F", "32", "-n", "EOS_DIGITAL", str(image)], check=True,
+                   capture_output=True)
+    made = set()
+    for name, local in files.items():
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            folder = "/".join(parts[:i])
+            if folder not in made:
+                subprocess.run(["mmd", "-i", str(image), f"::/{folder}"], check=True)
+                made.add(folder)
+        subprocess.run(["mcopy", "-i", str(image), str(local), f"::/{name}"], check=True)
+    return image
+
+
+def mount_fusefat(image: Path, mountpoint: Path) -> subprocess.Popen:
+    fusefat = require_tool("fusefat")
+    mountpoint.mkdir(exist_ok=True)
+    proc = subprocess.Popen([fusefat, "-f", "-o", "ro", str(image), str(mountpoint)])
+    deadline = time.monotonic() + 10
+    while not os.path.ismount(mountpoint):
+        assert proc.poll() is None and time.monotonic() < deadline, "fusefat did not mount"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.root
+def test_card_pulled_mid_copy(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    big = local / "C0001.MP4"
+    with open(big, "wb") as fh:  # not a decodable video: still archived, flagged
+        fh.write(random.Random(1).randbytes(120 * 1024 * 1024))
+    files = {f"DCIM/100CANON/IMG_{i:04d}.JPG": noise_jpeg(local / f"{i}.jpg", seed=200 + i)
+             for i in range(3)}
+    files["PRIVATE/M4ROOT/CLIP/C0001.MP4"] = big
+    image = fat_card(tmp_path, files)
+    mountpoint = tmp_path / "mnt"
+    fuse = mount_fusefat(image, mountpoint)
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    ingest = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "--data-dir", str(data), "ingest",
+         str(mountpoint), "--json"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Pull the card once the big file's copy is under way.
+        deadline = time.monotonic() + 60
+        while True:
+            temps = [p for p in data.rglob(TEMP_PREFIX + "*")] if data.exists() else []
+            if any(p.stat().st_size > 8 * 1024 * 1024 for p in temps if p.exists()):
+                break
+            assert ingest.poll() is None, "the import ended before the card was pulled"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        fuse.send_signal(signal.SIGKILL)
+        fuse.wait()
+        out, err = ingest.communicate(timeout=60)
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False, capture_output=True)
+    assert ingest.returncode == 1, err.decode()
+    summary = json.loads(out)
+    assert "source disappeared" in summary["stopped"]
+    assert summary["imported"] == 3
+    assert [f["path"] for f in summary["failed"]] == ["PRIVATE/M4ROOT/CLIP/C0001.MP4"]
+    assert not list(data.rglob(TEMP_PREFIX + "*")), "partial copy left behind"
+    listed = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
+    assert len(listed) == 3 and not [i for i in listed if i["kind"] == "video"]
+    assert run_cli("--data-dir", data, "check", "--deep").returncode == 0
+    # The card goes back in: the re-run completes.
+    fuse = mount_fusefat(image, mountpoint)
+    try:
+        result = run_cli("--data-dir", data, "ingest", mountpoint, "--json")
+        assert result.returncode == 0, result.stdout.decode()
+        assert json.loads(result.stdout)["imported"] == 1
+        assert_archived_exactly_once(data, mountpoint)
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+        fuse.wait(timeout=10)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "nul", "half"])
+def test_damaged_shard_is_detected_and_repaired(card: Path, tmp_path: Path, damage: str) -> None:
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    good = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
+    shard = next((data / "state/catalog").rglob("*.json"))
+    size = shard.stat().st_size
+    if damage == "truncate":
+        shard.write_bytes(b"")
+    elif damage == "nul":
+        shard.write_bytes(b"\0" * size)
+    else:
+        shard.write_bytes(shard.read_bytes()[: size // 2])
+    listing = run_cli("--data-dir", data, "items", "--json")
+    assert listing.returncode == 1
+    assert str(shard).encode() in listing.stderr and b"check --repair" in listing.stderr
+    assert shard.stat().st_size in (0, size, size // 2)  # never replaced by an empty catalog
+    # An import into the damaged folder refuses to write over it.
+    again = run_cli("--data-dir", data, "ingest", card, "--json")
+    assert shard.read_bytes() != b"{}" and json.loads(again.stdout)["imported"] == 0
+    check = run_cli("--data-dir", data, "check", "--json")
+    assert check.returncode == 1
+    codes = {f["code"] for f in json.loads(check.stdout)["findings"]}
+    assert "damaged_shard" in codes
+    repair = run_cli("--data-dir", data, "check", "--repair", "--json")
+    assert repair.returncode == 0, repair.stdout.decode()
+    assert list(shard.parent.glob(shard.name + ".damaged-*")), "damaged shard not kept aside"
+    assert_archived_exactly_once(data, card)
+    repaired = {i["sha256"]: i for i in
+                json.loads(run_cli("--data-dir", data, "items", "--json").stdout)}
+    for item in good:
+        again_item = repaired[item["sha256"]]
+        assert again_item["archive_path"] == item["archive_path"]
+        assert again_item["captured_at"] == item["captured_at"]
+        assert again_item["kind"] == item["kind"]
