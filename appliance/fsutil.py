@@ -40,6 +40,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes,
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if tmp_dir is not None:
+        Path(tmp_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tmp_dir or path.parent) / temp_name()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
