@@ -87,11 +87,13 @@ def camera_card(root: Path) -> Path:
     dcim = root / "DCIM" / "100CANON"
     sample("flower.jpg", dcim / "IMG_0001.JPG")
     sample("hopper_orientation_3.jpg", dcim / "IMG_0002.JPG")
-    sample("truncated_app14.jpg", dcim / "IMG_0003.JPG")
+    broken = (SAMPLES / "flower.jpg").read_bytes()
+    (dcim / "IMG_0003.JPG").write_bytes(broken[: len(broken) * 6 // 10])  # card pulled mid-write
     sample("pil_sample_cmyk.jpg", dcim / "IMG_0004.JPG")
     sample("frozenpond.mpo", dcim / "IMG_0005.MPO")
     sample("pug.heic", root / "DCIM" / "101APPLE" / "IMG_1001.HEIC")
     sample("arrow.heic", root / "DCIM" / "101APPLE" / "IMG_1002.HEIC")
+    sample("truncated.heic", root / "DCIM" / "101APPLE" / "IMG_1003.HEIC")
     exif_jpeg(root / "DCIM" / "101CANON" / "IMG_0001.JPG", "2026:05:10 11:15:00", "-06:00",
               gps=(19.4326, -99.1332))
     Image.new("RGB", (40, 30), (0, 90, 200)).save(root / "DCIM" / "101CANON" / "CAPTURA.PNG")

@@ -61,7 +61,7 @@ def test_camera_card_is_archived_verified_and_catalogued(card: Path, data_dir: P
     code, summary = ingest(data_dir, card)
     assert code == 0, summary
     expected = media_hashes(card)
-    assert summary["imported"] == len(expected) == 12
+    assert summary["imported"] == len(expected) == 13
     assert summary["duplicates"] == 0 and summary["failed"] == []
     skipped = {s["path"]: s["reason"] for s in summary["skipped"]}
     assert skipped == {
@@ -90,8 +90,11 @@ def test_camera_card_is_archived_verified_and_catalogued(card: Path, data_dir: P
     assert photo["camera"] == {"make": "Canon", "model": "Canon EOS R6"}
     assert photo["gps"]["lat"] == pytest.approx(19.4326, abs=1e-4)
     assert photo["gps"]["lon"] == pytest.approx(-99.1332, abs=1e-4)
-    damaged = by_source["DCIM/100CANON/IMG_0003.JPG"]
-    assert [p["code"] for p in damaged["problems"]] == ["damaged"]
+    for broken in ("DCIM/100CANON/IMG_0003.JPG", "DCIM/101APPLE/IMG_1003.HEIC"):
+        # archived byte for byte, and flagged
+        assert [p["code"] for p in by_source[broken]["problems"]] == ["damaged"]
+        assert sha256_file(data_dir / by_source[broken]["archive_path"]) == sha256_file(
+            card / broken)
     assert by_source["DCIM/100CANON/IMG_0001.JPG"]["problems"] == []
     kinds = {i["source_path"].rsplit(".", 1)[1]: i["kind"] for i in listed}
     assert kinds == {"JPG": "photo", "MPO": "photo", "HEIC": "photo", "PNG": "photo",
@@ -260,8 +263,8 @@ def test_progress_bar_on_a_terminal(card: Path, data_dir: Path) -> None:
     os.close(leader)
     screen = b"".join(chunks).decode()
     assert proc.returncode == 0
-    assert "\r[" in screen and "100%" in screen and "12/12 files" in screen
-    assert b"Imported:   12" in out
+    assert "\r[" in screen and "100%" in screen and "13/13 files" in screen
+    assert b"Imported:   13" in out
 
 
 def test_a_file_that_vanishes_is_reported_and_the_rest_imported(
