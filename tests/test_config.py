@@ -61,7 +61,7 @@ def test_errors_name_the_bad_key(tmp_path: Path, toml: str, message: str) -> Non
 def test_environment_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="ACOPIO_INGEST_NOPE"):
         config_mod.load(None, environ={"ACOPIO_INGEST_NOPE": "1"})
-    with pytest.raises(ConfigError, match="ingest.catalog_batch: must be greater than 0"):
+    with pytest.raises(ConfigError, match=re.escape("ingest.catalog_batch: must be greater")):
         config_mod.load(None, environ={"ACOPIO_INGEST_CATALOG_BATCH": "0"})
 
 
