@@ -203,7 +203,8 @@ def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: boo
 
 
 def _check_state_debris(data: DataDir, report: Report, *, repair: bool) -> None:
-    for path in sorted(data.state.rglob(TEMP_PREFIX + "*")):
+    temps = [*data.state.rglob(TEMP_PREFIX + "*"), *data.staging.glob(TEMP_PREFIX + "*")]
+    for path in sorted(temps):
         if is_debris(path):
             finding = Finding("stray_temp", data.relative(path), "left by an interrupted write")
             if repair:

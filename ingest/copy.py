@@ -1,9 +1,10 @@
 """The verified copy (design decision 4), one file at a time.
 
-Order matters and is the whole point: hash while reading the source; write a temp file in
-the destination folder; fsync it; give it its final name without ever replacing an existing
-file; fsync the folder; then read the destination back from the disk, not from the page cache,
-and compare hashes. Only after that may the catalog say the file is archived.
+Order matters and is the whole point: hash while reading the source; write a temp file on the
+archive's filesystem (its staging folder, because the destination folder depends on metadata
+read from the copy); fsync it; give it its final name in the destination folder without ever
+replacing an existing file; fsync that folder; then read the destination back from the disk,
+not from the page cache, and compare hashes. Only then may the catalog say it is archived.
 
 A temp file holds an flock for as long as its writer lives, so a crash leaves an unlocked
 temp that any later run (or `acopio check --repair`) can recognise as debris and delete,
@@ -24,13 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.fsutil import fsync_dir, temp_name
+from ingest.sources import Source
+from ingest.walk import SourceFile
 
 CHUNK = 4 * 1024 * 1024
 MAX_NAME_BYTES = 255
-
-
-class SourceChangedError(OSError):
-    """The source file changed size or time while it was being read."""
 
 
 class VerifyError(OSError):
@@ -71,43 +70,50 @@ def hash_fd(fd: int, progress: Callable[[int], None] | None = None) -> tuple[str
             progress(n)
 
 
-def copy_to_temp(src_fd: int, dest_dir: Path,
-                 progress: Callable[[int], None] | None = None) -> TempCopy:
-    """Copy an open source into a new, fsynced temp file in `dest_dir`, hashing as it reads."""
-    before = os.fstat(src_fd)
-    path = dest_dir / temp_name()
+def stage(source: Source, entry: SourceFile, staging: Path,
+          progress: Callable[[int], None] | None = None) -> TempCopy:
+    """Copy one source entry into a new, fsynced temp file in `staging`, hashing as it reads.
+
+    `staging` is inside the archive (same filesystem), so the final link is atomic. The temp
+    keeps the source's modification time, as `cp -p` would.
+    """
+    path = staging / temp_name()
     out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
     temp = TempCopy(path, out, "", 0)
+    digest = hashlib.sha256()
+
+    def sink(chunk: memoryview) -> None:
+        digest.update(chunk)
+        size = len(chunk)
+        while chunk:
+            chunk = chunk[os.write(out, chunk):]
+        if progress:
+            progress(size)
+
     try:
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        digest = hashlib.sha256()
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        offset = 0
-        while True:
-            n = os.preadv(src_fd, [buf], offset)
-            if n == 0:
-                break
-            digest.update(view[:n])
-            chunk = view[:n]
-            while chunk:
-                chunk = chunk[os.write(out, chunk):]
-            offset += n
-            if progress:
-                progress(n)
-        after = os.fstat(src_fd)
-        if offset != before.st_size or after.st_size != before.st_size \
-                or after.st_mtime_ns != before.st_mtime_ns:
-            raise SourceChangedError(errno.EIO, "source changed while it was being copied")
+        temp.size = source.read(entry, sink)
+        os.utime(out, ns=(entry.mtime_ns, entry.mtime_ns))
         os.fsync(out)
     except BaseException:
         temp.discard()
         raise
     temp.sha256 = digest.hexdigest()
-    temp.size = offset
     return temp
+
+
+def hash_source(source: Source, entry: SourceFile,
+                progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """SHA-256 and length of a source entry, read without writing anything."""
+    digest = hashlib.sha256()
+
+    def sink(chunk: memoryview) -> None:
+        digest.update(chunk)
+        if progress:
+            progress(len(chunk))
+
+    size = source.read(entry, sink)
+    return digest.hexdigest(), size
 
 
 def safe_name(original: bytes) -> str:

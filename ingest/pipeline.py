@@ -3,11 +3,12 @@
 Interface-agnostic, like beets' importer: the CLI, the device watcher and the web UI all call
 `Importer.run()` and watch it through a `Reporter`; nothing here prints or knows about HTTP.
 
-Per file the stages are: open safely (walk) -> already archived? (dedup) -> read metadata
--> choose the folder (filing) -> verified copy -> record. Records are written to the catalog
-in batches; a crash between a file's rename and its batch write leaves a verified but
-uncatalogued file, which the next run adopts (same name, same SHA-256) instead of copying
-again, and which `acopio check` reports until then.
+Per file the stages are: already archived? (dedup by source key, confirmed by hash) -> copy
+into the archive's staging folder while hashing -> dedup by content -> read metadata from the
+copy -> choose the folder (filing) -> link into place and verify -> record. Records are
+written to the catalog in batches; a crash between a file's link and its batch write leaves
+a verified but uncatalogued file, which the next run adopts (same name, same SHA-256)
+instead of copying again, and which `acopio check` reports until then.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from appliance.agenda import Agenda, check_slug
 from appliance.catalog import Catalog, SchemaTooNewError
@@ -33,7 +34,8 @@ from appliance.fsutil import remove_debris
 from appliance.keyindex import KeyIndex
 from appliance.storage import CorruptStateError
 from ingest import copy, filing, records
-from ingest.walk import NotARegularFile, Scan, SourceFile, display, open_source, scan
+from ingest.sources import FolderSource, Source
+from ingest.walk import NotARegularFile, Scan, SourceFile, display
 
 Status = Literal["imported", "duplicate", "failed"]
 # errno values meaning the source itself is gone (card pulled, FUSE daemon dead).
@@ -94,21 +96,22 @@ class Summary:
         }
 
 
-class Reporter(Protocol):
-    def started(self, scan: Scan) -> None: ...
-    def advanced(self, nbytes: int) -> None: ...
-    def file_done(self, outcome: Outcome) -> None: ...
+class Reporter:
+    """What a front end (terminal, device watcher, web UI) hears of an import. No-ops here;
+    override what you need."""
 
-
-class SilentReporter:
     def started(self, scan: Scan) -> None:
-        pass
+        """The source was scanned; the import begins."""
 
     def advanced(self, nbytes: int) -> None:
-        pass
+        """`nbytes` more bytes were read from the source."""
 
     def file_done(self, outcome: Outcome) -> None:
-        pass
+        """One file was imported, found a duplicate, or failed."""
+
+    def committed(self, outcomes: list[Outcome]) -> None:
+        """These files are now in the catalog (imported) or were already (duplicates): the
+        source copy may be let go (an inbox deletes its file only now)."""
 
 
 class Claims:
@@ -152,32 +155,38 @@ class Importer:
         self.catalog = Catalog(self.data)
         self.sources = KeyIndex(self.data.index / "source", self.data.tmp)
         self.agenda = Agenda(self.data.state)
-        self.reporter = reporter or SilentReporter()
+        self.reporter = reporter or Reporter()
         self.claims = claims or Claims()
         self.clock = clock
 
     # -- the run ------------------------------------------------------------------------
 
     def run(self, source: str | os.PathLike[str], activity: str | None = None) -> Summary:
-        started = time.monotonic()
+        """Import a mounted card or a folder."""
         root = Path(source).absolute()
         self._check_source(root)
+        with FolderSource(root) as folder:
+            return self.run_source(folder, activity)
+
+    def run_source(self, source: Source, activity: str | None = None) -> Summary:
+        """Import from any source (a folder, a camera over PTP)."""
+        started = time.monotonic()
         if activity is not None:
             check_slug(activity)
         self.data.ensure()
-        remove_debris(self.data.tmp)  # left by a crashed state write
-        summary = Summary(source=str(root))
-        found = scan(root, self.config.ingest.extra_clutter)
+        remove_debris(self.data.tmp)  # left by crashed state writes
+        remove_debris(self.data.staging)  # left by crashed copies
+        summary = Summary(source=source.description)
+        found = source.scan(self.config.ingest.extra_clutter)
         summary.skipped = found.skipped
         summary.unknown = found.unknown
         summary.failed = [Outcome(rel, "failed", reason) for rel, reason in found.errors]
-        run = _Run(self, activity)
+        run = _Run(self, source, activity)
         self.reporter.started(found)
-        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for index, f in enumerate(found.files):
                 try:
-                    outcome = run.import_one(root_fd, f)
+                    outcome = run.import_one(f)
                 except StopImport as stop:
                     summary.stopped = str(stop)
                     outcome = Outcome(f.rel, "failed", f"stopped: {stop}")
@@ -191,7 +200,6 @@ class Importer:
                     summary.not_attempted = len(found.files) - index - 1
                     break
         finally:
-            os.close(root_fd)
             try:
                 run.flush()
             except StopImport as stop:
@@ -224,8 +232,9 @@ class Importer:
 class _Run:
     """The state of one import: pending catalog records, folders already prepared."""
 
-    def __init__(self, importer: Importer, activity: str | None) -> None:
+    def __init__(self, importer: Importer, source: Source, activity: str | None) -> None:
         self.imp = importer
+        self.source = source
         self.config = importer.config
         self.activity = activity
         self.agenda = importer.agenda.activities()
@@ -233,15 +242,16 @@ class _Run:
         self.import_id = f"{importer.clock():%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         self.pending: dict[str, list[dict[str, Any]]] = {}
         self.pending_sources: dict[str, dict[str, str]] = {}
+        self.pending_outcomes: list[Outcome] = []
         self.claimed: list[str] = []
         self.prepared: set[Path] = set()
         self.last_flush = time.monotonic()
 
     # -- one file -----------------------------------------------------------------------
 
-    def import_one(self, root_fd: int, f: SourceFile) -> Outcome:
+    def import_one(self, f: SourceFile) -> Outcome:
         try:
-            return self._import(root_fd, f)
+            outcome = self._import(f)
         except StopImport:
             raise
         except NotARegularFile as exc:
@@ -255,36 +265,32 @@ class _Run:
                 raise StopImport(f"the source disappeared ({exc.strerror})") from exc
             if exc.errno == errno.ENOENT:
                 return Outcome(f.rel, "failed", "vanished: the file disappeared from the source")
-            reason = "read_error" if not isinstance(exc, copy.VerifyError) else "verify_failed"
+            reason = "verify_failed" if isinstance(exc, copy.VerifyError) else "read_error"
             return Outcome(f.rel, "failed", f"{reason}: {exc.strerror or exc}")
+        if outcome.status == "duplicate":
+            self.imp.reporter.committed([outcome])
+        else:
+            self.pending_outcomes.append(outcome)
+        return outcome
 
-    def _import(self, root_fd: int, f: SourceFile) -> Outcome:
-        with open_source(root_fd, f.rel) as fd:
-            known = self._already_archived(fd, f)
-            if known:
-                return Outcome(f.rel, "duplicate", sha256=known, size=f.size)
-            description = records.describe(fd, f.kind, self.config, self.imp.clock())
-            where = filing.choose(
-                description.captured_at,
-                agenda=self.agenda,
-                zone=self.config.zone,
-                requested=self.activity,
-                current=self.current,
-            )
-            dest = self._prepare(where.folder_key)
-            self._check_space(dest, f.size)
-            temp = copy.copy_to_temp(fd, dest, self.imp.reporter.advanced)
+    def _import(self, f: SourceFile) -> Outcome:
+        known = self._already_archived(f)
+        if known:
+            return Outcome(f.rel, "duplicate", sha256=known, size=f.size)
+        self._check_space(f.size)
+        temp = copy.stage(self.source, f, self.imp.data.staging, self.imp.reporter.advanced)
         if not self.imp.claims.claim(temp.sha256):
             temp.discard()  # the same content is being imported right now
             return Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size)
         try:
-            final = self._place(temp, dest, f)
+            placed = self._describe_and_place(temp, f)
         except BaseException:
             self.imp.claims.release(temp.sha256)
             raise
-        if final is None:
+        if placed is None:
             self.imp.claims.release(temp.sha256)
             return Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size)
+        final, where, description = placed
         self.claimed.append(temp.sha256)  # released once the catalog knows it
         record = records.make_record(
             sha256=temp.sha256,
@@ -305,13 +311,31 @@ class _Run:
         return Outcome(f.rel, "imported", sha256=temp.sha256,
                        archive_path=record["archive_path"], size=temp.size)
 
-    def _place(self, temp: copy.TempCopy, dest: Path, f: SourceFile) -> Path | None:
-        """Name, place and verify the temp copy; None when the content is already archived."""
+    def _describe_and_place(self, temp: copy.TempCopy, f: SourceFile
+                            ) -> tuple[Path, filing.Filing, records.Description] | None:
+        """Read the copy's metadata, choose its folder, give it its name, verify it.
+        None when the content is already archived."""
         try:
             if self._archived(temp.sha256):
                 temp.discard()
                 self._remember_source(f, temp.sha256)
                 return None
+            # Metadata comes from our own copy (just written, still in the page cache), so
+            # the card is read once and no decoder ever touches the card itself.
+            fd = os.open(temp.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                description = records.describe(fd, f.kind, self.config, self.imp.clock(),
+                                               file_mtime=f.mtime_ns / 1e9)
+            finally:
+                os.close(fd)
+            where = filing.choose(
+                description.captured_at,
+                agenda=self.agenda,
+                zone=self.config.zone,
+                requested=self.activity,
+                current=self.current,
+            )
+            dest = self._prepare(where.folder_key)
             final, adopted = copy.place(
                 temp, dest, copy.safe_name(f.name),
                 same_content=lambda p: _same_content(p, temp.sha256, temp.size),
@@ -326,17 +350,17 @@ class _Run:
                 with contextlib.suppress(FileNotFoundError):
                     final.unlink()
             raise
-        return final
+        return final, where, description
 
     # -- stages -------------------------------------------------------------------------
 
-    def _already_archived(self, fd: int, f: SourceFile) -> str | None:
+    def _already_archived(self, f: SourceFile) -> str | None:
         """Cheap dedup for a card seen before: same path, size and time, then confirmed by
         hashing the source (a read, no write). Returns the SHA-256 when archived."""
         entry = self.imp.sources.get(source_key(f))
         if not entry or not self._archived(entry.get("sha256", "")):
             return None
-        sha256, size = copy.hash_fd(fd, self.imp.reporter.advanced)
+        sha256, size = copy.hash_source(self.source, f, self.imp.reporter.advanced)
         return sha256 if sha256 == entry["sha256"] and size == f.size else None
 
     def _archived(self, sha256: str) -> bool:
@@ -353,12 +377,11 @@ class _Run:
         dest = self.imp.data.archive / folder_key
         if dest not in self.prepared:
             dest.mkdir(parents=True, exist_ok=True)
-            remove_debris(dest)
             self.prepared.add(dest)
         return dest
 
-    def _check_space(self, dest: Path, size: int) -> None:
-        st = os.statvfs(dest)
+    def _check_space(self, size: int) -> None:
+        st = os.statvfs(self.imp.data.staging)
         free = st.f_bavail * st.f_frsize
         reserve = self.config.ingest.min_free_mb * 1024 * 1024
         if free - size < reserve:
@@ -393,9 +416,13 @@ class _Run:
             for key, value in list(self.pending_sources.items()):
                 self.imp.sources.put(key, value)
                 del self.pending_sources[key]
+            committed, self.pending_outcomes = self.pending_outcomes, []
+            if committed:
+                self.imp.reporter.committed(committed)
         except (OSError, CorruptStateError, SchemaTooNewError) as exc:
             self.pending.clear()
             self.pending_sources.clear()
+            self.pending_outcomes.clear()
             hint = "free space and run the import again" if isinstance(exc, OSError) \
                 else "run `acopio check --repair`, then the import again"
             raise StopImport(f"could not write the catalog ({exc}); {hint}") from exc

@@ -141,7 +141,7 @@ def test_disk_fills_during_copy(tmp_path: Path, small_disk: Path, config) -> Non
     """Another writer fills the disk while a card imports: the copy meets a real ENOSPC."""
     from dataclasses import replace
 
-    from ingest.pipeline import Importer
+    from ingest.pipeline import Importer, Reporter
 
     card = tmp_path / "card"
     noise_jpeg(card / "DCIM/A_01.JPG", seed=1)
@@ -152,12 +152,9 @@ def test_disk_fills_during_copy(tmp_path: Path, small_disk: Path, config) -> Non
     data = small_disk / "data"
     cfg = replace(config, data_dir=data, ingest=replace(config.ingest, min_free_mb=0))
 
-    class FillTheDiskDuringTheThirdFile:
+    class FillTheDiskDuringTheThirdFile(Reporter):
         done = 0
         filled = False
-
-        def started(self, scan) -> None:
-            pass
 
         def file_done(self, outcome) -> None:
             self.done += 1
