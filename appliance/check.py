@@ -93,6 +93,7 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
         report.findings.append(Finding("schema_too_new", shard_rel, str(exc)))
         return
     report.items += len(items)
+    reader = copy.ReadBack()
     catalogued = set()
     for item in items:
         path = data.root / item["archive_path"]
@@ -107,7 +108,7 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
             report.findings.append(Finding(
                 "size_mismatch", rel, f"{size} bytes on disk, {item['size']} catalogued"))
         elif deep:
-            sha256, _ = copy.read_back_sha256(path)
+            sha256, _ = reader.sha256(path)
             if sha256 != item["sha256"]:
                 report.findings.append(Finding(
                     "hash_mismatch", rel, f"SHA-256 on disk {sha256}, catalogued {item['sha256']}"))

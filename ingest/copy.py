@@ -20,7 +20,7 @@ import hashlib
 import mmap
 import os
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,9 +142,11 @@ def _fit(name: str, suffix: str) -> str:
     return stem + tail
 
 
-def candidate_names(name: str) -> list[str]:
+def candidate_names(name: str) -> Iterator[str]:
     """The name, then its suffixed variants, in the order a clash tries them."""
-    return [name] + [_fit(name, f"_{i}") for i in range(2, 1000)]
+    yield name
+    for i in range(2, 1000):
+        yield _fit(name, f"_{i}")
 
 
 def place(temp: TempCopy, dest_dir: Path, name: str,
@@ -171,45 +173,55 @@ def place(temp: TempCopy, dest_dir: Path, name: str,
     raise OSError(errno.EEXIST, f"too many files named {name!r} in {dest_dir}")
 
 
-def read_back_sha256(path: Path) -> tuple[str, int]:
-    """Hash a file read from the disk itself, bypassing the page cache.
+class ReadBack:
+    """Reads files back from the disk itself, bypassing the page cache, to verify them.
 
-    O_DIRECT where the filesystem supports it; elsewhere (tmpfs, some FUSE) drop the cached
-    pages first so the read cannot be served from what was just written.
+    O_DIRECT where the filesystem supports it (it needs a page-aligned buffer, kept here and
+    reused: mapping a fresh one per file costs more than reading a small photo); elsewhere
+    (tmpfs, some FUSE) the cached pages are dropped first so the read cannot be served from
+    what was just written. One instance per thread.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def __init__(self, chunk: int = CHUNK) -> None:
+        self._buf = mmap.mmap(-1, chunk)
+
+    def sha256(self, path: Path) -> tuple[str, int]:
         try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            return hash_fd(fd)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                return hash_fd(fd)
+            finally:
+                os.close(fd)
+        try:
+            digest = hashlib.sha256()
+            view = memoryview(self._buf)
+            offset = 0
+            try:
+                while True:
+                    n = os.preadv(fd, [self._buf], offset)
+                    if n == 0:
+                        break
+                    digest.update(view[:n])
+                    offset += n
+            finally:
+                view.release()
+            return digest.hexdigest(), offset
         finally:
             os.close(fd)
-    try:
-        digest = hashlib.sha256()
-        buf = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT requires
-        view = memoryview(buf)
-        offset = 0
-        try:
-            while True:
-                n = os.preadv(fd, [buf], offset)
-                if n == 0:
-                    break
-                digest.update(view[:n])
-                offset += n
-        finally:
-            view.release()
-            buf.close()
-        return digest.hexdigest(), offset
-    finally:
-        os.close(fd)
+
+    def verify(self, path: Path, sha256: str, size: int) -> None:
+        actual, length = self.sha256(path)
+        if actual != sha256 or length != size:
+            raise VerifyError(errno.EIO, f"verification failed for {path.name}: read back "
+                              f"{length} bytes with SHA-256 {actual[:12]}…, expected "
+                              f"{sha256[:12]}…")
 
 
-def verify(path: Path, sha256: str, size: int) -> None:
-    actual, length = read_back_sha256(path)
-    if actual != sha256 or length != size:
-        raise VerifyError(errno.EIO, f"verification failed for {path.name}: read back "
-                          f"{length} bytes with SHA-256 {actual[:12]}…, expected {sha256[:12]}…")
+def read_back_sha256(path: Path) -> tuple[str, int]:
+    """SHA-256 of a file as it is on the disk (see ReadBack)."""
+    return ReadBack().sha256(path)

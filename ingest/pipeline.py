@@ -20,7 +20,9 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +60,9 @@ class Outcome:
     sha256: str = ""
     archive_path: str = ""
     size: int = 0
+    record: dict[str, Any] | None = field(default=None, repr=False)  # for the catalog
+    source_key: str = ""
+    stop: str = ""  # set when this file's failure stops the whole import
 
     @property
     def path(self) -> str:
@@ -148,6 +153,7 @@ class Importer:
         *,
         reporter: Reporter | None = None,
         claims: Claims | None = None,
+        cancel: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
@@ -157,6 +163,7 @@ class Importer:
         self.agenda = Agenda(self.data.state)
         self.reporter = reporter or Reporter()
         self.claims = claims or Claims()
+        self.cancel = cancel or threading.Event()
         self.clock = clock
 
     # -- the run ------------------------------------------------------------------------
@@ -169,7 +176,13 @@ class Importer:
             return self.run_source(folder, activity)
 
     def run_source(self, source: Source, activity: str | None = None) -> Summary:
-        """Import from any source (a folder, a camera over PTP)."""
+        """Import from any source (a folder, a camera over PTP).
+
+        Two files are in flight at most: while a worker thread reads the metadata of file N
+        from its copy, links it into place and reads it back to verify it, this thread
+        copies file N+1 from the source. Both hash with the GIL released, so on a two-core
+        box the verification pass costs little wall time.
+        """
         started = time.monotonic()
         if activity is not None:
             check_slug(activity)
@@ -183,27 +196,34 @@ class Importer:
         summary.failed = [Outcome(rel, "failed", reason) for rel, reason in found.errors]
         run = _Run(self, source, activity)
         self.reporter.started(found)
-        try:
-            for index, f in enumerate(found.files):
-                try:
-                    outcome = run.import_one(f)
-                except StopImport as stop:
-                    summary.stopped = str(stop)
-                    outcome = Outcome(f.rel, "failed", f"stopped: {stop}")
-                self._tally(summary, outcome)
-                if not summary.stopped:
-                    try:
-                        run.flush_if_due()
-                    except StopImport as stop:
-                        summary.stopped = str(stop)
-                if summary.stopped:
-                    summary.not_attempted = len(found.files) - index - 1
-                    break
-        finally:
+        in_flight: deque[Future[Outcome]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as finisher:
             try:
-                run.flush()
-            except StopImport as stop:
-                summary.stopped = summary.stopped or str(stop)
+                for index, f in enumerate(found.files):
+                    if self.cancel.is_set():
+                        summary.stopped = summary.stopped or "cancelled"
+                    if not summary.stopped:
+                        staged = run.guarded(f, run.stage)
+                        if isinstance(staged, copy.TempCopy):
+                            in_flight.append(finisher.submit(run.guarded, f, staged))
+                        else:
+                            run.collect(staged, summary)
+                    while in_flight and (len(in_flight) > 1 or in_flight[0].done()
+                                         or summary.stopped):
+                        run.collect(in_flight.popleft().result(), summary)
+                    if summary.stopped:
+                        summary.not_attempted = len(found.files) - index - 1 + (
+                            1 if summary.stopped == "cancelled" else 0)
+                        break
+                while in_flight:
+                    run.collect(in_flight.popleft().result(), summary)
+            finally:
+                for future in in_flight:  # only after an unexpected error in this thread
+                    future.result()
+                try:
+                    run.flush()
+                except StopImport as stop:
+                    summary.stopped = summary.stopped or str(stop)
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -230,7 +250,11 @@ class Importer:
 
 
 class _Run:
-    """The state of one import: pending catalog records, folders already prepared."""
+    """The state of one import: pending catalog records, folders already prepared.
+
+    Only the importing thread touches the pending state; the worker thread only finishes
+    files (metadata, filing, placing, verifying) and hands back an Outcome with its record.
+    """
 
     def __init__(self, importer: Importer, source: Source, activity: str | None) -> None:
         self.imp = importer
@@ -245,53 +269,82 @@ class _Run:
         self.pending_outcomes: list[Outcome] = []
         self.claimed: list[str] = []
         self.prepared: set[Path] = set()
+        self.prepared_lock = threading.Lock()
+        self.reader = copy.ReadBack()  # used by the worker thread only
         self.last_flush = time.monotonic()
 
     # -- one file -----------------------------------------------------------------------
 
-    def import_one(self, f: SourceFile) -> Outcome:
+    def guarded(self, f: SourceFile, step: Callable[[SourceFile], Any] | copy.TempCopy
+                ) -> Outcome | copy.TempCopy:
+        """Run a step for one file; its errors become a failed Outcome, which may stop the
+        import (returned, not raised, so that the worker thread can hand it back)."""
         try:
-            outcome = self._import(f)
-        except StopImport:
-            raise
+            if isinstance(step, copy.TempCopy):
+                return self.finish(f, step)
+            return step(f)
+        except StopImport as stop:
+            return Outcome(f.rel, "failed", f"stopped: {stop}", stop=str(stop))
         except NotARegularFile as exc:
             return Outcome(f.rel, "failed", f"not_regular_file: {exc.strerror}")
         except OSError as exc:
+            stop = ""
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StopImport(
-                    f"the archive disk is full ({exc.strerror}); free space and run again"
-                ) from exc
-            if exc.errno in _SOURCE_GONE:
-                raise StopImport(f"the source disappeared ({exc.strerror})") from exc
+                stop = f"the archive disk is full ({exc.strerror}); free space and run again"
+            elif exc.errno in _SOURCE_GONE:
+                stop = f"the source disappeared ({exc.strerror})"
+            if stop:
+                return Outcome(f.rel, "failed", f"stopped: {stop}", stop=stop)
             if exc.errno == errno.ENOENT:
                 return Outcome(f.rel, "failed", "vanished: the file disappeared from the source")
             reason = "verify_failed" if isinstance(exc, copy.VerifyError) else "read_error"
             return Outcome(f.rel, "failed", f"{reason}: {exc.strerror or exc}")
+
+    def collect(self, outcome: Outcome, summary: Summary) -> None:
+        """Account for a finished file (importing thread only)."""
+        if outcome.stop:
+            summary.stopped = summary.stopped or outcome.stop
+        if outcome.record is not None:
+            self.pending.setdefault(outcome.record["folder"], []).append(outcome.record)
+            self.claimed.append(outcome.sha256)  # released once the catalog knows it
+            self.pending_outcomes.append(outcome)
+        if outcome.source_key and outcome.sha256:
+            self.pending_sources[outcome.source_key] = {"sha256": outcome.sha256}
         if outcome.status == "duplicate":
             self.imp.reporter.committed([outcome])
-        else:
-            self.pending_outcomes.append(outcome)
-        return outcome
+        self.imp._tally(summary, outcome)
+        if not summary.stopped:
+            try:
+                self.flush_if_due()
+            except StopImport as stop:
+                summary.stopped = str(stop)
 
-    def _import(self, f: SourceFile) -> Outcome:
+    def stage(self, f: SourceFile) -> Outcome | copy.TempCopy:
+        """Copy into the staging folder while hashing; a duplicate ends here."""
         known = self._already_archived(f)
         if known:
             return Outcome(f.rel, "duplicate", sha256=known, size=f.size)
         self._check_space(f.size)
         temp = copy.stage(self.source, f, self.imp.data.staging, self.imp.reporter.advanced)
+        duplicate = Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size,
+                            source_key=source_key(f))
         if not self.imp.claims.claim(temp.sha256):
             temp.discard()  # the same content is being imported right now
-            return Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size)
+            return duplicate
+        if self._archived(temp.sha256):
+            self.imp.claims.release(temp.sha256)
+            temp.discard()
+            return duplicate
+        return temp
+
+    def finish(self, f: SourceFile, temp: copy.TempCopy) -> Outcome:
+        """Metadata from our own copy, the folder it belongs in, its name, verification
+        (worker thread). The claim on its hash is released here only on failure."""
         try:
-            placed = self._describe_and_place(temp, f)
+            final, where, description = self._describe_and_place(temp, f)
         except BaseException:
             self.imp.claims.release(temp.sha256)
             raise
-        if placed is None:
-            self.imp.claims.release(temp.sha256)
-            return Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size)
-        final, where, description = placed
-        self.claimed.append(temp.sha256)  # released once the catalog knows it
         record = records.make_record(
             sha256=temp.sha256,
             size=temp.size,
@@ -306,20 +359,13 @@ class _Run:
             imported_at=self.imp.clock(),
             import_id=self.import_id,
         )
-        self.pending.setdefault(where.folder_key, []).append(record)
-        self._remember_source(f, temp.sha256)
-        return Outcome(f.rel, "imported", sha256=temp.sha256,
-                       archive_path=record["archive_path"], size=temp.size)
+        return Outcome(f.rel, "imported", sha256=temp.sha256, size=temp.size,
+                       archive_path=record["archive_path"], record=record,
+                       source_key=source_key(f))
 
     def _describe_and_place(self, temp: copy.TempCopy, f: SourceFile
-                            ) -> tuple[Path, filing.Filing, records.Description] | None:
-        """Read the copy's metadata, choose its folder, give it its name, verify it.
-        None when the content is already archived."""
+                            ) -> tuple[Path, filing.Filing, records.Description]:
         try:
-            if self._archived(temp.sha256):
-                temp.discard()
-                self._remember_source(f, temp.sha256)
-                return None
             # Metadata comes from our own copy (just written, still in the page cache), so
             # the card is read once and no decoder ever touches the card itself.
             fd = os.open(temp.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -338,13 +384,13 @@ class _Run:
             dest = self._prepare(where.folder_key)
             final, adopted = copy.place(
                 temp, dest, copy.safe_name(f.name),
-                same_content=lambda p: _same_content(p, temp.sha256, temp.size),
+                same_content=lambda p: _same_content(p, temp.sha256, temp.size, self.reader),
             )
         except BaseException:
             temp.discard()
             raise
         try:
-            copy.verify(final, temp.sha256, temp.size)
+            self.reader.verify(final, temp.sha256, temp.size)
         except BaseException:
             if not adopted:
                 with contextlib.suppress(FileNotFoundError):
@@ -375,9 +421,10 @@ class _Run:
 
     def _prepare(self, folder_key: str) -> Path:
         dest = self.imp.data.archive / folder_key
-        if dest not in self.prepared:
-            dest.mkdir(parents=True, exist_ok=True)
-            self.prepared.add(dest)
+        with self.prepared_lock:
+            if dest not in self.prepared:
+                dest.mkdir(parents=True, exist_ok=True)
+                self.prepared.add(dest)
         return dest
 
     def _check_space(self, size: int) -> None:
@@ -390,9 +437,6 @@ class _Run:
                 f"{size // (1024 * 1024)} MiB needed plus a reserve of "
                 f"{self.config.ingest.min_free_mb} MiB (ingest.min_free_mb)"
             )
-
-    def _remember_source(self, f: SourceFile, sha256: str) -> None:
-        self.pending_sources[source_key(f)] = {"sha256": sha256}
 
     # -- catalog writes -----------------------------------------------------------------
 
@@ -413,9 +457,8 @@ class _Run:
             for folder_key, batch in list(self.pending.items()):
                 self.imp.catalog.upsert(folder_key, batch)
                 del self.pending[folder_key]
-            for key, value in list(self.pending_sources.items()):
-                self.imp.sources.put(key, value)
-                del self.pending_sources[key]
+            self.imp.sources.put_many(self.pending_sources)
+            self.pending_sources = {}
             committed, self.pending_outcomes = self.pending_outcomes, []
             if committed:
                 self.imp.reporter.committed(committed)
@@ -433,10 +476,10 @@ class _Run:
             self.last_flush = time.monotonic()
 
 
-def _same_content(path: Path, sha256: str, size: int) -> bool:
+def _same_content(path: Path, sha256: str, size: int, reader: copy.ReadBack) -> bool:
     try:
         if path.stat().st_size != size:
             return False
-        return copy.read_back_sha256(path)[0] == sha256
+        return reader.sha256(path)[0] == sha256
     except OSError:
         return False
