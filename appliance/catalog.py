@@ -127,10 +127,10 @@ class Catalog:
         self._index(records, folder_key)
 
     def _index(self, records: Iterable[dict[str, Any]], folder_key: str) -> None:
-        for record in records:
-            self.by_hash.put(
-                record["sha256"], {"folder": folder_key, "archive_path": record["archive_path"]}
-            )
+        self.by_hash.put_many({
+            r["sha256"]: {"folder": folder_key, "archive_path": r["archive_path"]}
+            for r in records
+        })
 
     def replace_shard(self, folder_key: str, records: list[dict[str, Any]]) -> None:
         """Write a shard from scratch (repair). The damaged file is replaced atomically."""

@@ -93,6 +93,7 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
         report.findings.append(Finding("schema_too_new", shard_rel, str(exc)))
         return
     report.items += len(items)
+    reader = copy.ReadBack()
     catalogued = set()
     for item in items:
         path = data.root / item["archive_path"]
@@ -107,7 +108,7 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
             report.findings.append(Finding(
                 "size_mismatch", rel, f"{size} bytes on disk, {item['size']} catalogued"))
         elif deep:
-            sha256, _ = copy.read_back_sha256(path)
+            sha256, _ = reader.sha256(path)
             if sha256 != item["sha256"]:
                 report.findings.append(Finding(
                     "hash_mismatch", rel, f"SHA-256 on disk {sha256}, catalogued {item['sha256']}"))
@@ -203,7 +204,8 @@ def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: boo
 
 
 def _check_state_debris(data: DataDir, report: Report, *, repair: bool) -> None:
-    for path in sorted(data.state.rglob(TEMP_PREFIX + "*")):
+    temps = [*data.state.rglob(TEMP_PREFIX + "*"), *data.staging.glob(TEMP_PREFIX + "*")]
+    for path in sorted(temps):
         if is_debris(path):
             finding = Finding("stray_temp", data.relative(path), "left by an interrupted write")
             if repair:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -77,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("slug", nargs="?", help="set this activity as current")
     group.add_argument("--clear", action="store_true", help="no current activity")
     a.set_defaults(handler=cmd_agenda_current)
+
+    p = sub.add_parser("devices", help="cards, cameras and capture devices")
+    devices_sub = p.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
+    d = devices_sub.add_parser("watch", help="watch udev and import what is plugged in")
+    d.set_defaults(handler=cmd_devices_watch)
+    d = devices_sub.add_parser("list", help="what is attached now and its state")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(handler=cmd_devices_list)
+    d = devices_sub.add_parser("cards", help="cards seen and their import history")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(handler=cmd_devices_cards)
+
+    p = sub.add_parser("run", help="run the whole appliance (device watcher, inbox)")
+    p.set_defaults(handler=cmd_run)
     return parser
 
 
@@ -104,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("acopio: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`acopio items --json | head`): not an error. Point stdout
+        # at /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _print_json(value: Any) -> None:
@@ -205,6 +225,51 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
         state = "clean" if report.clean else "problems found"
         print(f"{report.items} items in {report.folders} folders: {state}")
     return EXIT_OK if report.clean else EXIT_PROBLEM
+
+
+def cmd_devices_watch(config: Config, args: argparse.Namespace) -> int:
+    from appliance.service import Service
+
+    return Service(config, roles=("devices",)).run_until_signal()
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from appliance.service import Service
+
+    return Service(config).run_until_signal()
+
+
+def cmd_devices_list(config: Config, args: argparse.Namespace) -> int:
+    from ingest.devices.state import DeviceStates
+
+    devices = DeviceStates(DataDir.at(config.data_dir).state).all()
+    if args.json:
+        _print_json([d.to_record() for d in devices])
+    else:
+        for d in devices:
+            counts = f"{d.verified + d.duplicates}/{d.total}" if d.total else ""
+            print(f"{d.id:<12} {d.kind:<10} {d.status:<15} {counts:<9} {d.name}"
+                  + (f"  ({d.reason})" if d.reason else ""))
+        if not devices:
+            print("no devices attached")
+    return EXIT_OK
+
+
+def cmd_devices_cards(config: Config, args: argparse.Namespace) -> int:
+    from ingest.devices.history import CardHistory
+
+    cards = CardHistory(DataDir.at(config.data_dir).state).cards()
+    if args.json:
+        _print_json(cards)
+    else:
+        for card in cards:
+            print(f"{card['card_id']}  {card['label'] or '(no label)'}  UUID {card['uuid']}  "
+                  f"first seen {card['first_seen'][:19]}")
+            for imp in card["imports"]:
+                print(f"  {imp['started_at'][:19]}  {imp['status']:<15} "
+                      f"{imp['verified']} imported, {imp['duplicates']} duplicates, "
+                      f"{imp['failed']} failed of {imp['total']}")
+    return EXIT_OK
 
 
 def cmd_agenda_add(config: Config, args: argparse.Namespace) -> int:

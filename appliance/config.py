@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import tomllib
 import types
 import typing
@@ -102,6 +103,41 @@ class IngestConfig:
     )
 
 
+def _command_template(value: str) -> str | None:
+    try:
+        parts = shlex.split(value)
+    except ValueError as exc:
+        return f"not a valid command line ({exc})"
+    return None if parts else "must not be empty"
+
+
+@dataclass(frozen=True)
+class DevicesConfig:
+    mount_command: str = _setting(
+        "mount -o ro,nosuid,nodev,noexec {device} {mountpoint}",
+        "Command that mounts a card read-only; placeholders {device} and {mountpoint}.",
+        _command_template,
+    )
+    unmount_command: str = _setting(
+        "umount {mountpoint}", "Command that unmounts a card; placeholder {mountpoint}.",
+        _command_template,
+    )
+    mount_root: Path = _setting(
+        Path("/run/acopio/media"), "Private folder under which cards are mounted."
+    )
+    command_timeout_s: float = _setting(
+        30.0, "Seconds allowed for a mount or unmount command.", _positive
+    )
+    gphoto2_port: str = _setting(
+        "usb:{busnum},{devnum}",
+        "libgphoto2 port of a PTP/MTP camera; placeholders {busnum} and {devnum} from udev.",
+    )
+    ignore_mounted_at: tuple[str, ...] = _setting(
+        ("/", "/boot", "/boot/firmware"),
+        "Partitions mounted at these paths (the box's own disk) are never imported.",
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = _setting(
@@ -112,6 +148,7 @@ class Config:
     )
     kit: KitConfig = field(default_factory=KitConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -25,6 +25,11 @@ class DataDir:
         return self.root / "archive"
 
     @property
+    def staging(self) -> Path:
+        """Copies in progress, on the archive's filesystem so the final link is atomic."""
+        return self.archive / ".incoming"
+
+    @property
     def derivatives(self) -> Path:
         return self.root / "derivatives"
 
@@ -46,7 +51,7 @@ class DataDir:
         return self.state / "tmp"
 
     def ensure(self) -> None:
-        for path in (self.archive, self.catalog, self.index, self.tmp):
+        for path in (self.archive, self.staging, self.catalog, self.index, self.tmp):
             path.mkdir(parents=True, exist_ok=True)
 
     def relative(self, path: Path) -> str:

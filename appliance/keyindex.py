@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from appliance.fsutil import atomic_write
+from appliance.fsutil import atomic_write, syncfs
 from appliance.storage import dump_json
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -50,6 +50,18 @@ class KeyIndex:
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         atomic_write(self._path(key), dump_json(value), self.tmp_dir)
+
+    def put_many(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Write a batch of entries, then make them all durable with one syncfs.
+
+        A crash before the syncfs can leave an entry empty or missing; `get` treats that as
+        absent and the import falls back to the archive itself (same name, same hash), so the
+        worst case is work repeated, never a wrong answer.
+        """
+        for key, value in entries.items():
+            atomic_write(self._path(key), dump_json(value), self.tmp_dir, durable=False)
+        if entries:
+            syncfs(self.root)
 
     def remove(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from ingest.pipeline import Outcome
+from ingest.pipeline import Outcome, Reporter
 from ingest.walk import Scan
 
 
@@ -18,7 +18,7 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-class TerminalProgress:
+class TerminalProgress(Reporter):
     """Redraws one line at most ten times a second; prints nothing when not on a terminal."""
 
     def __init__(self, stream: TextIO = sys.stderr) -> None:

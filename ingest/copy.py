@@ -1,9 +1,10 @@
 """The verified copy (design decision 4), one file at a time.
 
-Order matters and is the whole point: hash while reading the source; write a temp file in
-the destination folder; fsync it; give it its final name without ever replacing an existing
-file; fsync the folder; then read the destination back from the disk, not from the page cache,
-and compare hashes. Only after that may the catalog say the file is archived.
+Order matters and is the whole point: hash while reading the source; write a temp file on the
+archive's filesystem (its staging folder, because the destination folder depends on metadata
+read from the copy); fsync it; give it its final name in the destination folder without ever
+replacing an existing file; fsync that folder; then read the destination back from the disk,
+not from the page cache, and compare hashes. Only then may the catalog say it is archived.
 
 A temp file holds an flock for as long as its writer lives, so a crash leaves an unlocked
 temp that any later run (or `acopio check --repair`) can recognise as debris and delete,
@@ -19,18 +20,16 @@ import hashlib
 import mmap
 import os
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.fsutil import fsync_dir, temp_name
+from ingest.sources import Source
+from ingest.walk import SourceFile
 
 CHUNK = 4 * 1024 * 1024
 MAX_NAME_BYTES = 255
-
-
-class SourceChangedError(OSError):
-    """The source file changed size or time while it was being read."""
 
 
 class VerifyError(OSError):
@@ -71,43 +70,50 @@ def hash_fd(fd: int, progress: Callable[[int], None] | None = None) -> tuple[str
             progress(n)
 
 
-def copy_to_temp(src_fd: int, dest_dir: Path,
-                 progress: Callable[[int], None] | None = None) -> TempCopy:
-    """Copy an open source into a new, fsynced temp file in `dest_dir`, hashing as it reads."""
-    before = os.fstat(src_fd)
-    path = dest_dir / temp_name()
+def stage(source: Source, entry: SourceFile, staging: Path,
+          progress: Callable[[int], None] | None = None) -> TempCopy:
+    """Copy one source entry into a new, fsynced temp file in `staging`, hashing as it reads.
+
+    `staging` is inside the archive (same filesystem), so the final link is atomic. The temp
+    keeps the source's modification time, as `cp -p` would.
+    """
+    path = staging / temp_name()
     out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
     temp = TempCopy(path, out, "", 0)
+    digest = hashlib.sha256()
+
+    def sink(chunk: memoryview) -> None:
+        digest.update(chunk)
+        size = len(chunk)
+        while chunk:
+            chunk = chunk[os.write(out, chunk):]
+        if progress:
+            progress(size)
+
     try:
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        digest = hashlib.sha256()
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        offset = 0
-        while True:
-            n = os.preadv(src_fd, [buf], offset)
-            if n == 0:
-                break
-            digest.update(view[:n])
-            chunk = view[:n]
-            while chunk:
-                chunk = chunk[os.write(out, chunk):]
-            offset += n
-            if progress:
-                progress(n)
-        after = os.fstat(src_fd)
-        if offset != before.st_size or after.st_size != before.st_size \
-                or after.st_mtime_ns != before.st_mtime_ns:
-            raise SourceChangedError(errno.EIO, "source changed while it was being copied")
+        temp.size = source.read(entry, sink)
+        os.utime(out, ns=(entry.mtime_ns, entry.mtime_ns))
         os.fsync(out)
     except BaseException:
         temp.discard()
         raise
     temp.sha256 = digest.hexdigest()
-    temp.size = offset
     return temp
+
+
+def hash_source(source: Source, entry: SourceFile,
+                progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """SHA-256 and length of a source entry, read without writing anything."""
+    digest = hashlib.sha256()
+
+    def sink(chunk: memoryview) -> None:
+        digest.update(chunk)
+        if progress:
+            progress(len(chunk))
+
+    size = source.read(entry, sink)
+    return digest.hexdigest(), size
 
 
 def safe_name(original: bytes) -> str:
@@ -136,9 +142,11 @@ def _fit(name: str, suffix: str) -> str:
     return stem + tail
 
 
-def candidate_names(name: str) -> list[str]:
+def candidate_names(name: str) -> Iterator[str]:
     """The name, then its suffixed variants, in the order a clash tries them."""
-    return [name] + [_fit(name, f"_{i}") for i in range(2, 1000)]
+    yield name
+    for i in range(2, 1000):
+        yield _fit(name, f"_{i}")
 
 
 def place(temp: TempCopy, dest_dir: Path, name: str,
@@ -165,45 +173,55 @@ def place(temp: TempCopy, dest_dir: Path, name: str,
     raise OSError(errno.EEXIST, f"too many files named {name!r} in {dest_dir}")
 
 
-def read_back_sha256(path: Path) -> tuple[str, int]:
-    """Hash a file read from the disk itself, bypassing the page cache.
+class ReadBack:
+    """Reads files back from the disk itself, bypassing the page cache, to verify them.
 
-    O_DIRECT where the filesystem supports it; elsewhere (tmpfs, some FUSE) drop the cached
-    pages first so the read cannot be served from what was just written.
+    O_DIRECT where the filesystem supports it (it needs a page-aligned buffer, kept here and
+    reused: mapping a fresh one per file costs more than reading a small photo); elsewhere
+    (tmpfs, some FUSE) the cached pages are dropped first so the read cannot be served from
+    what was just written. One instance per thread.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def __init__(self, chunk: int = CHUNK) -> None:
+        self._buf = mmap.mmap(-1, chunk)
+
+    def sha256(self, path: Path) -> tuple[str, int]:
         try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            return hash_fd(fd)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                return hash_fd(fd)
+            finally:
+                os.close(fd)
+        try:
+            digest = hashlib.sha256()
+            view = memoryview(self._buf)
+            offset = 0
+            try:
+                while True:
+                    n = os.preadv(fd, [self._buf], offset)
+                    if n == 0:
+                        break
+                    digest.update(view[:n])
+                    offset += n
+            finally:
+                view.release()
+            return digest.hexdigest(), offset
         finally:
             os.close(fd)
-    try:
-        digest = hashlib.sha256()
-        buf = mmap.mmap(-1, CHUNK)  # page-aligned, as O_DIRECT requires
-        view = memoryview(buf)
-        offset = 0
-        try:
-            while True:
-                n = os.preadv(fd, [buf], offset)
-                if n == 0:
-                    break
-                digest.update(view[:n])
-                offset += n
-        finally:
-            view.release()
-            buf.close()
-        return digest.hexdigest(), offset
-    finally:
-        os.close(fd)
+
+    def verify(self, path: Path, sha256: str, size: int) -> None:
+        actual, length = self.sha256(path)
+        if actual != sha256 or length != size:
+            raise VerifyError(errno.EIO, f"verification failed for {path.name}: read back "
+                              f"{length} bytes with SHA-256 {actual[:12]}…, expected "
+                              f"{sha256[:12]}…")
 
 
-def verify(path: Path, sha256: str, size: int) -> None:
-    actual, length = read_back_sha256(path)
-    if actual != sha256 or length != size:
-        raise VerifyError(errno.EIO, f"verification failed for {path.name}: read back "
-                          f"{length} bytes with SHA-256 {actual[:12]}…, expected {sha256[:12]}…")
+def read_back_sha256(path: Path) -> tuple[str, int]:
+    """SHA-256 of a file as it is on the disk (see ReadBack)."""
+    return ReadBack().sha256(path)

@@ -3,11 +3,12 @@
 Interface-agnostic, like beets' importer: the CLI, the device watcher and the web UI all call
 `Importer.run()` and watch it through a `Reporter`; nothing here prints or knows about HTTP.
 
-Per file the stages are: open safely (walk) -> already archived? (dedup) -> read metadata
--> choose the folder (filing) -> verified copy -> record. Records are written to the catalog
-in batches; a crash between a file's rename and its batch write leaves a verified but
-uncatalogued file, which the next run adopts (same name, same SHA-256) instead of copying
-again, and which `acopio check` reports until then.
+Per file the stages are: already archived? (dedup by source key, confirmed by hash) -> copy
+into the archive's staging folder while hashing -> dedup by content -> read metadata from the
+copy -> choose the folder (filing) -> link into place and verify -> record. Records are
+written to the catalog in batches; a crash between a file's link and its batch write leaves
+a verified but uncatalogued file, which the next run adopts (same name, same SHA-256)
+instead of copying again, and which `acopio check` reports until then.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from appliance.agenda import Agenda, check_slug
 from appliance.catalog import Catalog, SchemaTooNewError
@@ -33,7 +36,8 @@ from appliance.fsutil import remove_debris
 from appliance.keyindex import KeyIndex
 from appliance.storage import CorruptStateError
 from ingest import copy, filing, records
-from ingest.walk import NotARegularFile, Scan, SourceFile, display, open_source, scan
+from ingest.sources import FolderSource, Source
+from ingest.walk import NotARegularFile, Scan, SourceFile, display
 
 Status = Literal["imported", "duplicate", "failed"]
 # errno values meaning the source itself is gone (card pulled, FUSE daemon dead).
@@ -56,6 +60,9 @@ class Outcome:
     sha256: str = ""
     archive_path: str = ""
     size: int = 0
+    record: dict[str, Any] | None = field(default=None, repr=False)  # for the catalog
+    source_key: str = ""
+    stop: str = ""  # set when this file's failure stops the whole import
 
     @property
     def path(self) -> str:
@@ -94,21 +101,22 @@ class Summary:
         }
 
 
-class Reporter(Protocol):
-    def started(self, scan: Scan) -> None: ...
-    def advanced(self, nbytes: int) -> None: ...
-    def file_done(self, outcome: Outcome) -> None: ...
+class Reporter:
+    """What a front end (terminal, device watcher, web UI) hears of an import. No-ops here;
+    override what you need."""
 
-
-class SilentReporter:
     def started(self, scan: Scan) -> None:
-        pass
+        """The source was scanned; the import begins."""
 
     def advanced(self, nbytes: int) -> None:
-        pass
+        """`nbytes` more bytes were read from the source."""
 
     def file_done(self, outcome: Outcome) -> None:
-        pass
+        """One file was imported, found a duplicate, or failed."""
+
+    def committed(self, outcomes: list[Outcome]) -> None:
+        """These files are now in the catalog (imported) or were already (duplicates): the
+        source copy may be let go (an inbox deletes its file only now)."""
 
 
 class Claims:
@@ -145,6 +153,7 @@ class Importer:
         *,
         reporter: Reporter | None = None,
         claims: Claims | None = None,
+        cancel: threading.Event | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
@@ -152,50 +161,69 @@ class Importer:
         self.catalog = Catalog(self.data)
         self.sources = KeyIndex(self.data.index / "source", self.data.tmp)
         self.agenda = Agenda(self.data.state)
-        self.reporter = reporter or SilentReporter()
+        self.reporter = reporter or Reporter()
         self.claims = claims or Claims()
+        self.cancel = cancel or threading.Event()
         self.clock = clock
 
     # -- the run ------------------------------------------------------------------------
 
     def run(self, source: str | os.PathLike[str], activity: str | None = None) -> Summary:
-        started = time.monotonic()
+        """Import a mounted card or a folder."""
         root = Path(source).absolute()
         self._check_source(root)
+        with FolderSource(root) as folder:
+            return self.run_source(folder, activity)
+
+    def run_source(self, source: Source, activity: str | None = None) -> Summary:
+        """Import from any source (a folder, a camera over PTP).
+
+        Two files are in flight at most: while a worker thread reads the metadata of file N
+        from its copy, links it into place and reads it back to verify it, this thread
+        copies file N+1 from the source. Both hash with the GIL released, so on a two-core
+        box the verification pass costs little wall time.
+        """
+        started = time.monotonic()
         if activity is not None:
             check_slug(activity)
         self.data.ensure()
-        remove_debris(self.data.tmp)  # left by a crashed state write
-        summary = Summary(source=str(root))
-        found = scan(root, self.config.ingest.extra_clutter)
+        remove_debris(self.data.tmp)  # left by crashed state writes
+        remove_debris(self.data.staging)  # left by crashed copies
+        summary = Summary(source=source.description)
+        found = source.scan(self.config.ingest.extra_clutter)
         summary.skipped = found.skipped
         summary.unknown = found.unknown
         summary.failed = [Outcome(rel, "failed", reason) for rel, reason in found.errors]
-        run = _Run(self, activity)
+        run = _Run(self, source, activity)
         self.reporter.started(found)
-        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            for index, f in enumerate(found.files):
-                try:
-                    outcome = run.import_one(root_fd, f)
-                except StopImport as stop:
-                    summary.stopped = str(stop)
-                    outcome = Outcome(f.rel, "failed", f"stopped: {stop}")
-                self._tally(summary, outcome)
-                if not summary.stopped:
-                    try:
-                        run.flush_if_due()
-                    except StopImport as stop:
-                        summary.stopped = str(stop)
-                if summary.stopped:
-                    summary.not_attempted = len(found.files) - index - 1
-                    break
-        finally:
-            os.close(root_fd)
+        in_flight: deque[Future[Outcome]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as finisher:
             try:
-                run.flush()
-            except StopImport as stop:
-                summary.stopped = summary.stopped or str(stop)
+                for index, f in enumerate(found.files):
+                    if self.cancel.is_set():
+                        summary.stopped = summary.stopped or "cancelled"
+                    if not summary.stopped:
+                        staged = run.guarded(f, run.stage)
+                        if isinstance(staged, copy.TempCopy):
+                            in_flight.append(finisher.submit(run.guarded, f, staged))
+                        else:
+                            run.collect(staged, summary)
+                    while in_flight and (len(in_flight) > 1 or in_flight[0].done()
+                                         or summary.stopped):
+                        run.collect(in_flight.popleft().result(), summary)
+                    if summary.stopped:
+                        summary.not_attempted = len(found.files) - index - 1 + (
+                            1 if summary.stopped == "cancelled" else 0)
+                        break
+                while in_flight:
+                    run.collect(in_flight.popleft().result(), summary)
+            finally:
+                for future in in_flight:  # only after an unexpected error in this thread
+                    future.result()
+                try:
+                    run.flush()
+                except StopImport as stop:
+                    summary.stopped = summary.stopped or str(stop)
         summary.seconds = time.monotonic() - started
         return summary
 
@@ -222,10 +250,15 @@ class Importer:
 
 
 class _Run:
-    """The state of one import: pending catalog records, folders already prepared."""
+    """The state of one import: pending catalog records, folders already prepared.
 
-    def __init__(self, importer: Importer, activity: str | None) -> None:
+    Only the importing thread touches the pending state; the worker thread only finishes
+    files (metadata, filing, placing, verifying) and hands back an Outcome with its record.
+    """
+
+    def __init__(self, importer: Importer, source: Source, activity: str | None) -> None:
         self.imp = importer
+        self.source = source
         self.config = importer.config
         self.activity = activity
         self.agenda = importer.agenda.activities()
@@ -233,59 +266,85 @@ class _Run:
         self.import_id = f"{importer.clock():%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         self.pending: dict[str, list[dict[str, Any]]] = {}
         self.pending_sources: dict[str, dict[str, str]] = {}
+        self.pending_outcomes: list[Outcome] = []
         self.claimed: list[str] = []
         self.prepared: set[Path] = set()
+        self.prepared_lock = threading.Lock()
+        self.reader = copy.ReadBack()  # used by the worker thread only
         self.last_flush = time.monotonic()
 
     # -- one file -----------------------------------------------------------------------
 
-    def import_one(self, root_fd: int, f: SourceFile) -> Outcome:
+    def guarded(self, f: SourceFile, step: Callable[[SourceFile], Any] | copy.TempCopy
+                ) -> Outcome | copy.TempCopy:
+        """Run a step for one file; its errors become a failed Outcome, which may stop the
+        import (returned, not raised, so that the worker thread can hand it back)."""
         try:
-            return self._import(root_fd, f)
-        except StopImport:
-            raise
+            if isinstance(step, copy.TempCopy):
+                return self.finish(f, step)
+            return step(f)
+        except StopImport as stop:
+            return Outcome(f.rel, "failed", f"stopped: {stop}", stop=str(stop))
         except NotARegularFile as exc:
             return Outcome(f.rel, "failed", f"not_regular_file: {exc.strerror}")
         except OSError as exc:
+            stop = ""
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StopImport(
-                    f"the archive disk is full ({exc.strerror}); free space and run again"
-                ) from exc
-            if exc.errno in _SOURCE_GONE:
-                raise StopImport(f"the source disappeared ({exc.strerror})") from exc
+                stop = f"the archive disk is full ({exc.strerror}); free space and run again"
+            elif exc.errno in _SOURCE_GONE:
+                stop = f"the source disappeared ({exc.strerror})"
+            if stop:
+                return Outcome(f.rel, "failed", f"stopped: {stop}", stop=stop)
             if exc.errno == errno.ENOENT:
                 return Outcome(f.rel, "failed", "vanished: the file disappeared from the source")
-            reason = "read_error" if not isinstance(exc, copy.VerifyError) else "verify_failed"
+            reason = "verify_failed" if isinstance(exc, copy.VerifyError) else "read_error"
             return Outcome(f.rel, "failed", f"{reason}: {exc.strerror or exc}")
 
-    def _import(self, root_fd: int, f: SourceFile) -> Outcome:
-        with open_source(root_fd, f.rel) as fd:
-            known = self._already_archived(fd, f)
-            if known:
-                return Outcome(f.rel, "duplicate", sha256=known, size=f.size)
-            description = records.describe(fd, f.kind, self.config, self.imp.clock())
-            where = filing.choose(
-                description.captured_at,
-                agenda=self.agenda,
-                zone=self.config.zone,
-                requested=self.activity,
-                current=self.current,
-            )
-            dest = self._prepare(where.folder_key)
-            self._check_space(dest, f.size)
-            temp = copy.copy_to_temp(fd, dest, self.imp.reporter.advanced)
+    def collect(self, outcome: Outcome, summary: Summary) -> None:
+        """Account for a finished file (importing thread only)."""
+        if outcome.stop:
+            summary.stopped = summary.stopped or outcome.stop
+        if outcome.record is not None:
+            self.pending.setdefault(outcome.record["folder"], []).append(outcome.record)
+            self.claimed.append(outcome.sha256)  # released once the catalog knows it
+            self.pending_outcomes.append(outcome)
+        if outcome.source_key and outcome.sha256:
+            self.pending_sources[outcome.source_key] = {"sha256": outcome.sha256}
+        if outcome.status == "duplicate":
+            self.imp.reporter.committed([outcome])
+        self.imp._tally(summary, outcome)
+        if not summary.stopped:
+            try:
+                self.flush_if_due()
+            except StopImport as stop:
+                summary.stopped = str(stop)
+
+    def stage(self, f: SourceFile) -> Outcome | copy.TempCopy:
+        """Copy into the staging folder while hashing; a duplicate ends here."""
+        known = self._already_archived(f)
+        if known:
+            return Outcome(f.rel, "duplicate", sha256=known, size=f.size)
+        self._check_space(f.size)
+        temp = copy.stage(self.source, f, self.imp.data.staging, self.imp.reporter.advanced)
+        duplicate = Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size,
+                            source_key=source_key(f))
         if not self.imp.claims.claim(temp.sha256):
             temp.discard()  # the same content is being imported right now
-            return Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size)
+            return duplicate
+        if self._archived(temp.sha256):
+            self.imp.claims.release(temp.sha256)
+            temp.discard()
+            return duplicate
+        return temp
+
+    def finish(self, f: SourceFile, temp: copy.TempCopy) -> Outcome:
+        """Metadata from our own copy, the folder it belongs in, its name, verification
+        (worker thread). The claim on its hash is released here only on failure."""
         try:
-            final = self._place(temp, dest, f)
+            final, where, description = self._describe_and_place(temp, f)
         except BaseException:
             self.imp.claims.release(temp.sha256)
             raise
-        if final is None:
-            self.imp.claims.release(temp.sha256)
-            return Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size)
-        self.claimed.append(temp.sha256)  # released once the catalog knows it
         record = records.make_record(
             sha256=temp.sha256,
             size=temp.size,
@@ -300,43 +359,54 @@ class _Run:
             imported_at=self.imp.clock(),
             import_id=self.import_id,
         )
-        self.pending.setdefault(where.folder_key, []).append(record)
-        self._remember_source(f, temp.sha256)
-        return Outcome(f.rel, "imported", sha256=temp.sha256,
-                       archive_path=record["archive_path"], size=temp.size)
+        return Outcome(f.rel, "imported", sha256=temp.sha256, size=temp.size,
+                       archive_path=record["archive_path"], record=record,
+                       source_key=source_key(f))
 
-    def _place(self, temp: copy.TempCopy, dest: Path, f: SourceFile) -> Path | None:
-        """Name, place and verify the temp copy; None when the content is already archived."""
+    def _describe_and_place(self, temp: copy.TempCopy, f: SourceFile
+                            ) -> tuple[Path, filing.Filing, records.Description]:
         try:
-            if self._archived(temp.sha256):
-                temp.discard()
-                self._remember_source(f, temp.sha256)
-                return None
+            # Metadata comes from our own copy (just written, still in the page cache), so
+            # the card is read once and no decoder ever touches the card itself.
+            fd = os.open(temp.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                description = records.describe(fd, f.kind, self.config, self.imp.clock(),
+                                               file_mtime=f.mtime_ns / 1e9)
+            finally:
+                os.close(fd)
+            where = filing.choose(
+                description.captured_at,
+                agenda=self.agenda,
+                zone=self.config.zone,
+                requested=self.activity,
+                current=self.current,
+            )
+            dest = self._prepare(where.folder_key)
             final, adopted = copy.place(
                 temp, dest, copy.safe_name(f.name),
-                same_content=lambda p: _same_content(p, temp.sha256, temp.size),
+                same_content=lambda p: _same_content(p, temp.sha256, temp.size, self.reader),
             )
         except BaseException:
             temp.discard()
             raise
         try:
-            copy.verify(final, temp.sha256, temp.size)
+            self.reader.verify(final, temp.sha256, temp.size)
         except BaseException:
             if not adopted:
                 with contextlib.suppress(FileNotFoundError):
                     final.unlink()
             raise
-        return final
+        return final, where, description
 
     # -- stages -------------------------------------------------------------------------
 
-    def _already_archived(self, fd: int, f: SourceFile) -> str | None:
+    def _already_archived(self, f: SourceFile) -> str | None:
         """Cheap dedup for a card seen before: same path, size and time, then confirmed by
         hashing the source (a read, no write). Returns the SHA-256 when archived."""
         entry = self.imp.sources.get(source_key(f))
         if not entry or not self._archived(entry.get("sha256", "")):
             return None
-        sha256, size = copy.hash_fd(fd, self.imp.reporter.advanced)
+        sha256, size = copy.hash_source(self.source, f, self.imp.reporter.advanced)
         return sha256 if sha256 == entry["sha256"] and size == f.size else None
 
     def _archived(self, sha256: str) -> bool:
@@ -351,14 +421,14 @@ class _Run:
 
     def _prepare(self, folder_key: str) -> Path:
         dest = self.imp.data.archive / folder_key
-        if dest not in self.prepared:
-            dest.mkdir(parents=True, exist_ok=True)
-            remove_debris(dest)
-            self.prepared.add(dest)
+        with self.prepared_lock:
+            if dest not in self.prepared:
+                dest.mkdir(parents=True, exist_ok=True)
+                self.prepared.add(dest)
         return dest
 
-    def _check_space(self, dest: Path, size: int) -> None:
-        st = os.statvfs(dest)
+    def _check_space(self, size: int) -> None:
+        st = os.statvfs(self.imp.data.staging)
         free = st.f_bavail * st.f_frsize
         reserve = self.config.ingest.min_free_mb * 1024 * 1024
         if free - size < reserve:
@@ -367,9 +437,6 @@ class _Run:
                 f"{size // (1024 * 1024)} MiB needed plus a reserve of "
                 f"{self.config.ingest.min_free_mb} MiB (ingest.min_free_mb)"
             )
-
-    def _remember_source(self, f: SourceFile, sha256: str) -> None:
-        self.pending_sources[source_key(f)] = {"sha256": sha256}
 
     # -- catalog writes -----------------------------------------------------------------
 
@@ -390,12 +457,15 @@ class _Run:
             for folder_key, batch in list(self.pending.items()):
                 self.imp.catalog.upsert(folder_key, batch)
                 del self.pending[folder_key]
-            for key, value in list(self.pending_sources.items()):
-                self.imp.sources.put(key, value)
-                del self.pending_sources[key]
+            self.imp.sources.put_many(self.pending_sources)
+            self.pending_sources = {}
+            committed, self.pending_outcomes = self.pending_outcomes, []
+            if committed:
+                self.imp.reporter.committed(committed)
         except (OSError, CorruptStateError, SchemaTooNewError) as exc:
             self.pending.clear()
             self.pending_sources.clear()
+            self.pending_outcomes.clear()
             hint = "free space and run the import again" if isinstance(exc, OSError) \
                 else "run `acopio check --repair`, then the import again"
             raise StopImport(f"could not write the catalog ({exc}); {hint}") from exc
@@ -406,10 +476,10 @@ class _Run:
             self.last_flush = time.monotonic()
 
 
-def _same_content(path: Path, sha256: str, size: int) -> bool:
+def _same_content(path: Path, sha256: str, size: int, reader: copy.ReadBack) -> bool:
     try:
         if path.stat().st_size != size:
             return False
-        return copy.read_back_sha256(path)[0] == sha256
+        return reader.sha256(path)[0] == sha256
     except OSError:
         return False

@@ -19,12 +19,17 @@ class Description:
     date_problems: list[dict[str, str]]
 
 
-def describe(fd: int, kind: str, config: Config, now: datetime) -> Description:
-    """Read an open file's metadata and settle its capture time."""
+def describe(fd: int, kind: str, config: Config, now: datetime, *,
+             file_mtime: float | None = None) -> Description:
+    """Read an open file's metadata and settle its capture time.
+
+    `file_mtime` is the time the card gave the file (the fallback capture time); by default
+    the open file's own.
+    """
     info = metadata.probe(fd, kind, timeout=config.ingest.probe_timeout_s)
     captured, source, problems = metadata.resolve_capture_time(
         info,
-        os.fstat(fd).st_mtime,
+        os.fstat(fd).st_mtime if file_mtime is None else file_mtime,
         tz=config.zone,
         now=now,
         earliest_year=config.ingest.earliest_year,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance.fsutil import TEMP_PREFIX
-from ingest.pipeline import Importer
+from ingest.pipeline import Importer, Reporter
 from tests.cards import (
     camera_card,
     exif_jpeg,
@@ -273,15 +273,10 @@ def test_a_file_that_vanishes_is_reported_and_the_rest_imported(
     for i in range(3):
         exif_jpeg(card / f"IMG_{i}.JPG", "2026:02:01 10:00:00", color=(i, 50, 50))
 
-    class DeleteOne:
+    class DeleteOne(Reporter):
         def started(self, scan) -> None:
             (card / "IMG_1.JPG").unlink()
 
-        def advanced(self, nbytes: int) -> None:
-            pass
-
-        def file_done(self, outcome) -> None:
-            pass
 
     summary = Importer(config, reporter=DeleteOne()).run(card)
     assert summary.imported == 2

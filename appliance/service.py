@@ -1,0 +1,113 @@
+"""`acopio run`: every role of the appliance in one process, until SIGTERM.
+
+Each role (device watcher, inbox, and later web, worker, sync) is an object with
+`run(stop: threading.Event)` on a thread of its own; systemd units can run them apart with
+the same code. Like OctoPrint, a startup flag file records that the service is running: if it
+is still there at the next start, the last stop was not clean (power cut, kill -9) and that
+is logged loudly; the imports themselves recover on their own (see ingest.pipeline).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from appliance.config import Config
+from appliance.datadir import DataDir
+from appliance.fsutil import atomic_write, fsync_dir
+
+log = logging.getLogger(__name__)
+
+ALL_ROLES = ("devices", "inbox")
+
+
+class Role(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _make_role(name: str, config: Config) -> Role:
+    if name == "devices":
+        from ingest.devices.watcher import DeviceWatcher
+
+        return DeviceWatcher(config)
+    if name == "inbox":
+        from ingest.inbox import Inbox
+
+        return Inbox.from_config(config)
+    raise ValueError(f"unknown role {name!r}")
+
+
+class Service:
+    def __init__(self, config: Config, roles: tuple[str, ...] = ALL_ROLES,
+                 make_role: Callable[[str, Config], Role] = _make_role) -> None:
+        self.config = config
+        self.data = DataDir.at(config.data_dir)
+        self.roles = roles
+        self.make_role = make_role
+        self.stop = threading.Event()
+        self.failed: list[str] = []
+
+    @property
+    def flag(self) -> Path:
+        return self.data.state / "running.json"
+
+    def run_until_signal(self) -> int:
+        configure_logging(self.config.log_level)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop.set())
+        return self.run()
+
+    def run(self) -> int:
+        self.data.ensure()
+        self._check_unclean_stop()
+        atomic_write(self.flag, json.dumps({
+            "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(),
+            "roles": list(self.roles)}).encode())
+        threads = [threading.Thread(target=self._run_role, args=(name,), name=f"role-{name}")
+                   for name in self.roles]
+        log.info("acopio running on %s with roles: %s", self.data.root, ", ".join(self.roles))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+        self.flag.unlink(missing_ok=True)
+        fsync_dir(self.flag.parent)
+        log.info("acopio stopped%s", f" (failed roles: {', '.join(self.failed)})"
+                 if self.failed else "")
+        return 1 if self.failed else 0
+
+    def _run_role(self, name: str) -> None:
+        try:
+            role = self.make_role(name, self.config)
+            role.run(self.stop)
+        except Exception:
+            log.exception("role %s failed; stopping the service", name)
+            self.failed.append(name)
+            self.stop.set()  # let systemd restart the whole service
+
+    def _check_unclean_stop(self) -> None:
+        if not self.flag.exists():
+            return
+        try:
+            previous = json.loads(self.flag.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        log.warning(
+            "the previous run (pid %s, started %s) did not stop cleanly; interrupted imports "
+            "resume by themselves, `acopio check` verifies the archive",
+            previous.get("pid", "?"), previous.get("started_at", "?"))
