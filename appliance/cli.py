@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance import config as config_mod
 from appliance.agenda import Activity, Agenda, AgendaError, check_slug, parse_time, slugify
@@ -20,6 +20,11 @@ from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.config import Config, ConfigError
 from appliance.datadir import DataDir
 from appliance.storage import CorruptStateError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ingest.devices.capture import Recorder
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -89,6 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     d = devices_sub.add_parser("cards", help="cards seen and their import history")
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=cmd_devices_cards)
+
+    p = sub.add_parser("record", help="record from a microphone or webcam")
+    record_sub = p.add_subparsers(dest="record_command", metavar="ACTION", required=True)
+    r = record_sub.add_parser("start", help="start recording from a capture device")
+    r.add_argument("--device", required=True, metavar="ID", help="see `acopio devices list`")
+    r.add_argument("--activity", metavar="SLUG", help="file the recording here when no agenda "
+                   "activity holds its time")
+    r.add_argument("--json", action="store_true", help="print the recording as JSON")
+    r.set_defaults(handler=cmd_record_start)
+    r = record_sub.add_parser("stop", help="stop recording and import the file")
+    r.add_argument("--device", required=True, metavar="ID")
+    r.add_argument("--json", action="store_true", help="print the import summary as JSON")
+    r.set_defaults(handler=cmd_record_stop)
+    r = record_sub.add_parser("list", help="recordings in progress (or ended on their own)")
+    r.add_argument("--json", action="store_true", help="print one JSON array")
+    r.set_defaults(handler=cmd_record_list)
+    r = record_sub.add_parser("recover", help="import recordings left by a crash or a failed "
+                              "import")
+    r.add_argument("--json", action="store_true", help="print the import summaries as JSON")
+    r.set_defaults(handler=cmd_record_recover)
 
     p = sub.add_parser("run", help="run the whole appliance (device watcher, inbox)")
     p.set_defaults(handler=cmd_run)
@@ -312,3 +337,83 @@ def cmd_agenda_current(config: Config, args: argparse.Namespace) -> int:
     else:
         print(agenda.current() or "")
     return EXIT_OK
+
+
+def cmd_record_start(config: Config, args: argparse.Namespace) -> int:
+    from ingest.devices.capture import Recorder, RecordError
+    from ingest.devices.state import DeviceStates
+
+    device = DeviceStates(DataDir.at(config.data_dir).state).get(args.device)
+    if device is None:
+        print(f"acopio: no device {args.device!r} (see `acopio devices list`)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        recording = Recorder.from_config(config).start(device, args.activity)
+    except RecordError as exc:
+        print(f"acopio: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if args.json:
+        _print_json(recording.as_dict())
+    else:
+        print(f"Recording {recording.device_id} into {recording.output}")
+    return EXIT_OK
+
+
+def cmd_record_stop(config: Config, args: argparse.Namespace) -> int:
+    from ingest.devices.capture import Recorder, RecordError
+
+    recorder = Recorder.from_config(config)
+    try:
+        path = recorder.stop(args.device)
+    except RecordError as exc:
+        print(f"acopio: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return _import_recordings(config, recorder, [path], args.json)
+
+
+def cmd_record_list(config: Config, args: argparse.Namespace) -> int:
+    from ingest.devices.capture import Recorder
+
+    recordings = Recorder.from_config(config).active()
+    if args.json:
+        _print_json([r.as_dict() for r in recordings])
+    else:
+        for r in recordings:
+            print(f"{r.device_id:<10} {r.status:<10} {r.started_at[:19]}  {r.output}")
+        print(f"{len(recordings)} recordings")
+    return EXIT_OK
+
+
+def cmd_record_recover(config: Config, args: argparse.Namespace) -> int:
+    from ingest.devices.capture import Recorder
+
+    recorder = Recorder.from_config(config)
+    return _import_recordings(config, recorder, recorder.recover(), args.json)
+
+
+def _import_recordings(config: Config, recorder: Recorder, paths: list[Path],
+                       as_json: bool) -> int:
+    """Import finished recordings one by one; a failed one stays for `acopio record recover`."""
+    from ingest.devices.capture import RecordError, import_recording
+    from ingest.pipeline import IngestError
+
+    results, code = [], EXIT_OK
+    for path in paths:
+        try:
+            summary = import_recording(config, path, recorder.activity_for(path))
+        except (RecordError, IngestError) as exc:
+            results.append({"recording": str(path), "error": str(exc)})
+            code = EXIT_PROBLEM
+            continue
+        results.append({"recording": str(path), **summary.as_dict()})
+        if not summary.ok:
+            code = EXIT_PROBLEM
+    if as_json:
+        _print_json(results)
+    else:
+        for result in results:
+            problem = result.get("error") or result.get("stopped") or "; ".join(
+                f"{f['path']}: {f['reason']}" for f in result.get("failed", []))
+            state = f"kept for `acopio record recover`: {problem}" if problem else "imported"
+            print(f"{result['recording']}: {state}")
+    return code

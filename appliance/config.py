@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shlex
 import tomllib
 import types
@@ -58,6 +59,21 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
         return None if value in choices else f"must be one of {', '.join(choices)}"
 
     return check
+
+
+def _ffmpeg_input(value: str) -> str | None:
+    """An ffmpeg input template: shlex-splittable, with -i, only {card} and {device}."""
+    try:
+        args = shlex.split(value)
+    except ValueError as exc:
+        return f"cannot be split into arguments ({exc})"
+    if "-i" not in args:
+        return "must contain -i (an ffmpeg input)"
+    names = {name for arg in args for name in re.findall(r"\{([^{}]*)\}", arg)}
+    unknown = sorted(names - {"card", "device"})
+    if unknown:
+        return f"unknown placeholder(s) {', '.join(unknown)} (known: {{card}}, {{device}})"
+    return None
 
 
 def _year(value: int) -> str | None:
@@ -122,6 +138,11 @@ class DevicesConfig:
         "umount {mountpoint}", "Command that unmounts a card; placeholder {mountpoint}.",
         _command_template,
     )
+    filesystems: tuple[str, ...] = _setting(
+        ("vfat", "exfat", "ntfs", "ntfs3", "hfsplus", "ext2", "ext3", "ext4", "btrfs", "xfs",
+         "udf", "iso9660"),
+        "Filesystem types (udev ID_FS_TYPE) that are mounted; others are reported, not touched.",
+    )
     mount_root: Path = _setting(
         Path("/run/acopio/media"), "Private folder under which cards are mounted."
     )
@@ -132,9 +153,25 @@ class DevicesConfig:
         "usb:{busnum},{devnum}",
         "libgphoto2 port of a PTP/MTP camera; placeholders {busnum} and {devnum} from udev.",
     )
-    ignore_mounted_at: tuple[str, ...] = _setting(
+    system_paths: tuple[str, ...] = _setting(
         ("/", "/boot", "/boot/firmware"),
-        "Partitions mounted at these paths (the box's own disk) are never imported.",
+        "The disks holding these paths (the box's own) are never imported; the data folder "
+        "is always added.",
+    )
+    audio_input: str = _setting(
+        "-f alsa -i hw:{card}",
+        "ffmpeg input arguments for recording a microphone, split like a shell would but never "
+        "run by one; {card} (the ALSA card number) is filled in after splitting.",
+        _ffmpeg_input,
+    )
+    video_input: str = _setting(
+        "-f v4l2 -i {device}",
+        "ffmpeg input arguments for recording a webcam; {device} (its node, /dev/video0) is "
+        "filled in after splitting. A second input (-f alsa -i hw:2) adds its sound.",
+        _ffmpeg_input,
+    )
+    audio_format: str = _setting(
+        "flac", "File format of microphone recordings.", _one_of("flac", "wav")
     )
 
 

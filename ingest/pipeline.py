@@ -310,7 +310,9 @@ class _Run:
             self.pending_outcomes.append(outcome)
         if outcome.source_key and outcome.sha256:
             self.pending_sources[outcome.source_key] = {"sha256": outcome.sha256}
-        if outcome.status == "duplicate":
+        if outcome.status == "duplicate" and self._archived(outcome.sha256):
+            # Only once the catalog holds it: a duplicate of content that another import is
+            # still copying (a claim) is not committed until that import records it.
             self.imp.reporter.committed([outcome])
         self.imp._tally(summary, outcome)
         if not summary.stopped:

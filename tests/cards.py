@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -74,6 +75,39 @@ def ffmpeg_audio(path: Path, creation_time: str = "2026-05-10T18:45:00Z",
         check=True, timeout=60,
     )
     return path
+
+
+def noise_jpeg(path: Path, seed: int, side: int = 1000) -> Path:
+    """A JPEG that does not compress (about 1.2 MB at 1000 px): real bytes, unique per seed."""
+    rng = random.Random(seed)
+    img = Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, "JPEG", quality=95)
+    return path
+
+
+def fat_image(image: Path, files: dict[str, Path], label: str = "EOS_DIGITAL",
+              min_bytes: int = 64 * 1024 * 1024) -> Path:
+    """A real FAT32 image holding `files` (path on the card -> local file), made with
+    mkfs.vfat and mtools, as a camera formats and fills a card."""
+    for tool in ("mkfs.vfat", "mcopy", "mmd"):
+        require_tool(tool)
+    total = sum(p.stat().st_size for p in files.values())
+    image.parent.mkdir(parents=True, exist_ok=True)
+    with open(image, "wb") as fh:
+        fh.truncate(max(min_bytes, int(total * 1.3)))
+    subprocess.run(["mkfs.vfat", "-F", "32", "-n", label, str(image)], check=True,
+                   capture_output=True)
+    made: set[str] = set()
+    for name, local in files.items():
+        parts = name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            folder = "/".join(parts[:i])
+            if folder not in made:
+                subprocess.run(["mmd", "-i", str(image), f"::/{folder}"], check=True)
+                made.add(folder)
+        subprocess.run(["mcopy", "-m", "-i", str(image), str(local), f"::/{name}"], check=True)
+    return image
 
 
 def sample(name: str, dest: Path) -> Path:

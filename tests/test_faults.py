@@ -18,8 +18,10 @@ import pytest
 from appliance.fsutil import TEMP_PREFIX
 from tests.cards import (
     exif_jpeg,
+    fat_image,
     ffmpeg_audio,
     media_hashes,
+    noise_jpeg,
     sample,
     sha256_file,
     tree_digest,
@@ -111,16 +113,6 @@ def test_kill_9_at_random_moments_then_rerun(tmp_path: Path) -> None:
     result = run_cli("--data-dir", data, "ingest", card, "--json")
     assert result.returncode == 0, result.stderr.decode()
     assert_archived_exactly_once(data, card)
-
-
-def noise_jpeg(path: Path, seed: int, side: int = 1000) -> Path:
-    from PIL import Image
-
-    rng = random.Random(seed)
-    img = Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, "JPEG", quality=95)
-    return path
 
 
 @pytest.fixture
@@ -216,28 +208,6 @@ def test_reserve_stops_before_the_disk_is_full(tmp_path: Path, small_disk: Path)
     assert run_cli("--data-dir", data, "check", "--json").returncode == 0
 
 
-def fat_card(tmp_path: Path, files: dict[str, Path]) -> Path:
-    """A real FAT32 image holding `files` (name on card -> local file), built with mtools."""
-    for tool in ("mkfs.vfat", "mcopy", "mmd"):
-        require_tool(tool)
-    image = tmp_path / "card.img"
-    total = sum(p.stat().st_size for p in files.values())
-    with open(image, "wb") as fh:
-        fh.truncate(max(64 * 1024 * 1024, int(total * 1.3)))
-    subprocess.run(["mkfs.vfat", "-F", "32", "-n", "EOS_DIGITAL", str(image)], check=True,
-                   capture_output=True)
-    made = set()
-    for name, local in files.items():
-        parts = name.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            folder = "/".join(parts[:i])
-            if folder not in made:
-                subprocess.run(["mmd", "-i", str(image), f"::/{folder}"], check=True)
-                made.add(folder)
-        subprocess.run(["mcopy", "-i", str(image), str(local), f"::/{name}"], check=True)
-    return image
-
-
 def mount_fusefat(image: Path, mountpoint: Path) -> subprocess.Popen:
     fusefat = require_tool("fusefat")
     mountpoint.mkdir(exist_ok=True)
@@ -259,7 +229,7 @@ def test_card_pulled_mid_copy(tmp_path: Path) -> None:
     files = {f"DCIM/100CANON/IMG_{i:04d}.JPG": noise_jpeg(local / f"{i}.jpg", seed=200 + i)
              for i in range(3)}
     files["PRIVATE/M4ROOT/CLIP/C0001.MP4"] = big
-    image = fat_card(tmp_path, files)
+    image = fat_image(tmp_path / "card.img", files)
     mountpoint = tmp_path / "mnt"
     fuse = mount_fusefat(image, mountpoint)
     data = tmp_path / "data"

@@ -3,8 +3,8 @@
 A card is recognised by its filesystem UUID and label plus a fingerprint of its content:
 FAT volume ids are 32 random bits that collide, cameras give every card the same label
 ("EOS_DIGITAL"), and both can be forged. The fingerprint is a consistent sample of the
-card's file keys (path, size, time); a card seen again keeps most of its old files, a
-different card with the same UUID and label shares none.
+SHA-256 of the files read from it (the import computes them anyway); a card seen again
+keeps most of its old files, a different card with the same UUID and label shares none.
 """
 
 from __future__ import annotations

@@ -59,22 +59,6 @@ def is_mountpoint(path: Path) -> bool:
     return False
 
 
-def mounted_at(devnode: str) -> list[str]:
-    """Where a device node is mounted now (by anyone)."""
-    found = []
-    real = os.path.realpath(devnode) if devnode else ""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                left, _, right = line.partition(" - ")
-                source = right.split()[1] if len(right.split()) > 1 else ""
-                if devnode and source in (devnode, real):
-                    found.append(_unescape(left.split()[4]))
-    except OSError:
-        pass
-    return found
-
-
 def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as octal
     return field.encode().decode("unicode_escape").encode("latin-1").decode(errors="replace")

@@ -18,10 +18,10 @@ from pathlib import Path
 from appliance.config import Config
 from appliance.datadir import DataDir
 from ingest.devices.history import CardHistory
-from ingest.devices.mounts import Mounter, MountError, mounted_at
+from ingest.devices.mounts import Mounter, MountError
 from ingest.devices.state import Device, DeviceStates
 from ingest.devices.udev import DeviceEvent, UdevWatcher
-from ingest.pipeline import Claims, Importer, Outcome, Reporter, Summary, source_key
+from ingest.pipeline import Claims, Importer, Outcome, Reporter, Summary
 from ingest.walk import Scan
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,12 @@ class _JobReporter(Reporter):
 
     def started(self, scan: Scan) -> None:
         self.job.device.total = len(scan.files)
-        self.job.identify(scan)
         self._save(force=True)
 
     def file_done(self, outcome: Outcome) -> None:
         device = self.job.device
+        if outcome.sha256 and outcome.status != "failed":
+            self.job.contents.append(outcome.sha256)
         if outcome.status == "imported":
             device.verified += 1
         elif outcome.status == "duplicate":
@@ -66,6 +67,7 @@ class Job:
     removed: threading.Event = field(default_factory=threading.Event)  # unplugged
     cancel: threading.Event = field(default_factory=threading.Event)  # unplugged or shutdown
     thread: threading.Thread | None = None
+    contents: list[str] = field(default_factory=list)  # SHA-256 of what was read from it
 
     def save(self) -> None:
         self.watcher.states.put(self.device)
@@ -76,9 +78,6 @@ class Job:
         self.save()
         log.info("%s %s: %s%s", self.device.kind, self.device.id, status,
                  f" ({reason})" if reason else "")
-
-    def identify(self, scan: Scan) -> None:
-        """Cards only: recognise the card (see history.py)."""
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name=f"job-{self.device.id}",
@@ -123,15 +122,20 @@ class Job:
 
 
 class CardJob(Job):
-    def identify(self, scan: Scan) -> None:
+    def identify(self) -> None:
+        """Recognise the card by UUID, label and the content it was seen to hold."""
         props = self.event.properties
         identity = self.watcher.history.identify(
             props.get("ID_FS_UUID", ""), props.get("ID_FS_LABEL", ""),
-            props.get("ID_FS_TYPE", ""), (source_key(f) for f in scan.files))
+            props.get("ID_FS_TYPE", ""), self.contents)
         self.device.card_id = identity.card_id
 
     def run(self) -> None:
         started = datetime.now(UTC).isoformat()
+        fstype = self.event.properties.get("ID_FS_TYPE", "")
+        if fstype not in self.watcher.config.devices.filesystems:
+            self.set("error", f"unsupported filesystem {fstype!r} (devices.filesystems)")
+            return
         self.set("mounting")
         mounter = self.watcher.mounter
         try:
@@ -157,6 +161,7 @@ class CardJob(Job):
                 summary = None
         if summary is None:
             return
+        self.identify()
         outcome = self._finish(summary)
         if outcome == "done":
             self.set("safe_to_remove", self.device.reason)
@@ -217,7 +222,8 @@ class DeviceWatcher:
                 log.error("%s", exc)
         for old in self.states.all():  # coldplug will list what is still attached
             self.states.remove(old.id)
-        udev = self.udev or UdevWatcher()
+        udev = self.udev or UdevWatcher(
+            system_paths=(*self.config.devices.system_paths, self.data.root))
         for event in udev.coldplug():
             self.handle(event)
         for event in udev.events(stop):
@@ -241,10 +247,6 @@ class DeviceWatcher:
         with self.lock:
             if event.id in self.jobs:
                 return  # seen by both coldplug and the monitor
-            if event.kind == "card":
-                places = set(mounted_at(event.devnode))
-                if places & set(self.config.devices.ignore_mounted_at):
-                    return  # the box's own system disk
             device = Device(id=event.id, kind=event.kind, name=event.name,
                             devnode=event.devnode, syspath=event.syspath,
                             properties=dict(event.properties))
