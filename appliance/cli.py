@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the import summaries as JSON")
     r.set_defaults(handler=cmd_record_recover)
 
-    p = sub.add_parser("run", help="run the whole appliance (device watcher, inbox)")
+    p = sub.add_parser("run", help="run the whole appliance (device watcher, inbox, ...)")
+    p.add_argument("--roles", metavar="LIST",
+                   help="comma-separated roles to run (default: all: devices,inbox,recordings)")
     p.set_defaults(handler=cmd_run)
     return parser
 
@@ -259,15 +261,23 @@ def cmd_devices_watch(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from appliance.service import Service
+    from appliance.service import ALL_ROLES, Service
 
-    return Service(config).run_until_signal()
+    roles = tuple(r.strip() for r in args.roles.split(",") if r.strip()) if args.roles \
+        else ALL_ROLES
+    return Service(config, roles=roles).run_until_signal()
 
 
 def cmd_devices_list(config: Config, args: argparse.Namespace) -> int:
+    from ingest.devices.capture import Recorder
     from ingest.devices.state import DeviceStates
 
     devices = DeviceStates(DataDir.at(config.data_dir).state).all()
+    recording = {r.device_id for r in Recorder.from_config(config).active()
+                 if r.status == "recording"}
+    for d in devices:  # the recorder owns this part of a capture device's state
+        if d.kind in ("microphone", "webcam") and d.status == "ready" and d.id in recording:
+            d.status = "recording"
     if args.json:
         _print_json([d.to_record() for d in devices])
     else:

@@ -149,6 +149,12 @@ class DevicesConfig:
     command_timeout_s: float = _setting(
         30.0, "Seconds allowed for a mount or unmount command.", _positive
     )
+    inbox_settle_s: float = _setting(
+        5.0,
+        "Seconds a file in <data>/inbox/ must stay unchanged, and not open for writing by a "
+        "process on the box, before it is imported; raise it for slow or flaky shares.",
+        _positive,
+    )
     gphoto2_port: str = _setting(
         "usb:{busnum},{devnum}",
         "libgphoto2 port of a PTP/MTP camera; placeholders {busnum} and {devnum} from udev.",

@@ -30,6 +30,16 @@ class DataDir:
         return self.archive / ".incoming"
 
     @property
+    def inbox(self) -> Path:
+        """Hot folder: files dropped here are imported, then removed."""
+        return self.root / "inbox"
+
+    @property
+    def recordings(self) -> Path:
+        """Recordings from microphones and webcams not yet in the archive."""
+        return self.root / "recordings"
+
+    @property
     def derivatives(self) -> Path:
         return self.root / "derivatives"
 

@@ -22,10 +22,11 @@ from typing import Protocol
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.fsutil import atomic_write, fsync_dir
+from ingest.pipeline import Claims
 
 log = logging.getLogger(__name__)
 
-ALL_ROLES = ("devices", "inbox")
+ALL_ROLES = ("devices", "inbox", "recordings")
 
 
 class Role(Protocol):
@@ -39,22 +40,50 @@ def configure_logging(level: str) -> None:
     )
 
 
-def _make_role(name: str, config: Config) -> Role:
+class RecoverRecordings:
+    """At start, import recordings a crash or a power cut left behind; then nothing."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def run(self, stop: threading.Event) -> None:
+        from ingest.devices.capture import Recorder, import_recording
+
+        recorder = Recorder.from_config(self.config)
+        for path in recorder.recover():
+            if stop.is_set():
+                return
+            summary = import_recording(self.config, path, recorder.activity_for(path))
+            if summary.ok:
+                log.info("recovered recording %s", path.name)
+            else:
+                log.warning("recording %s could not be imported (%s); it stays for `acopio "
+                            "record recover`", path.name, summary.stopped or summary.failed)
+
+
+def _make_role(name: str, config: Config, claims: Claims) -> Role:
     if name == "devices":
         from ingest.devices.watcher import DeviceWatcher
 
-        return DeviceWatcher(config)
+        return DeviceWatcher(config, claims=claims)
     if name == "inbox":
         from ingest.inbox import Inbox
 
-        return Inbox.from_config(config)
+        return Inbox.from_config(config, claims=claims)
+    if name == "recordings":
+        return RecoverRecordings(config)
     raise ValueError(f"unknown role {name!r}")
 
 
 class Service:
     def __init__(self, config: Config, roles: tuple[str, ...] = ALL_ROLES,
-                 make_role: Callable[[str, Config], Role] = _make_role) -> None:
+                 make_role: Callable[[str, Config, Claims], Role] = _make_role) -> None:
+        for name in roles:
+            if name not in ALL_ROLES:
+                raise ValueError(f"unknown role {name!r} (roles: {', '.join(ALL_ROLES)})")
         self.config = config
+        # One Claims for the process: a photo on a card and in the inbox is archived once.
+        self.claims = Claims()
         self.data = DataDir.at(config.data_dir)
         self.roles = roles
         self.make_role = make_role
@@ -93,7 +122,7 @@ class Service:
 
     def _run_role(self, name: str) -> None:
         try:
-            role = self.make_role(name, self.config)
+            role = self.make_role(name, self.config, self.claims)
             role.run(self.stop)
         except Exception:
             log.exception("role %s failed; stopping the service", name)

@@ -569,10 +569,6 @@ def log_path(output: Path) -> Path:
     return output.with_name(output.stem + ".log")
 
 
-def recordings_root(data: DataDir) -> Path:
-    return data.root / "recordings"
-
-
 def _state_path(data: DataDir) -> Path:
     return data.state / "recordings.json"
 
@@ -610,7 +606,7 @@ class Recorder:
                 raise RecordError(f"devices.{name} {template!r}: {problem}")
         output_format("microphone", audio_format)  # validates it
         self.data = DataDir.at(data_dir)
-        self.root = recordings_root(self.data)
+        self.root = self.data.recordings
         self.state_path = _state_path(self.data)
         self.audio_input = audio_input
         self.video_input = video_input
@@ -888,7 +884,7 @@ def import_recording(config: Config, path: str | os.PathLike[str],
 
 def _check_recording_path(data: DataDir, path: Path) -> Path:
     path = path.absolute()
-    root = recordings_root(data)
+    root = data.recordings
     if path.parent.parent != root or container_of(path) is None:
         raise RecordError(f"{path} is not a recording in {root}")
     if not path.is_file():

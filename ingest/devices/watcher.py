@@ -198,7 +198,8 @@ class CameraJob(Job):
 
 
 class DeviceWatcher:
-    def __init__(self, config: Config, udev: UdevWatcher | None = None) -> None:
+    def __init__(self, config: Config, udev: UdevWatcher | None = None,
+                 claims: Claims | None = None) -> None:
         self.config = config
         self.data = DataDir.at(config.data_dir)
         self.states = DeviceStates(self.data.state)
@@ -206,7 +207,7 @@ class DeviceWatcher:
         d = config.devices
         self.mounter = Mounter(d.mount_command, d.unmount_command, d.mount_root,
                                d.command_timeout_s)
-        self.claims = Claims()
+        self.claims = claims or Claims()
         self.udev = udev
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
