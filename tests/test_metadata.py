@@ -16,13 +16,19 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pillow_heif
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageFile, ImageStat
 
-from ingest import metadata
 from ingest.metadata import MediaInfo, TimeCandidate, ffprobe_args, probe, resolve_capture_time
+from ingest.metadata.av import fill_from_ffprobe, stream_rotation
+from ingest.metadata.gps import parse_iso6709
+from ingest.metadata.heif import check_heif
+from ingest.metadata.jpeg import check_jpeg, read_headers
+from ingest.metadata.raw import exiftool_args
+from ingest.metadata.reading import Damaged, ReadAt
 
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
 MEXICO = ZoneInfo("America/Mexico_City")
@@ -85,12 +91,20 @@ def fake_program(directory: Path, name: str, pidfile: Path) -> None:
     script.chmod(0o755)
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state == "Z"  # killed, waiting for its new parent to reap it
+def process_gone(pid: int, wait: float = 5.0) -> bool:
+    """True once ``pid`` has exited. SIGKILL is delivered asynchronously: on a loaded machine the
+    process may still show as running for a moment after killpg returned."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":  # killed, waiting for its new parent to reap it
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,7 +441,14 @@ def test_gps_written_by_exiftool(tmp_path: Path, tags: list[str], expected: dict
 
 @pytest.mark.parametrize(
     ("name", "good"),
-    [("flower.jpg", 0), ("flower.jpg", 20000), ("pug.heic", 0), ("pug.heic", 100000)],
+    [
+        ("flower.jpg", 0),
+        ("flower.jpg", 20000),
+        ("flower.jpg", 32000),  # only the structural check reads there (the end of the file)
+        ("frozenpond.mpo", 100000),  # only the MPO frame check reads there (the second frame)
+        ("pug.heic", 0),
+        ("pug.heic", 100000),
+    ],
 )
 def test_io_error_surfaces_as_oserror(
     monkeypatch: pytest.MonkeyPatch, name: str, good: int
@@ -459,6 +480,263 @@ def test_concurrent_probes_each_record_their_warnings() -> None:
     for thread in threads:
         thread.join()
     assert [codes(info) for info in results] == [["unreadable_metadata"]] * 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Photos: structural damage checks (nothing is decoded at import)
+
+INTACT_PHOTOS = [
+    "flower.jpg",
+    "iptc.jpg",
+    "xmp_test.jpg",
+    "hopper.jpg",
+    "hopper_orientation_3.jpg",
+    "hopper_orientation_8.jpg",
+    "hopper_bad_exif.jpg",
+    "exif-72dpi-int.jpg",
+    "pil_sample_cmyk.jpg",
+    "truncated_app14.jpg",  # only its APP14 segment is short; libjpeg reads it in full
+    "frozenpond.mpo",
+    "pug.heic",
+    "arrow.heic",
+]
+JPEG_SAMPLES = [name for name in INTACT_PHOTOS if not name.endswith(".heic")]
+
+
+def reader(data: bytes) -> ReadAt:
+    """Positioned reads over bytes in memory, as the structural checks read a file."""
+    return lambda offset, count: data[offset : offset + count]
+
+
+def cut_points(size: int) -> list[int]:
+    """Every 1% of a file, and its last two bytes."""
+    return sorted({size * i // 100 for i in range(1, 100)} | {size - 2, size - 1})
+
+
+def cuts_not_flagged(tmp_path: Path, source: Path, keeps: list[int]) -> list[int]:
+    """The lengths at which a cut copy of ``source`` is NOT reported as damaged."""
+    path = tmp_path / f"cut{source.suffix}"
+    data = source.read_bytes()
+    missed = []
+    for keep in keeps:
+        path.write_bytes(data[:keep])
+        if "damaged" not in codes(probe_path(path, "photo")):
+            missed.append(keep)
+    return missed
+
+
+@pytest.fixture
+def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any pixel decoder starts: Pillow's (all go through _getdecoder), or
+    libheif's (pillow-heif decodes in its own load())."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(Image, "_getdecoder", refuse)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    monkeypatch.setattr(pillow_heif.as_plugin._LibHeifImageFile, "load", refuse)
+
+
+@pytest.fixture(scope="module")
+def made_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """PNG, TIFF and WEBP as Pillow writes them, and a JPEG with an MP index that Pillow keeps
+    as JPEG (an Ultra HDR photo: its gain map is the second image)."""
+    d = tmp_path_factory.mktemp("made")
+    out = {}
+    with Image.open(SAMPLES / "hopper.jpg") as img:
+        img.load()
+        for fmt in ("PNG", "TIFF", "WEBP"):
+            out[fmt] = d / f"hopper.{fmt.lower()}"
+            img.save(out[fmt], format=fmt)
+        out["ultrahdr"] = d / "ultrahdr.jpg"
+        xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" hdrgm:Version="1.0"/></rdf:RDF></x:xmpmeta>'  # noqa: E501
+        gain_map = img.convert("L").resize((64, 64))
+        img.save(out["ultrahdr"], "MPO", save_all=True, append_images=[gain_map], xmp=xmp)
+    with Image.open(out["ultrahdr"]) as img:
+        assert img.format == "JPEG" and "mp" in img.info  # Pillow does not open it as MPO
+    return out
+
+
+@pytest.mark.parametrize("name", INTACT_PHOTOS)
+def test_intact_samples_are_not_damaged_and_not_decoded(name: str, no_pixel_decoding: None) -> None:
+    info = probe_path(SAMPLES / name, "photo")
+    assert "damaged" not in codes(info)
+    assert info.width and info.height
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP", "ultrahdr"])
+def test_made_photos_are_not_damaged_and_not_decoded(
+    made_photos: dict[str, Path], fmt: str, no_pixel_decoding: None
+) -> None:
+    assert probe_path(made_photos[fmt], "photo").problems == []
+
+
+@pytest.mark.parametrize("name", INTACT_PHOTOS)
+def test_cut_at_every_percent_is_damaged(tmp_path: Path, name: str) -> None:
+    source = SAMPLES / name
+    assert cuts_not_flagged(tmp_path, source, cut_points(source.stat().st_size)) == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP", "ultrahdr"])
+def test_made_photo_cut_at_every_percent_is_damaged(
+    tmp_path: Path, made_photos: dict[str, Path], fmt: str
+) -> None:
+    source = made_photos[fmt]
+    keeps = cut_points(source.stat().st_size)
+    if fmt == "PNG":
+        # A cut inside the CRC of IEND, the last chunk, is not seen: verify() stops at IEND's
+        # type, and decoders do not need the CRC either.
+        keeps = keeps[:-2]
+    assert cuts_not_flagged(tmp_path, source, keeps) == []
+
+
+@pytest.mark.parametrize("name", JPEG_SAMPLES)
+def test_jpeg_cut_anywhere_in_the_headers_is_damaged(name: str) -> None:
+    """Pillow's open already fails on most cuts in the headers; the walk must catch them alone."""
+    data = (SAMPLES / name).read_bytes()
+    check_jpeg(reader(data), len(data))
+    scan_start = read_headers(reader(data), 0, len(data), "the image").scan_start
+    missed = []
+    for keep in range(1, scan_start + 3):
+        try:
+            check_jpeg(reader(data[:keep]), keep)
+        except Damaged:
+            continue
+        missed.append(keep)
+    assert missed == []
+
+
+def test_jpeg_cut_in_a_segment_says_so(tmp_path: Path) -> None:
+    data = (SAMPLES / "flower.jpg").read_bytes()
+    with pytest.raises(Damaged, match="truncated in the headers: the FFE1 segment at byte 20"):
+        check_jpeg(reader(data[:5000]), 5000)
+
+
+# Data some phones append after the EOI: more than the 64 KiB tail that is read first, without
+# an FFD9 of its own, so the scan data has to be searched for the EOI.
+PHONE_TRAILER = b"SEFH" + bytes(range(256)) * 400
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"\x00" * 5000, b"\xff" * 100, b"\xff\xd9\x00\x00", PHONE_TRAILER],
+    ids=["zero-padding", "ff-padding", "second-eoi", "phone-trailer"],
+)
+def test_jpeg_padding_and_data_after_the_eoi_are_not_damage(tmp_path: Path, tail: bytes) -> None:
+    path = tmp_path / "IMG_0001.JPG"
+    path.write_bytes((SAMPLES / "flower.jpg").read_bytes() + tail)
+    info = probe_path(path, "photo")
+    assert info.problems == []
+    assert info.camera == {"make": "Canon", "model": "Canon PowerShot S40"}
+
+
+def test_jpeg_marker_walk_skips_stray_bytes_like_libjpeg() -> None:
+    data = (SAMPLES / "flower.jpg").read_bytes()
+    # After APP0 (bytes 2-19): stray bytes, a stuffed FF00 and FF fill bytes before APP1.
+    patched = data[:20] + b"\x01\x02\xff\x00\xff\xff" + data[20:]
+    assert check_jpeg(reader(patched), len(patched)) == [(480, 360)]
+
+
+SOI, EOI = b"\xff\xd8", b"\xff\xd9"
+SOF0 = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03" + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+SOS = b"\xff\xda\x00\x0c\x03\x01\x00\x02\x11\x03\x11\x00\x3f\x00"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x00\x00" + SOF0 + SOS + b"\x12" + EOI, "does not start with a JPEG start-of-image"),
+        (SOI + EOI, "before any image data"),
+        (SOI + SOS + b"\x12" + EOI, "scan data before its frame header"),
+        (SOI + b"\xff\xe0\x00\x01" + SOF0 + SOS + EOI, "length 1"),
+        (SOI + SOF0 + SOI + SOS + EOI, "second start-of-image"),
+        (SOI + SOF0 + SOS + b"\x12\x34\xff\x00\x56", "scan data of the image has no end-of-image"),
+        (SOI + SOF0 + b"\x00\x00\x00", "no marker after byte 21"),
+    ],
+    ids=["no-soi", "eoi-first", "sos-before-sof", "short-length", "two-soi", "no-eoi", "no-sos"],
+)
+def test_jpeg_structure_errors(data: bytes, message: str) -> None:
+    whole = SOI + SOF0 + SOS + b"\x12\x34" + EOI
+    assert check_jpeg(reader(whole), len(whole)) == [(16, 16)]
+    with pytest.raises(Damaged, match=message):
+        check_jpeg(reader(data), len(data))
+
+
+def test_mpo_second_frame_without_soi_is_damaged(tmp_path: Path) -> None:
+    data = bytearray((SAMPLES / "frozenpond.mpo").read_bytes())
+    data[82452:82454] = b"\x00\x00"  # where the MP index says frame 1 starts
+    path = tmp_path / "DSCN0002.MPO"
+    path.write_bytes(data)
+    info = probe_path(path, "photo")
+    assert codes(info) == ["damaged"]
+    assert "frame 1 does not start with a JPEG start-of-image marker" in info.problems[0]["detail"]
+
+
+def test_over_pixel_limit_and_cut_is_reported_as_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_pixel_decoding: None
+) -> None:
+    # Nothing is decoded, so the structural check also runs on an image over the pixel limit.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # flower.jpg has 172,800
+    path = truncated_copy(tmp_path, SAMPLES / "flower.jpg", 20000, "IMG_0003.JPG")
+    assert codes(probe_path(path, "photo")) == ["too_large", "damaged"]
+
+
+def box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+def heif(items: list[tuple[int, int, int]], *, idat: bytes = b"", mdat: bytes = b"") -> bytes:
+    """A minimal HEIF layout: ftyp, meta (iloc version 1, idat), mdat. ``items`` are (item id,
+    construction method, offset), each 4 bytes long; method 0 offsets are from mdat's data."""
+    ftyp = box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic")
+
+    def meta(mdat_data: int) -> bytes:
+        iloc = b"\x01\x00\x00\x00" + b"\x44\x00" + len(items).to_bytes(2, "big")
+        for item_id, method, offset in items:
+            start = offset + (mdat_data if method == 0 else 0)
+            iloc += item_id.to_bytes(2, "big") + method.to_bytes(2, "big") + b"\x00\x00"
+            iloc += b"\x00\x01" + start.to_bytes(4, "big") + (4).to_bytes(4, "big")
+        children = box(b"iloc", iloc) + (box(b"idat", idat) if idat else b"")
+        return box(b"meta", b"\x00\x00\x00\x00" + children)
+
+    mdat_data = len(ftyp) + len(meta(0)) + 8  # the fields have fixed sizes
+    return ftyp + meta(mdat_data) + box(b"mdat", mdat)
+
+
+def test_heif_items_in_mdat_and_idat_are_checked() -> None:
+    whole = heif([(1, 0, 0), (2, 0, 4), (3, 1, 0)], idat=b"gridgrid", mdat=b"tile" * 2)
+    check_heif(reader(whole), len(whole))
+    with pytest.raises(Damaged, match=r"item 2 needs bytes .*past the end of file"):
+        check_heif(reader(whole[:-1]), len(whole) - 1)
+    past_idat = heif([(7, 1, 6)], idat=b"grid1234", mdat=b"")
+    with pytest.raises(Damaged, match=r"item 7 .* past the end of its 'idat' box"):
+        check_heif(reader(past_idat), len(past_idat))
+    no_idat = heif([(8, 1, 0)], mdat=b"tile")
+    with pytest.raises(Damaged, match="no 'idat' box"):
+        check_heif(reader(no_idat), len(no_idat))
+
+
+def test_heif_without_meta_or_with_a_box_past_the_end_is_damaged() -> None:
+    ftyp = box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic")
+    with pytest.raises(Damaged, match="no 'meta' box"):
+        check_heif(reader(ftyp), len(ftyp))
+    mdat_first = ftyp + box(b"mdat", b"x" * 100)  # meta after mdat, and the file cut in mdat
+    with pytest.raises(Damaged, match="'mdat' box at byte 24 needs 108 bytes, past the end"):
+        check_heif(reader(mdat_first[:80]), 80)
+
+
+def test_heif_hostile_iloc_is_damage_not_a_crash() -> None:
+    ftyp = box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic")
+    many = b"\x01\x00\x00\x00\x00\x00\xff\xff" + b"\x00\x01\x00\x00\x00\x00\xff\xff" * 3
+    for iloc, message in [
+        (b"\x03\x00\x00\x00", "unknown version 3"),
+        (b"\x01\x00\x00\x00\x33\x00\x00\x00", "impossible sizes"),
+        (many, "shorter than its list of items"),  # 65535 items, 65535 empty extents each
+    ]:
+        data = ftyp + box(b"meta", b"\x00\x00\x00\x00" + box(b"iloc", iloc))
+        with pytest.raises(Damaged, match=message):
+            check_heif(reader(data), len(data))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,7 +894,7 @@ def test_missing_program_is_a_clear_error(
 
 
 def test_exiftool_reads_stdin_only() -> None:
-    args = metadata._exiftool_args(["-Make"])
+    args = exiftool_args(["-Make"])
     assert args[0] == "exiftool" and args[-1] == "-"
     assert {"-j", "-n", "-G0", "-Make"} <= set(args)
 
@@ -648,7 +926,7 @@ def test_ffprobe_args_are_fixed_and_safe() -> None:
     ],
 )
 def test_stream_rotation(stream: dict, expected: int) -> None:
-    assert metadata._stream_rotation(stream) == expected
+    assert stream_rotation(stream) == expected
 
 
 @pytest.mark.parametrize(
@@ -664,7 +942,7 @@ def test_stream_rotation(stream: dict, expected: int) -> None:
     ],
 )
 def test_iso6709_locations(text: str, expected: dict | None) -> None:
-    gps = metadata._parse_iso6709(text)
+    gps = parse_iso6709(text)
     if expected is None:
         assert gps is None
     else:
@@ -675,7 +953,7 @@ def test_iso6709_locations(text: str, expected: dict | None) -> None:
 
 def test_hostile_ffprobe_output_is_survived() -> None:
     info = MediaInfo()
-    metadata._fill_from_ffprobe(
+    fill_from_ffprobe(
         {
             "format": {
                 "duration": "N/A",
