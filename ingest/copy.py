@@ -19,16 +19,17 @@ import fcntl
 import hashlib
 import mmap
 import os
+import queue
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.fsutil import fsync_dir, temp_name
-from ingest.sources import Source
+from ingest.sources import CHUNK, Source
 from ingest.walk import SourceFile
 
-CHUNK = 4 * 1024 * 1024
 MAX_NAME_BYTES = 255
 
 
@@ -42,6 +43,10 @@ class TempCopy:
     fd: int  # kept open: it holds the flock that marks the temp as alive
     sha256: str
     size: int
+
+    def sync(self) -> None:
+        """Make the copy's bytes durable (before it gets its final name)."""
+        os.fsync(self.fd)
 
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -70,31 +75,78 @@ def hash_fd(fd: int, progress: Callable[[int], None] | None = None) -> tuple[str
             progress(n)
 
 
+def _write_all(fd: int, chunk: memoryview) -> None:
+    while chunk:
+        chunk = chunk[os.write(fd, chunk):]
+
+
+class _Writer:
+    """Writes chunks on a thread of its own, one behind the reader: reading and hashing the
+    next chunk overlaps writing this one (both release the GIL). Relies on the source's
+    BufferRing: a chunk stays untouched until the sink has returned twice more, and the queue
+    holds one, so the reader never refills a buffer that is still being written."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="stage-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    _write_all(self.fd, chunk)
+                except BaseException as exc:  # handed to the reading thread
+                    self.error = exc
+
+    def put(self, chunk: memoryview) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait until everything is written; raise the writer's error if it had one."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def stage(source: Source, entry: SourceFile, staging: Path,
           progress: Callable[[int], None] | None = None) -> TempCopy:
     """Copy one source entry into a new, fsynced temp file in `staging`, hashing as it reads.
 
     `staging` is inside the archive (same filesystem), so the final link is atomic. The temp
-    keeps the source's modification time, as `cp -p` would.
+    keeps the source's modification time, as `cp -p` would. Files larger than one chunk are
+    written by a second thread while the next chunk is read and hashed. The temp is not yet
+    durable: `TempCopy.sync()` comes next (on the verifying thread, so that the next file's
+    copy is not held up by this one's flush).
     """
     path = staging / temp_name()
     out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
     temp = TempCopy(path, out, "", 0)
     digest = hashlib.sha256()
+    writer = _Writer(out) if entry.size > CHUNK else None
 
     def sink(chunk: memoryview) -> None:
         digest.update(chunk)
-        size = len(chunk)
-        while chunk:
-            chunk = chunk[os.write(out, chunk):]
+        if writer is not None:
+            writer.put(chunk)
+        else:
+            _write_all(out, chunk)
         if progress:
-            progress(size)
+            progress(len(chunk))
 
     try:
-        temp.size = source.read(entry, sink)
+        try:
+            temp.size = source.read(entry, sink)
+        finally:
+            if writer is not None:
+                writer.close()
         os.utime(out, ns=(entry.mtime_ns, entry.mtime_ns))
-        os.fsync(out)
     except BaseException:
         temp.discard()
         raise
@@ -179,11 +231,12 @@ class ReadBack:
     O_DIRECT where the filesystem supports it (it needs a page-aligned buffer, kept here and
     reused: mapping a fresh one per file costs more than reading a small photo); elsewhere
     (tmpfs, some FUSE) the cached pages are dropped first so the read cannot be served from
-    what was just written. One instance per thread.
+    what was just written. One instance per thread. A file larger than a chunk is read ahead
+    by a helper thread while the previous chunk is hashed, so the disk and the hash overlap.
     """
 
     def __init__(self, chunk: int = CHUNK) -> None:
-        self._buf = mmap.mmap(-1, chunk)
+        self._buffers = [mmap.mmap(-1, chunk) for _ in range(3)]
 
     def sha256(self, path: Path) -> tuple[str, int]:
         try:
@@ -199,20 +252,54 @@ class ReadBack:
                 os.close(fd)
         try:
             digest = hashlib.sha256()
-            view = memoryview(self._buf)
             offset = 0
-            try:
-                while True:
-                    n = os.preadv(fd, [self._buf], offset)
-                    if n == 0:
-                        break
-                    digest.update(view[:n])
-                    offset += n
-            finally:
-                view.release()
+            for chunk in self._chunks(fd, os.fstat(fd).st_size):
+                digest.update(chunk)
+                offset += len(chunk)
             return digest.hexdigest(), offset
         finally:
             os.close(fd)
+
+    def _chunks(self, fd: int, size: int) -> Iterator[memoryview]:
+        """The file's chunks in order. Above one chunk, a reader thread fills the buffers in
+        turn, one ahead: with three buffers and a queue of one, it refills a buffer only
+        after the consumer has asked for the chunk after it (as copy._Writer, reversed)."""
+        if size <= len(self._buffers[0]):
+            n = os.preadv(fd, [self._buffers[0]], 0)
+            if n:
+                yield memoryview(self._buffers[0])[:n]
+            return
+        chunks: queue.Queue[memoryview | BaseException | None] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def read_ahead() -> None:
+            offset, index = 0, 0
+            try:
+                while not stop.is_set():
+                    buf = self._buffers[index % 3]
+                    n = os.preadv(fd, [buf], offset)
+                    if n == 0:
+                        break
+                    chunks.put(memoryview(buf)[:n])
+                    offset += n
+                    index += 1
+                chunks.put(None)
+            except BaseException as exc:  # handed to the consumer
+                chunks.put(exc)
+
+        reader = threading.Thread(target=read_ahead, name="read-back", daemon=True)
+        reader.start()
+        try:
+            while (item := chunks.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while reader.is_alive():  # unblock a reader waiting to put, then let it end
+                with contextlib.suppress(queue.Empty):
+                    chunks.get(timeout=0.1)
+            reader.join()
 
     def verify(self, path: Path, sha256: str, size: int) -> None:
         actual, length = self.sha256(path)

@@ -368,6 +368,7 @@ class _Run:
     def _describe_and_place(self, temp: copy.TempCopy, f: SourceFile
                             ) -> tuple[Path, filing.Filing, records.Description]:
         try:
+            temp.sync()
             # Metadata comes from our own copy (just written, still in the page cache), so
             # the card is read once and no decoder ever touches the card itself.
             fd = os.open(temp.path, os.O_RDONLY | os.O_CLOEXEC)

@@ -44,7 +44,7 @@ import threading
 import gphoto2 as gp
 
 from ingest.kinds import is_clutter, kind_of
-from ingest.sources import CHUNK, Sink, SourceChangedError
+from ingest.sources import CHUNK, BufferRing, Sink, SourceChangedError
 from ingest.walk import Scan, SourceFile
 
 DIRECTORY_BROWSE = "Directory Browse"  # libgphoto2's "camera" over a folder, port disk:PATH
@@ -101,6 +101,7 @@ class CameraSource:
         self.port = port
         self.description = f"{model or 'camera'} ({port})"
         self._chunk = chunk_size
+        self._ring = BufferRing(chunk_size)
         self._disk_root = port[len("disk:"):] if port.startswith("disk:") else None
         self._io_failures = 0
         self._context = gp.Context()
@@ -236,11 +237,10 @@ class CameraSource:
     def _read_parts(self, camera: gp.Camera, folder: str, name: str, size: int,
                     sink: Sink) -> int | None:
         """Read with partial reads into one reused buffer; None when the camlib has none."""
-        buf = bytearray(max(1, min(self._chunk, size)))
-        view = memoryview(buf)
         offset = 0
         while offset < size:
-            want = min(len(buf), size - offset)
+            view = memoryview(self._ring.next())
+            want = min(len(view), size - offset)
             try:
                 n = camera.file_read(folder, name, gp.GP_FILE_TYPE_NORMAL, offset, view[:want],
                                      self._context)
@@ -277,18 +277,18 @@ class CameraSource:
             raise
         total = 0
         try:
-            buf = bytearray(self._chunk)
-            view = memoryview(buf)
+            view = memoryview(self._ring.next())
             filled = 0
             while True:
                 n = os.readv(r, [view[filled:]])
                 if n == 0:
                     break
                 filled += n
-                if filled == len(buf):
+                if filled == len(view):
                     sink(view)
                     total += filled
                     filled = 0
+                    view = memoryview(self._ring.next())
             if filled:
                 sink(view[:filled])
                 total += filled

@@ -17,7 +17,25 @@ from typing import Protocol
 from ingest.walk import Scan, SourceFile, open_source, scan
 
 CHUNK = 4 * 1024 * 1024
+RING = 3
 Sink = Callable[[memoryview], None]
+
+
+class BufferRing:
+    """The buffers a source reads into, in turn, allocated once per source.
+
+    A chunk handed to a sink stays untouched until the sink has returned twice more: the
+    stager writes one chunk on another thread while the next is read and hashed.
+    """
+
+    def __init__(self, size: int = CHUNK, count: int = RING) -> None:
+        self._buffers = [bytearray(size) for _ in range(count)]
+        self._next = 0
+
+    def next(self) -> bytearray:
+        buf = self._buffers[self._next]
+        self._next = (self._next + 1) % len(self._buffers)
+        return buf
 
 
 class SourceChangedError(OSError):
@@ -30,7 +48,11 @@ class Source(Protocol):
     def scan(self, extra_clutter: tuple[str, ...] = ()) -> Scan: ...
 
     def read(self, entry: SourceFile, sink: Sink) -> int:
-        """Push the entry's bytes into `sink`; return the count. OSError when reading fails."""
+        """Push the entry's bytes into `sink`; return the count. OSError when reading fails.
+
+        Chunks come from a BufferRing: each stays untouched until `sink` has returned twice
+        more. One thread reads a source at a time.
+        """
         ...
 
     def close(self) -> None: ...
@@ -43,6 +65,7 @@ class FolderSource:
         self.root = Path(root)
         self.description = str(self.root)
         self._fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._ring = BufferRing()
 
     def scan(self, extra_clutter: tuple[str, ...] = ()) -> Scan:
         return scan(self.root, extra_clutter)
@@ -52,14 +75,13 @@ class FolderSource:
             before = os.fstat(fd)
             with contextlib.suppress(OSError):  # only a hint; some filesystems refuse it
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
             offset = 0
             while True:
+                buf = self._ring.next()
                 n = os.preadv(fd, [buf], offset)
                 if n == 0:
                     break
-                sink(view[:n])
+                sink(memoryview(buf)[:n])
                 offset += n
             after = os.fstat(fd)
         if offset != before.st_size or after.st_size != before.st_size \
