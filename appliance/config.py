@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import shlex
 import tomllib
 import types
 import typing
@@ -22,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from appliance import templates
 
 DEFAULT_CONFIG_PATH = Path("/etc/acopio/acopio.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/acopio")
@@ -59,21 +59,6 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
         return None if value in choices else f"must be one of {', '.join(choices)}"
 
     return check
-
-
-def _ffmpeg_input(value: str) -> str | None:
-    """An ffmpeg input template: shlex-splittable, with -i, only {card} and {device}."""
-    try:
-        args = shlex.split(value)
-    except ValueError as exc:
-        return f"cannot be split into arguments ({exc})"
-    if "-i" not in args:
-        return "must contain -i (an ffmpeg input)"
-    names = {name for arg in args for name in re.findall(r"\{([^{}]*)\}", arg)}
-    unknown = sorted(names - {"card", "device"})
-    if unknown:
-        return f"unknown placeholder(s) {', '.join(unknown)} (known: {{card}}, {{device}})"
-    return None
 
 
 def _year(value: int) -> str | None:
@@ -119,24 +104,16 @@ class IngestConfig:
     )
 
 
-def _command_template(value: str) -> str | None:
-    try:
-        parts = shlex.split(value)
-    except ValueError as exc:
-        return f"not a valid command line ({exc})"
-    return None if parts else "must not be empty"
-
-
 @dataclass(frozen=True)
 class DevicesConfig:
     mount_command: str = _setting(
         "mount -o ro,nosuid,nodev,noexec {device} {mountpoint}",
         "Command that mounts a card read-only; placeholders {device} and {mountpoint}.",
-        _command_template,
+        templates.checker(("device", "mountpoint")),
     )
     unmount_command: str = _setting(
         "umount {mountpoint}", "Command that unmounts a card; placeholder {mountpoint}.",
-        _command_template,
+        templates.checker(("mountpoint",)),
     )
     filesystems: tuple[str, ...] = _setting(
         ("vfat", "exfat", "ntfs", "ntfs3", "hfsplus", "ext2", "ext3", "ext4", "btrfs", "xfs",
@@ -158,6 +135,7 @@ class DevicesConfig:
     gphoto2_port: str = _setting(
         "usb:{busnum},{devnum}",
         "libgphoto2 port of a PTP/MTP camera; placeholders {busnum} and {devnum} from udev.",
+        templates.checker(("busnum", "devnum"), split=False),
     )
     system_paths: tuple[str, ...] = _setting(
         ("/", "/boot", "/boot/firmware"),
@@ -168,13 +146,13 @@ class DevicesConfig:
         "-f alsa -i hw:{card}",
         "ffmpeg input arguments for recording a microphone, split like a shell would but never "
         "run by one; {card} (the ALSA card number) is filled in after splitting.",
-        _ffmpeg_input,
+        templates.checker(("card", "device"), required=("-i",)),
     )
     video_input: str = _setting(
         "-f v4l2 -i {device}",
         "ffmpeg input arguments for recording a webcam; {device} (its node, /dev/video0) is "
         "filled in after splitting. A second input (-f alsa -i hw:2) adds its sound.",
-        _ffmpeg_input,
+        templates.checker(("card", "device"), required=("-i",)),
     )
     audio_format: str = _setting(
         "flac", "File format of microphone recordings.", _one_of("flac", "wav")

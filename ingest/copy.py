@@ -75,6 +75,9 @@ def hash_fd(fd: int, progress: Callable[[int], None] | None = None) -> tuple[str
             progress(n)
 
 
+WRITEBACK_STEP = 16 * 1024 * 1024
+
+
 def _write_all(fd: int, chunk: memoryview) -> None:
     while chunk:
         chunk = chunk[os.write(fd, chunk):]
@@ -94,10 +97,20 @@ class _Writer:
         self.thread.start()
 
     def _run(self) -> None:
+        written = flushed = 0
         while (chunk := self.queue.get()) is not None:
             if self.error is None:
                 try:
                     _write_all(self.fd, chunk)
+                    written += len(chunk)
+                    if written - flushed >= 2 * WRITEBACK_STEP:
+                        # Start writing back what is one step behind, without waiting and
+                        # without keeping it cached: the final fsync then has little left
+                        # to do, the disk works while we read, and a Pi's small memory is
+                        # not filled with dirty pages. (The read-back bypasses the cache.)
+                        os.posix_fadvise(self.fd, flushed, WRITEBACK_STEP,
+                                         os.POSIX_FADV_DONTNEED)
+                        flushed += WRITEBACK_STEP
                 except BaseException as exc:  # handed to the reading thread
                     self.error = exc
 

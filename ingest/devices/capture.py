@@ -44,7 +44,6 @@ import logging
 import os
 import re
 import select
-import shlex
 import shutil
 import signal
 import subprocess
@@ -58,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tinydb import Query
 
-from appliance import storage
+from appliance import storage, templates
 from appliance.agenda import check_slug
 from appliance.catalog import Catalog
 from appliance.datadir import DataDir
@@ -92,7 +91,6 @@ START_CHECK_S = 5.0  # how long start() waits for the output file to appear
 CLUSTER_MS = 500  # Matroska cluster length: about the most video a crash can lose
 KEYFRAME_S = 2  # H.264 keyframe interval, in seconds whatever the webcam's frame rate
 
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ALSA_CARD = re.compile(r"(?:^|/)(?:card|controlC|pcmC)(\d+)(?:D\d+[cp])?$")
 # Signals an interpreter may ignore (Python ignores SIGPIPE): reset so ffmpeg sees defaults.
@@ -111,16 +109,7 @@ class RecordError(Exception):
 
 def check_input_template(template: str) -> str | None:
     """Why `template` is not a usable ffmpeg input template, or None (for config checks)."""
-    try:
-        args = shlex.split(template)
-    except ValueError as exc:
-        return f"cannot be split into arguments ({exc})"
-    if "-i" not in args:
-        return "must contain -i (an ffmpeg input)"
-    unknown = sorted({m for a in args for m in _PLACEHOLDER.findall(a)} - set(PLACEHOLDERS))
-    if unknown:
-        return f"unknown placeholder(s) {', '.join(unknown)}; known: {{card}}, {{device}}"
-    return None
+    return templates.problem(template, PLACEHOLDERS, required=("-i",))
 
 
 def input_args(template: str, values: Mapping[str, str]) -> list[str]:
@@ -132,18 +121,11 @@ def input_args(template: str, values: Mapping[str, str]) -> list[str]:
     problem = check_input_template(template)
     if problem:
         raise RecordError(f"capture input template {template!r}: {problem}")
-    return [_fill(arg, values, template) for arg in shlex.split(template)]
-
-
-def _fill(arg: str, values: Mapping[str, str], template: str) -> str:
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if not values.get(name):
-            raise RecordError(f"capture input template {template!r} needs {{{name}}}, "
-                              "which this device does not have")
-        return values[name]
-
-    return _PLACEHOLDER.sub(value, arg)
+    try:
+        return templates.fill(template, values)
+    except templates.TemplateError as exc:
+        raise RecordError(f"capture input template: {exc}; this device does not have it") \
+            from None
 
 
 def output_format(kind: CaptureKind, audio_format: str) -> Container:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import subprocess
 import time
 from pathlib import Path
+
+from appliance import templates
 
 
 class MountError(RuntimeError):
@@ -23,12 +24,7 @@ class MountError(RuntimeError):
 
 def command_args(template: str, **values: str) -> list[str]:
     """Split a command template, then fill `{name}` placeholders argument by argument."""
-    args = []
-    for part in shlex.split(template):
-        for name, value in values.items():
-            part = part.replace("{" + name + "}", value)
-        args.append(part)
-    return args
+    return templates.fill(template, values)
 
 
 def _run(args: list[str], timeout: float) -> None:

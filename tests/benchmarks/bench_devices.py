@@ -362,8 +362,9 @@ def build_card(spec: CardSpec, cards_dir: Path, rebuild: bool) -> Card:
 
 
 def ext4_twin(card: Card, cards_dir: Path, scratch: Path, rebuild: bool) -> Path:
-    """An ext4 image holding the same files as the card (built with `mkfs.ext4 -d` from a
-    fusefat mount of it), cached next to it."""
+    """An ext4 image holding the same files as the card, cached next to it: the files are
+    copied out of the FAT image with mtools, then `mkfs.ext4 -d` (which hangs when its source
+    is a fusefat mount: a read stuck in D state) builds the image from them."""
     image = cards_dir / f"{card.spec.name}.ext4.img"
     stamp = cards_dir / f"{card.spec.name}.ext4.json"
     key = {"vfat_image_bytes": card.image.stat().st_size, "files": len(card.files),
@@ -374,14 +375,19 @@ def ext4_twin(card: Card, cards_dir: Path, scratch: Path, rebuild: bool) -> Path
                 return image
     log(f"building {image.name} (same files on ext4)")
     stamp.unlink(missing_ok=True)
-    mnt = scratch / "ext4-src"
-    mnt.mkdir(parents=True, exist_ok=True)
-    with fusefat_mount(str(card.image), mnt):
+    tree = scratch / "ext4-src"
+    remove_tree(tree)
+    tree.mkdir(parents=True)
+    try:
+        subprocess.run(["mcopy", "-s", "-m", "-n", "-i", str(card.image), "::/*", f"{tree}/"],
+                       check=True, capture_output=True, timeout=600)
         image.unlink(missing_ok=True)
         with open(image, "wb") as fh:
             fh.truncate(int(card.total_bytes * 1.15) + 64 * MIB)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(mnt), str(image)], check=True,
-                       capture_output=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(image)], check=True,
+                       capture_output=True, timeout=600)
+    finally:
+        remove_tree(tree)
     os.sync()
     stamp.write_text(json.dumps(key))
     return image
@@ -782,7 +788,7 @@ def cold_cat(root: Path, card: Card) -> float:
     paths = [str(root / rel) for rel in sorted(card.files)]
     drop_caches()
     started = time.perf_counter()
-    subprocess.run(["cat", *paths], stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(["cat", *paths], stdout=subprocess.DEVNULL, check=True, timeout=900)
     return time.perf_counter() - started
 
 
@@ -857,8 +863,14 @@ def measure_context(cards: tuple[Card, Card], opts: Options) -> Context:
             procs = [subprocess.Popen(["cat", *[str(m / rel) for rel in sorted(c.files)]],
                                       stdout=subprocess.DEVNULL) for m, c in
                      ((fa.mnt, a), (fb.mnt, b))]
-            for proc in procs:
-                proc.wait()
+            try:
+                for proc in procs:
+                    proc.wait(timeout=900)
+            finally:
+                for proc in procs:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
             both = time.perf_counter() - started
         ctx.reads.append(Read("fusefat, card A then card B", seq, mb_ab))
         ctx.reads.append(Read("fusefat, cards A and B at once", both, mb_ab,
@@ -1112,6 +1124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(opts)
     except BenchError as exc:
         log(f"error: {exc}")
+        return 2
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        err = getattr(exc, "stderr", None) or b""
+        text = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
+        log(f"error: {exc} {text.strip()[-500:]}")
         return 2
     finally:
         leftover = mounts_under(opts.workdir)
