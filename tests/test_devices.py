@@ -37,12 +37,17 @@ class Watcher:
         self.testbed = testbed
         self.data = tmp / "data"
         self.media = tmp / "media"
+        self.cameras = tmp / "cameras"  # libgphoto2's Directory Browse camera, per USB address
         self.config = tmp / "acopio.toml"
         self.config.write_text(
             f'data_dir = "{self.data}"\nlog_level = "debug"\n[devices]\n'
             f'mount_command = "fusefat -o ro {{device}} {{mountpoint}}"\n'
             f'unmount_command = "fusermount -u {{mountpoint}}"\n'
             f'mount_root = "{self.media}"\n'
+            f'gphoto2_port = "disk:{self.cameras}/{{busnum}}-{{devnum}}"\n'
+            # Stand-ins for ALSA and V4L2 capture, through the same input templates.
+            'audio_input = "-re -f lavfi -i sine=frequency=440:sample_rate=48000"\n'
+            'video_input = "-re -f lavfi -i testsrc=size=320x240:rate=10"\n'
         )
         self.states = DeviceStates(DataDir.at(self.data).state)
         self.log = tmp / "watcher.log"
@@ -286,6 +291,39 @@ def test_a_storm_of_add_and_remove_events(
             "removed_early", "safe_to_remove", "error"), f"{dev} to settle")
     time.sleep(0.5)
     assert not watcher.mounts()
+
+
+def test_ptp_camera_is_imported_through_libgphoto2(
+        watcher: Watcher, udev_testbed: udevbed.UdevTestbed, tmp_path: Path) -> None:
+    camera = watcher.cameras / "001-011"
+    photos = [exif_jpeg(camera / "DCIM" / "100CANON" / f"IMG_{i:04d}.JPG",
+                        "2026:05:12 12:00:00", color=(i * 50, 10, 10)) for i in range(3)]
+    before = {p: (sha256_file(p), p.stat().st_mtime_ns) for p in photos}
+    watcher.start()
+    udev_testbed.add_camera(busnum=1, devnum=11, vendor="Canon Inc.", model="Canon EOS 90D")
+    device = watcher.wait_status("usb-001-011", "done", timeout=90)
+    assert (device.kind, device.total, device.verified) == ("camera", 3, 3)
+    assert {i["sha256"] for i in watcher.items()} == {h for h, _ in before.values()}
+    assert {p: (sha256_file(p), p.stat().st_mtime_ns) for p in photos} == before  # untouched
+
+
+def test_microphone_records_into_the_archive(
+        watcher: Watcher, udev_testbed: udevbed.UdevTestbed, tmp_path: Path) -> None:
+    watcher.start()
+    udev_testbed.add_microphone(card_number=1)
+    mic = watcher.wait_status("card1", "ready")
+    assert mic.kind == "microphone"
+    started = run_cli("--config", watcher.config, "record", "start", "--device", "card1")
+    assert started.returncode == 0, started.stderr.decode()
+    listed = json.loads(run_cli("--config", watcher.config, "devices", "list", "--json").stdout)
+    assert [(d["id"], d["status"]) for d in listed] == [("card1", "recording")]
+    time.sleep(2)
+    stopped = run_cli("--config", watcher.config, "record", "stop", "--device", "card1",
+                      "--json")
+    assert stopped.returncode == 0, stopped.stderr.decode()
+    items = watcher.items()
+    assert len(items) == 1 and items[0]["kind"] == "audio"
+    assert 1.0 < items[0]["duration"] < 4.0
 
 
 def test_noise_card_helper_makes_distinct_files(tmp_path: Path) -> None:
