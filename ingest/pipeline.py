@@ -218,8 +218,13 @@ class Importer:
                 while in_flight:
                     run.collect(in_flight.popleft().result(), summary)
             finally:
-                for future in in_flight:  # only after an unexpected error in this thread
-                    future.result()
+                # Left only by an unexpected error in this thread: wait for those files and
+                # let go of their claims (they are verified in the archive but not yet
+                # recorded; the next run adopts them, as after a crash).
+                for future in in_flight:
+                    with contextlib.suppress(Exception):
+                        if (leftover := future.result()).record is not None:
+                            self.claims.release(leftover.sha256)
                 try:
                     run.flush()
                 except StopImport as stop:
@@ -242,7 +247,8 @@ class Importer:
             raise IngestError(f"source is not a folder: {root}")
         real = root.resolve()
         data_root = self.data.root.resolve()
-        owned = [data_root / "archive", data_root / "state", data_root / "derivatives"]
+        owned = [p.resolve() for p in (self.data.archive, self.data.state,
+                                       self.data.derivatives)]
         if real == data_root or real in data_root.parents or any(
             real == p or p in real.parents for p in owned
         ):
