@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tinydb import Query, TinyDB
+from tinydb.table import Document
 
 from appliance import storage
 from appliance.datadir import DataDir
@@ -87,10 +88,12 @@ class Catalog:
         if version == self.schema_version and meta:
             return False
         items = db.table(ITEMS)
+        docs = {doc.doc_id: dict(doc) for doc in items.all()}
         for step in range(version, self.schema_version):
-            migrate = self.migrations[step]
-            for doc in items.all():
-                items.update(migrate(dict(doc)), doc_ids=[doc.doc_id])
+            docs = {doc_id: self.migrations[step](record) for doc_id, record in docs.items()}
+        # Replace whole records (a migration may rename or drop fields), in one write.
+        items.truncate()
+        items.insert_multiple(Document(record, doc_id=doc_id) for doc_id, record in docs.items())
         db.table(META).upsert(
             {"schema_version": self.schema_version}, Query().schema_version.exists()
         )

@@ -131,6 +131,12 @@ def camera_card(root: Path) -> Path:
     exif_jpeg(root / "DCIM" / "101CANON" / "IMG_0001.JPG", "2026:05:10 11:15:00", "-06:00",
               gps=(19.4326, -99.1332))
     Image.new("RGB", (40, 30), (0, 90, 200)).save(root / "DCIM" / "101CANON" / "CAPTURA.PNG")
+    # A DNG is a TIFF: this one stands in for the RAW families (CR2, NEF, ARW, DNG, ...).
+    raw = root / "DCIM" / "101CANON" / "IMG_0002.DNG"
+    Image.new("RGB", (60, 40), (90, 90, 20)).save(raw, "TIFF")
+    subprocess.run([require_tool("exiftool"), "-q", "-overwrite_original", "-Make=Canon",
+                    "-Model=Canon EOS R6", "-DateTimeOriginal=2026:05:10 11:20:00", str(raw)],
+                   check=True, timeout=60)
     Image.new("RGB", (40, 30), (0, 200, 90)).save(root / "DCIM" / "101CANON" / "ESCANEO.TIF")
     ffmpeg_video(root / "PRIVATE" / "M4ROOT" / "CLIP" / "C0001.MP4")
     ffmpeg_audio(root / "AUDIO" / "ENTREVISTA_01.WAV")

@@ -61,7 +61,7 @@ def test_camera_card_is_archived_verified_and_catalogued(card: Path, data_dir: P
     code, summary = ingest(data_dir, card)
     assert code == 0, summary
     expected = media_hashes(card)
-    assert summary["imported"] == len(expected) == 13
+    assert summary["imported"] == len(expected) == 14
     assert summary["duplicates"] == 0 and summary["failed"] == []
     skipped = {s["path"]: s["reason"] for s in summary["skipped"]}
     assert skipped == {
@@ -98,7 +98,10 @@ def test_camera_card_is_archived_verified_and_catalogued(card: Path, data_dir: P
     assert by_source["DCIM/100CANON/IMG_0001.JPG"]["problems"] == []
     kinds = {i["source_path"].rsplit(".", 1)[1]: i["kind"] for i in listed}
     assert kinds == {"JPG": "photo", "MPO": "photo", "HEIC": "photo", "PNG": "photo",
-                     "TIF": "photo", "MP4": "video", "WAV": "audio"}
+                     "TIF": "photo", "DNG": "raw", "MP4": "video", "WAV": "audio"}
+    raw = by_source["DCIM/101CANON/IMG_0002.DNG"]
+    assert (raw["date_source"], raw["captured_at"]) == ("raw_exif", "2026-05-10T11:20:00-06:00")
+    assert raw["camera"] == {"make": "Canon", "model": "Canon EOS R6"}
     # A name clash in one folder takes a suffix; nothing is overwritten.
     names = [p.name for p in archive_files(data_dir)]
     assert len(names) == len(expected)
@@ -180,6 +183,13 @@ def test_filing_by_agenda_requested_current_and_unsorted(tmp_path: Path, data_di
     assert by_name["f.jpg"]["archive_path"] == (
         "archive/2026/06/2026-06-01_informe-anual-cabildo/f.jpg")
     assert by_name["f.jpg"]["filed_by"] == "current"
+    # Removing an activity from the agenda leaves its items where they are.
+    cli("agenda", "add", "Borrador", "--start", "2026-07-01T09:00", "--end", "2026-07-01T10:00")
+    cli("agenda", "remove", "borrador")
+    assert [a["slug"] for a in json.loads(cli("agenda", "list", "--json").stdout)] == [
+        "informe-anual-cabildo"]
+    missing = run_cli("--data-dir", data_dir, "agenda", "remove", "borrador")
+    assert missing.returncode == 2 and b"no activity" in missing.stderr
     only = items(data_dir, "--activity", "informe-anual-cabildo")
     assert {i["original_name"] for i in only} == {"a.jpg", "d.mp4", "f.jpg"}
     assert {i["original_name"] for i in items(data_dir, "--month", "2026-05")} == {"c.jpg"}
@@ -263,8 +273,8 @@ def test_progress_bar_on_a_terminal(card: Path, data_dir: Path) -> None:
     os.close(leader)
     screen = b"".join(chunks).decode()
     assert proc.returncode == 0
-    assert "\r[" in screen and "100%" in screen and "13/13 files" in screen
-    assert b"Imported:   13" in out
+    assert "\r[" in screen and "100%" in screen and "14/14 files" in screen
+    assert b"Imported:   14" in out
 
 
 def test_a_file_that_vanishes_is_reported_and_the_rest_imported(
