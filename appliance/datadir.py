@@ -56,6 +56,11 @@ class DataDir:
         return self.state / "index"
 
     @property
+    def jobs(self) -> Path:
+        """The job queue's shards (see appliance/jobs.py)."""
+        return self.state / "jobs"
+
+    @property
     def tmp(self) -> Path:
         """Temp files of state writes (same filesystem, so renames are atomic)."""
         return self.state / "tmp"

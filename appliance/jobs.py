@@ -391,7 +391,7 @@ class JobQueue:
 
     def __init__(self, data: DataDir, *, clock: Callable[[], float] = time.time) -> None:
         self.data = data
-        self.root = data.state / "jobs"
+        self.root = data.jobs
         self.clock = clock
 
     # -- adding jobs ----------------------------------------------------------------------

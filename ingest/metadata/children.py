@@ -30,6 +30,42 @@ def child_fd(fd: int) -> Iterator[int]:
         os.close(child)
 
 
+def find_program(name: str) -> str:
+    """The full path of a program on PATH; RuntimeError (naming it) when it is not installed."""
+    program = shutil.which(name)
+    if program is None:
+        raise RuntimeError(f"{name} is not installed (not found on PATH); Acopio needs it")
+    return program
+
+
+@contextlib.contextmanager
+def child_group(
+    args: list[str], *, stdin: int, stdout: int, stderr: int, pass_fds: tuple[int, ...] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a program (found on PATH) as the leader of its own process group.
+
+    For callers that talk to the child while it runs (run_child only waits for it). If the body
+    raises (its own timeout, an interrupt, a bug), the whole group is killed and the child
+    reaped before the exception goes on. Raises RuntimeError when the program is not installed.
+    """
+    program = find_program(args[0])
+    with subprocess.Popen(
+        args,
+        executable=program,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        pass_fds=pass_fds,
+        start_new_session=True,  # own process group: killpg reaches anything it started
+    ) as proc:
+        try:
+            yield proc
+        except BaseException:
+            _kill_group(proc.pid)
+            proc.communicate()  # reap it and drain the pipes
+            raise
+
+
 def run_child(
     args: list[str], *, stdin: int, pass_fds: tuple[int, ...], timeout: float
 ) -> subprocess.CompletedProcess[bytes]:
@@ -37,24 +73,10 @@ def run_child(
 
     Raises RuntimeError when the program is not installed, subprocess.TimeoutExpired on timeout.
     """
-    program = shutil.which(args[0])
-    if program is None:
-        raise RuntimeError(f"{args[0]} is not installed (not found on PATH); Acopio needs it")
-    with subprocess.Popen(
-        args,
-        executable=program,
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        pass_fds=pass_fds,
-        start_new_session=True,  # own process group: killpg reaches anything it started
+    with child_group(
+        args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds
     ) as proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except BaseException:
-            _kill_group(proc.pid)
-            proc.communicate()  # reap it and drain the pipes
-            raise
+        out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 

@@ -76,6 +76,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -426,31 +427,45 @@ class FuseMount:
 @contextlib.contextmanager
 def fusefat_mount(device: str, mnt: Path, env: dict[str, str] | None = None
                   ) -> Iterator[FuseMount]:
+    """fusefat in the foreground as our child. Its stderr goes to a file, never a pipe:
+    fusefat writes to stderr while serving reads, and a full pipe hangs every reader."""
     mnt.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["fusefat", "-f", "-o", "ro", device, str(mnt)], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    fuse = FuseMount(mnt, proc)
-    try:
-        deadline = time.monotonic() + 10
-        while not is_mountpoint(mnt):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise BenchError(f"fusefat could not mount {device}: {err.strip()[-300:]}")
-            time.sleep(0.01)
-        yield fuse
-    finally:
-        subprocess.run(["fusermount", "-u", str(mnt)], capture_output=True, check=False)
-        if is_mountpoint(mnt):
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(["fusefat", "-f", "-o", "ro", device, str(mnt)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        fuse = FuseMount(mnt, proc)
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            fuse.cpu_s = usage.ru_utime + usage.ru_stime
+            deadline = time.monotonic() + 10
+            while not is_mountpoint(mnt):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err.seek(0)
+                    text = err.read().decode(errors="replace").strip()[-300:]
+                    raise BenchError(f"fusefat could not mount {device}: {text}")
+                time.sleep(0.01)
+            yield fuse
+        finally:
+            subprocess.run(["fusermount", "-u", str(mnt)], capture_output=True, check=False)
+            if is_mountpoint(mnt):
+                subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+            if proc.returncode is None:
+                fuse.cpu_s = reap(proc)
+
+
+def reap(proc: subprocess.Popen[bytes], timeout: float = 10) -> float:
+    """Wait for a child (killing it after `timeout` s); its CPU seconds (wait4 rusage)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         except ChildProcessError:
-            pass
-        if proc.stderr:
-            proc.stderr.close()
+            return float("nan")
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+            deadline = float("inf")
+        time.sleep(0.01)
 
 
 # -- the watcher in its own test bed ---------------------------------------------------------
@@ -774,13 +789,22 @@ def alternating(repeat: int, sides: tuple[str, str]) -> Iterator[tuple[int, str]
 @dataclass
 class Read:
     what: str
-    seconds: float
     mbytes: float
-    cpu_s: float = float("nan")  # fusefat's own CPU time, when known
+    runs: list[float] = field(default_factory=list)  # seconds
+    cpu: list[float] = field(default_factory=list)  # fusefat's own CPU seconds, when known
+
+    @property
+    def seconds(self) -> float:
+        return median(self.runs)
 
     @property
     def rate(self) -> float:
         return self.mbytes / self.seconds
+
+    @property
+    def cpu_s(self) -> float:
+        known = [c for c in self.cpu if c == c]  # NaN: not known
+        return median(known) if known else float("nan")
 
 
 def cold_cat(root: Path, card: Card) -> float:
@@ -792,11 +816,12 @@ def cold_cat(root: Path, card: Card) -> float:
     return time.perf_counter() - started
 
 
-def acopio_ingest(source: Path, run_dir: Path, card: Card) -> float:
+def acopio_ingest(source: Path, run_dir: Path, card: Card,
+                  base_env: dict[str, str] | None = None) -> float:
     """Seconds for a plain `acopio ingest SOURCE` into a fresh data folder, cold cache."""
     remove_tree(run_dir)
     run_dir.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    env = {k: v for k, v in (base_env or os.environ).items() if not k.startswith("ACOPIO_")}
     config = run_dir / "acopio.toml"
     config.write_text(f'data_dir = "{run_dir / "data"}"\n')
     try:
@@ -807,89 +832,126 @@ def acopio_ingest(source: Path, run_dir: Path, card: Card) -> float:
                                 capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
         try:
-            imported = json.loads(result.stdout).get("imported")
+            summary = json.loads(result.stdout)
         except ValueError:
-            imported = None
+            summary = {}
+        imported = summary.get("imported")
         if result.returncode != 0 or imported != card.count:
             raise BenchError(f"acopio ingest {source} imported {imported} of {card.count} "
                              f"(exit {result.returncode}): {result.stderr.strip()[-800:]}")
-        return seconds
+        # The import's own time (its --json "seconds"), without the interpreter's start-up.
+        return float(summary.get("seconds") or seconds)
     finally:
         remove_tree(run_dir)
 
 
 @dataclass
 class Context:
+    repeat: int = 0
     reads: list[Read] = field(default_factory=list)
-    ingests: list[Read] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
+def cat_both(a: FuseMount, card_a: Card, b: FuseMount, card_b: Card) -> float:
+    """Seconds to `cat` both cards' files at once (two cat processes), cold cache."""
+    drop_caches()
+    started = time.perf_counter()
+    procs = [subprocess.Popen(["cat", *[str(m.mnt / rel) for rel in sorted(c.files)]],
+                              stdout=subprocess.DEVNULL) for m, c in ((a, card_a), (b, card_b))]
+    try:
+        for proc in procs:
+            proc.wait(timeout=900)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return time.perf_counter() - started
+
+
 def measure_context(cards: tuple[Card, Card], opts: Options) -> Context:
+    """Section 3: every measurement `repeat` times, in reverse order every other time."""
     a, b = cards
     scratch = opts.workdir / "runs" / "context"
     remove_tree(scratch)
     scratch.mkdir(parents=True)
-    ctx = Context()
     mb_a, mb_ab = a.total_bytes / MB, (a.total_bytes + b.total_bytes) / MB
+    vfat = kernel_has("vfat")
+    ctx = Context(repeat=min(opts.pair_repeat, 3))
+    rows = {key: Read(label, mb) for key, label, mb in [
+        ("fuse", "fusefat, plain", mb_a),
+        ("fuse-preload", "fusefat under the umockdev preload (as the watcher runs it)", mb_a),
+        *([("vfat", "kernel vfat, loop mount of the same image", mb_a)] if vfat else []),
+        ("ext4", "kernel ext4, loop mount, same files", mb_a),
+        ("fuse-seq", "fusefat, card A then card B", mb_ab),
+        ("fuse-both", "fusefat, cards A and B at once (fusefat CPU: both)", mb_ab),
+        ("ingest-fuse", "acopio ingest from a fusefat mount", mb_a),
+        ("ingest-preload", "acopio ingest, both it and fusefat under the preload", mb_a),
+        *([("ingest-vfat", "acopio ingest from a kernel vfat mount", mb_a)] if vfat else []),
+        ("ingest-ext4", "acopio ingest from an ext4 loop mount (same files)", mb_a),
+    ]}
+    if not vfat:
+        ctx.notes.append("this kernel has no vfat driver: no kernel vfat figures")
+    ctx.notes.append("`acopio ingest` rows: the import's own time (the `seconds` of its --json "
+                     "summary), without the interpreter's start-up")
+    ingest_run = scratch / "ingest-run"
     try:
         ext4 = ext4_twin(a, opts.workdir / "cards", scratch, opts.rebuild)
-        with fusefat_mount(str(a.image), scratch / "fuse-a") as fuse:
-            seconds = cold_cat(fuse.mnt, a)
-        ctx.reads.append(Read("fusefat, plain", seconds, mb_a, fuse.cpu_s))
         with udevbed.UdevTestbed() as testbed:
             testbed.add_card(id="sdb1", fstype="vfat")
             shutil.copyfile(a.image, testbed.node_path("/dev/sdb1"))
-            with fusefat_mount("/dev/sdb1", scratch / "fuse-preload",
-                               env=testbed.child_env()) as fuse:
-                seconds = cold_cat(fuse.mnt, a)
-        ctx.reads.append(Read("fusefat under the umockdev preload (as the watcher runs it)",
-                              seconds, mb_a, fuse.cpu_s))
-        if kernel_has("vfat"):
-            with kernel_mount(a.image, scratch / "vfat-a", "vfat") as mnt:
-                ctx.reads.append(Read("kernel vfat, loop mount of the same image",
-                                      cold_cat(mnt, a), mb_a))
-        else:
-            ctx.notes.append("this kernel has no vfat driver: no kernel vfat figures")
-        with kernel_mount(ext4, scratch / "ext4-a", "ext4") as mnt:
-            ctx.reads.append(Read("kernel ext4, loop mount, same files", cold_cat(mnt, a),
-                                  mb_a))
-        # Both cards at once through two fusefat mounts, and one after the other.
-        with fusefat_mount(str(a.image), scratch / "fa") as fa, \
-                fusefat_mount(str(b.image), scratch / "fb") as fb:
-            seq = cold_cat(fa.mnt, a) + cold_cat(fb.mnt, b)
-            drop_caches()
-            started = time.perf_counter()
-            procs = [subprocess.Popen(["cat", *[str(m / rel) for rel in sorted(c.files)]],
-                                      stdout=subprocess.DEVNULL) for m, c in
-                     ((fa.mnt, a), (fb.mnt, b))]
-            try:
-                for proc in procs:
-                    proc.wait(timeout=900)
-            finally:
-                for proc in procs:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
-            both = time.perf_counter() - started
-        ctx.reads.append(Read("fusefat, card A then card B", seq, mb_ab))
-        ctx.reads.append(Read("fusefat, cards A and B at once", both, mb_ab,
-                              fa.cpu_s + fb.cpu_s))
-        with fusefat_mount(str(a.image), scratch / "ingest-fuse") as fuse:
-            ctx.ingests.append(Read("acopio ingest from a fusefat mount",
-                                    acopio_ingest(fuse.mnt, scratch / "ingest-run", a), mb_a,
-                                    ))
-        ctx.ingests[-1].cpu_s = fuse.cpu_s
-        if kernel_has("vfat"):
-            with kernel_mount(a.image, scratch / "ingest-vfat", "vfat") as mnt:
-                ctx.ingests.append(Read("acopio ingest from a kernel vfat mount",
-                                        acopio_ingest(mnt, scratch / "ingest-run", a), mb_a))
-        with kernel_mount(ext4, scratch / "ingest-ext4", "ext4") as mnt:
-            ctx.ingests.append(Read("acopio ingest from an ext4 loop mount (same files)",
-                                    acopio_ingest(mnt, scratch / "ingest-run", a), mb_a))
+            preload_env = testbed.child_env()
+
+            def fuse_read() -> None:
+                with fusefat_mount(str(a.image), scratch / "fuse") as fuse:
+                    rows["fuse"].runs.append(cold_cat(fuse.mnt, a))
+                rows["fuse"].cpu.append(fuse.cpu_s)
+
+            def fuse_preload_read() -> None:
+                with fusefat_mount("/dev/sdb1", scratch / "fuse", env=preload_env) as fuse:
+                    rows["fuse-preload"].runs.append(cold_cat(fuse.mnt, a))
+                rows["fuse-preload"].cpu.append(fuse.cpu_s)
+
+            def kernel_read(key: str, image: Path, fstype: str) -> None:
+                with kernel_mount(image, scratch / "kernel", fstype) as mnt:
+                    rows[key].runs.append(cold_cat(mnt, a))
+
+            def two_cards() -> None:
+                with fusefat_mount(str(a.image), scratch / "fa") as fa, \
+                        fusefat_mount(str(b.image), scratch / "fb") as fb:
+                    rows["fuse-seq"].runs.append(cold_cat(fa.mnt, a) + cold_cat(fb.mnt, b))
+                with fusefat_mount(str(a.image), scratch / "fa") as fa, \
+                        fusefat_mount(str(b.image), scratch / "fb") as fb:
+                    rows["fuse-both"].runs.append(cat_both(fa, a, fb, b))
+                rows["fuse-both"].cpu.append(fa.cpu_s + fb.cpu_s)
+
+            def ingest_fuse(key: str, device: str, env: dict[str, str] | None) -> None:
+                with fusefat_mount(device, scratch / "fuse", env=env) as fuse:
+                    rows[key].runs.append(acopio_ingest(fuse.mnt, ingest_run, a, env))
+                rows[key].cpu.append(fuse.cpu_s)
+
+            def ingest_kernel(key: str, image: Path, fstype: str) -> None:
+                with kernel_mount(image, scratch / "kernel", fstype) as mnt:
+                    rows[key].runs.append(acopio_ingest(mnt, ingest_run, a))
+
+            steps: list[Callable[[], None]] = [
+                fuse_read, fuse_preload_read,
+                *([lambda: kernel_read("vfat", a.image, "vfat")] if vfat else []),
+                lambda: kernel_read("ext4", ext4, "ext4"),
+                two_cards,
+                lambda: ingest_fuse("ingest-fuse", str(a.image), None),
+                lambda: ingest_fuse("ingest-preload", "/dev/sdb1", preload_env),
+                *([lambda: ingest_kernel("ingest-vfat", a.image, "vfat")] if vfat else []),
+                lambda: ingest_kernel("ingest-ext4", ext4, "ext4"),
+            ]
+            for i in range(ctx.repeat):
+                for step in steps if i % 2 == 0 else steps[::-1]:
+                    step()
+                log(f"context run {i + 1}/{ctx.repeat} done")
     finally:
         umount_all(scratch)
         remove_tree(scratch)
+    ctx.reads = list(rows.values())
     return ctx
 
 
@@ -901,7 +963,7 @@ def verdict(ok: bool) -> str:
 
 
 def row(label: str, value: str, target: str = "", result: str = "") -> str:
-    return f"  {label:<52} {value:>12}  {target:>9}  {result}"
+    return f"  {label:<60} {value:>13}  {target:>9}  {result}"
 
 
 def secs(values: Sequence[float | None]) -> str:
@@ -1013,10 +1075,13 @@ def pair_lines(cards: tuple[Card, Card], runs: list[PairRun]) -> list[str]:
 
 def context_lines(ctx: Context) -> list[str]:
     lines = ["3. Context: cold reads of card A's files (`cat`), and plain `acopio ingest` of "
-             "card A", row("read path", "MB/s", "s", "fusefat CPU s")]
-    for r in [*ctx.reads, *ctx.ingests]:
+             f"card A; medians of {ctx.repeat} runs",
+             row("read path", "MB/s", "s", "fusefat CPU s")]
+    for r in ctx.reads:
         cpu = "" if r.cpu_s != r.cpu_s else f"{r.cpu_s:.2f}"  # NaN: not known
-        lines.append(row(r.what, f"{r.rate:,.1f}", f"{r.seconds:.2f}", cpu))
+        lines.append(row(r.what, f"{r.rate:,.1f}", f"{r.seconds:.2f}", f"{cpu:>6}"))
+        if len(r.runs) > 1:
+            lines[-1] += f"  [{secs(r.runs)}]"
     return lines + [f"  note: {n}" for n in ctx.notes]
 
 
@@ -1028,6 +1093,10 @@ def host_line(workdir: Path) -> str:
     return (f"host: {platform.node()}, {os.cpu_count()} CPUs {platform.machine()}, Linux "
             f"{platform.release()}, Python {platform.python_version()}, fusefat {fuse}; "
             f"work folder on {fs} ({workdir})")
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def reproduce_line(opts: Options) -> str:
@@ -1060,6 +1129,7 @@ def check_ready(opts: Options) -> None:
 
 def run(opts: Options) -> None:
     started = time.perf_counter()
+    load_before = load_average()
     check_ready(opts)
     runs_dir = opts.workdir / "runs"
     umount_all(runs_dir)
@@ -1090,6 +1160,8 @@ def run(opts: Options) -> None:
         "",
         f"Acopio device watcher benchmark, {stamp:%Y-%m-%d %H:%M UTC}",
         host_line(opts.workdir),
+        f"load average (1/5/15 min) at start {load_before}, at end {load_average()}: other "
+        f"work on the machine skews every figure",
         "setup: real `acopio devices watch` child under the umockdev preload; cards are FAT32 "
         "images mounted by the watcher with fusefat (mount template)",
         "page cache: dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) after staging each "
@@ -1120,6 +1192,8 @@ def run(opts: Options) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
+    # Stopped with SIGTERM: unwind through every `finally`, so no mount is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         run(opts)
     except BenchError as exc:
