@@ -1,0 +1,1 @@
+"""Derivatives of archived items (thumbnails, previews, proxies), kept in a regenerable tree."""
