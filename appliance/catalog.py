@@ -129,6 +129,21 @@ class Catalog:
                     items.update(record, doc_ids=[doc_id])
         self._index(records, folder_key)
 
+    def add_problems(self, folder_key: str, sha256: str,
+                     problems: Iterable[dict[str, str]]) -> None:
+        """Add problems found later (by a derivative job) to an item, under the shard lock."""
+        path = self.shard_path(folder_key)
+        with storage.transaction(path, self.data.tmp) as db:
+            self._migrate(db, path)
+            items = db.table(ITEMS)
+            doc = items.get(Query().sha256 == sha256)
+            if doc is None:
+                return
+            current = list(doc.get("problems") or [])
+            new = [p for p in problems if p not in current]
+            if new:
+                items.update({"problems": current + new}, doc_ids=[doc.doc_id])
+
     def _index(self, records: Iterable[dict[str, Any]], folder_key: str) -> None:
         self.by_hash.put_many({
             r["sha256"]: {"folder": folder_key, "archive_path": r["archive_path"]}

@@ -115,9 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the import summaries as JSON")
     r.set_defaults(handler=cmd_record_recover)
 
+    p = sub.add_parser("worker", help="make thumbnails, previews and proxies from the queue")
+    p.add_argument("--once", action="store_true", help="exit when no job is ready")
+    p.set_defaults(handler=cmd_worker)
+
+    p = sub.add_parser("jobs", help="the derivative job queue")
+    p.add_argument("--json", action="store_true", help="print counts and jobs as JSON")
+    p.add_argument("--retry", nargs="?", const="all", metavar="ID",
+                   help="put a parked job (or all) back in the queue")
+    p.add_argument("--repair", action="store_true",
+                   help="move damaged queue files aside (then `acopio derive --rebuild`)")
+    p.set_defaults(handler=cmd_jobs)
+
+    p = sub.add_parser("derive", help="derivatives (thumbnails, previews, proxies)")
+    p.add_argument("--rebuild", action="store_true", required=True,
+                   help="delete derivatives and queue them again")
+    p.add_argument("--item", metavar="SHA256", help="only this item")
+    p.set_defaults(handler=cmd_derive)
+
     p = sub.add_parser("run", help="run the whole appliance (device watcher, inbox, ...)")
     p.add_argument("--roles", metavar="LIST",
-                   help="comma-separated roles to run (default: all: devices,inbox,recordings)")
+                   help="comma-separated roles (default: devices,inbox,recordings,worker)")
     p.set_defaults(handler=cmd_run)
     return parser
 
@@ -217,11 +235,16 @@ def cmd_items(config: Config, args: argparse.Namespace) -> int:
         raise ValueError(f"--month must be YYYY-MM, got {args.month!r}")
     if args.activity:
         check_slug(args.activity)
-    catalog = Catalog(DataDir.at(config.data_dir))
+    from ingest.derive import plan
+
+    data = DataDir.at(config.data_dir)
+    catalog = Catalog(data)
     items = [
         item for item in catalog.items(month=args.month)
         if not args.activity or item.get("activity") == args.activity
     ]
+    for item in items:
+        item["derivatives"] = plan.existing(data, item)
     items.sort(key=lambda i: (i["captured_at"], i["archive_path"]))
     if args.json:
         _print_json(items)
@@ -258,6 +281,51 @@ def cmd_devices_watch(config: Config, args: argparse.Namespace) -> int:
     from appliance.service import Service
 
     return Service(config, roles=("devices",)).run_until_signal()
+
+
+def cmd_worker(config: Config, args: argparse.Namespace) -> int:
+    from ingest.derive.worker import Worker
+
+    if args.once:
+        from appliance.service import configure_logging
+
+        configure_logging(config.log_level)
+        count = Worker(config).run_once()
+        print(f"{count} jobs run")
+        return EXIT_OK
+    from appliance.service import Service
+
+    return Service(config, roles=("worker",)).run_until_signal()
+
+
+def cmd_jobs(config: Config, args: argparse.Namespace) -> int:
+    from appliance.jobs import JobQueue
+
+    queue = JobQueue(DataDir.at(config.data_dir))
+    if args.repair:
+        for moved in queue.repair():
+            print(f"moved aside: {moved.path} -> {moved.aside}")
+    if args.retry:
+        retried = queue.retry(None if args.retry == "all" else args.retry)
+        print(f"{len(retried)} jobs back in the queue")
+    jobs = queue.jobs()
+    if args.json:
+        _print_json({"counts": queue.counts(), "jobs": [j.to_record() for j in jobs]})
+    else:
+        for kind, counts in sorted(queue.counts().items()):
+            print(f"{kind:<12} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+        for job in jobs:
+            state = f"{job.state} {job.progress:.0f}%" if job.progress is not None else job.state
+            print(f"{job.id[:8]}  {job.kind:<12} {job.item[:12]}  {state}"
+                  + (f"  {job.error}" if job.error else ""))
+    return EXIT_OK
+
+
+def cmd_derive(config: Config, args: argparse.Namespace) -> int:
+    from ingest.derive.worker import rebuild
+
+    print(f"{rebuild(config, args.item)} jobs queued")
+    return EXIT_OK
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:

@@ -160,6 +160,21 @@ class DevicesConfig:
 
 
 @dataclass(frozen=True)
+class WorkerConfig:
+    lease_s: float = _setting(
+        60.0, "Seconds a worker holds a job without a heartbeat; a dead worker's job comes "
+        "back after this.", _positive)
+    poll_s: float = _setting(2.0, "Seconds an idle worker waits before looking again.",
+                             _positive)
+    timeout_s: float = _setting(
+        300.0, "Seconds a derivative job may take at least (ffmpeg is killed after that).",
+        _positive)
+    timeout_per_media_s: float = _setting(
+        4.0, "Extra seconds allowed per second of video or audio (a long transcode).",
+        _non_negative)
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = _setting(
         DEFAULT_DATA_DIR, "Folder holding the archive, the catalog and all state."
@@ -170,6 +185,7 @@ class Config:
     kit: KitConfig = field(default_factory=KitConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -26,7 +26,7 @@ from ingest.pipeline import Claims
 
 log = logging.getLogger(__name__)
 
-ALL_ROLES = ("devices", "inbox", "recordings")
+ALL_ROLES = ("devices", "inbox", "recordings", "worker")
 
 
 class Role(Protocol):
@@ -72,6 +72,10 @@ def _make_role(name: str, config: Config, claims: Claims) -> Role:
         return Inbox.from_config(config, claims=claims)
     if name == "recordings":
         return RecoverRecordings(config)
+    if name == "worker":
+        from ingest.derive.worker import Worker
+
+        return Worker(config)
     raise ValueError(f"unknown role {name!r}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import secrets
 import threading
@@ -36,8 +37,11 @@ from appliance.fsutil import remove_debris
 from appliance.keyindex import KeyIndex
 from appliance.storage import CorruptStateError
 from ingest import copy, filing, records
+from ingest.derive import plan
 from ingest.sources import FolderSource, Source
 from ingest.walk import NotARegularFile, Scan, SourceFile, display
+
+log = logging.getLogger(__name__)
 
 Status = Literal["imported", "duplicate", "failed"]
 # errno values meaning the source itself is gone (card pulled, FUSE daemon dead).
@@ -466,6 +470,7 @@ class _Run:
             for folder_key, batch in list(self.pending.items()):
                 self.imp.catalog.upsert(folder_key, batch)
                 del self.pending[folder_key]
+                self._enqueue_derivatives(batch)
             self.imp.sources.put_many(self.pending_sources)
             self.pending_sources = {}
             committed, self.pending_outcomes = self.pending_outcomes, []
@@ -483,6 +488,16 @@ class _Run:
                 self.imp.claims.release(sha256)
             self.claimed.clear()
             self.last_flush = time.monotonic()
+
+
+    def _enqueue_derivatives(self, batch: list[dict[str, Any]]) -> None:
+        """Queue thumbnails and proxies for the worker. Never a reason to stop an import:
+        derivatives can be queued again any time (`acopio derive --rebuild`)."""
+        try:
+            plan.enqueue(self.imp.data, batch)
+        except (OSError, CorruptStateError) as exc:
+            log.warning("could not queue derivatives for %d items (%s); run `acopio jobs "
+                        "--repair` and `acopio derive --rebuild`", len(batch), exc)
 
 
 def _same_content(path: Path, sha256: str, size: int, reader: copy.ReadBack) -> bool:

@@ -1,0 +1,71 @@
+"""Which derivatives an item gets, where they live, and in what order they are made.
+
+Derivatives live apart from the originals, keyed by content hash (design decision 1):
+`derivatives/<ab>/<sha256>/<name>.<ext>`. Deleting the whole tree loses nothing: every file
+is made again from the archive by the worker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from appliance.datadir import DataDir
+from appliance.jobs import JobQueue, JobRequest
+
+# name -> (file name, job priority: lower runs first). Thumbnails first, transcodes last.
+DERIVATIVES: dict[str, tuple[str, int]] = {
+    "thumb": ("thumb.jpg", 10),
+    "preview": ("preview.jpg", 20),
+    "poster": ("poster.jpg", 30),
+    "waveform": ("waveform.png", 40),
+    "audio_proxy": ("proxy.m4a", 40),
+    "video_proxy": ("proxy.mp4", 50),
+}
+BY_KIND: dict[str, tuple[str, ...]] = {
+    "photo": ("thumb", "preview"),
+    "raw": ("thumb", "preview"),
+    "video": ("poster", "video_proxy"),
+    "audio": ("audio_proxy", "waveform"),
+}
+# What `acopio items --json` calls them: both proxies are "proxy".
+PUBLIC_NAME = {"audio_proxy": "proxy", "video_proxy": "proxy"}
+
+
+def folder(data: DataDir, sha256: str) -> Path:
+    return data.derivatives / sha256[:2] / sha256
+
+
+def path(data: DataDir, sha256: str, name: str) -> Path:
+    return folder(data, sha256) / DERIVATIVES[name][0]
+
+
+def existing(data: DataDir, item: dict[str, Any]) -> dict[str, str]:
+    """The item's derivatives that exist, as {public name: path relative to the data dir}."""
+    found = {}
+    for name in BY_KIND.get(item.get("kind", ""), ()):
+        file = path(data, item["sha256"], name)
+        if file.is_file():
+            found[PUBLIC_NAME.get(name, name)] = data.relative(file)
+    return found
+
+
+def requests_for(items: list[dict[str, Any]]) -> list[JobRequest]:
+    """Jobs for new items; newest capture time first within each priority."""
+    out = []
+    for item in items:
+        try:
+            order = datetime.fromisoformat(item["captured_at"]).timestamp()
+        except (KeyError, ValueError):
+            order = None
+        for name in BY_KIND.get(item.get("kind", ""), ()):
+            out.append(JobRequest(kind=name, item=item["sha256"],
+                                  priority=DERIVATIVES[name][1], order=order))
+    return out
+
+
+def enqueue(data: DataDir, items: list[dict[str, Any]]) -> None:
+    requests = requests_for(items)
+    if requests:
+        JobQueue(data).enqueue_many(requests)

@@ -1,0 +1,169 @@
+"""The worker: takes derivative jobs from the queue and makes them, politely.
+
+`acopio worker` (and the `worker` role of `acopio run`) claims the most urgent job, keeps its
+lease alive with a heartbeat while it works, and records the result only while it still holds
+the lease: a worker that was presumed dead never records a result twice. Every output is
+written to a temp file and renamed into place, so a killed worker leaves no half-made
+derivative under its final name; its job comes back when the lease expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from appliance.catalog import Catalog
+from appliance.config import Config
+from appliance.datadir import DataDir
+from appliance.jobs import Job, JobQueue, LeaseLost
+from appliance.storage import CorruptStateError
+from ingest.derive import av, plan
+from ingest.derive.ffmpeg import FFmpegError
+from ingest.derive.photo import PREVIEW_SIZE, THUMB_SIZE, render_photo
+
+log = logging.getLogger(__name__)
+
+# Errors that are the job's (bad media, a tool that failed or hung), not the worker's.
+JOB_ERRORS = (FFmpegError, OSError, RuntimeError, ValueError, subprocess.TimeoutExpired,
+              CorruptStateError)
+
+
+class Worker:
+    def __init__(self, config: Config, *, owner: str | None = None) -> None:
+        self.config = config
+        self.data = DataDir.at(config.data_dir)
+        self.queue = JobQueue(self.data)
+        self.catalog = Catalog(self.data)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.encoders = av.Encoders()
+
+    # -- loops --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until `stop` is set, waiting `worker.poll_s` when the queue is empty."""
+        while not stop.is_set():
+            job = self.queue.claim(self.owner, self.config.worker.lease_s)
+            if job is None:
+                stop.wait(self.config.worker.poll_s)
+                continue
+            self.run_job(job)
+
+    def run_once(self) -> int:
+        """Work until no job is ready; returns how many jobs were run."""
+        count = 0
+        while (job := self.queue.claim(self.owner, self.config.worker.lease_s)) is not None:
+            self.run_job(job)
+            count += 1
+        return count
+
+    # -- one job ------------------------------------------------------------------------
+
+    def run_job(self, job: Job) -> None:
+        lost = threading.Event()
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job, done, lost),
+                                name=f"lease-{job.id[:8]}", daemon=True)
+        beat.start()
+        try:
+            error = self._make(job)
+        finally:
+            done.set()
+            beat.join()
+        try:
+            if error is None:
+                self.queue.complete(job)
+                log.info("%s of %s done", job.kind, job.item[:12])
+            else:
+                stored = self.queue.fail(job, error)
+                log.warning("%s of %s failed (%s): %s", job.kind, job.item[:12],
+                            stored.state, error)
+        except LeaseLost:
+            log.warning("%s of %s: lease lost, result dropped", job.kind, job.item[:12])
+
+    def _heartbeat(self, job: Job, done: threading.Event, lost: threading.Event) -> None:
+        interval = self.config.worker.lease_s / 3
+        while not done.wait(interval):
+            if not self.queue.renew(job, self.config.worker.lease_s):
+                lost.set()
+                return
+
+    def _make(self, job: Job) -> str | None:
+        """Make one derivative; the error text when it failed, None when done."""
+        try:
+            item = self._item(job.item)
+            if item is None:
+                return None  # the item left the catalog: nothing to make
+            source = self.data.root / item["archive_path"]
+            target = plan.path(self.data, job.item, job.kind)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._render(job, item, source, target)
+        except JOB_ERRORS as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    def _render(self, job: Job, item: dict[str, Any], source: Path, target: Path) -> None:
+        duration = item.get("duration")
+        timeout = max(self.config.worker.timeout_s,
+                      (duration or 0) * self.config.worker.timeout_per_media_s)
+
+        def progress(percent: float) -> None:
+            self.queue.progress(job, percent)
+
+        if job.kind in ("thumb", "preview"):
+            size = THUMB_SIZE if job.kind == "thumb" else PREVIEW_SIZE
+            problems = render_photo(source, item["kind"], {job.kind: (target, size)})
+            self._record_problems(item, problems)
+        elif job.kind == "poster":
+            av.make_poster(source, target, duration=duration, rotation=item.get("rotation") or 0,
+                           timeout=timeout)
+        elif job.kind == "video_proxy":
+            av.make_video_proxy(source, target, duration=duration,
+                                rotation=item.get("rotation") or 0,
+                                encoder=self.encoders.video(), timeout=timeout,
+                                progress=progress)
+        elif job.kind == "audio_proxy":
+            av.make_audio_proxy(source, target, duration=duration, timeout=timeout,
+                                progress=progress)
+        elif job.kind == "waveform":
+            av.make_waveform(source, target, timeout=timeout)
+        else:
+            raise ValueError(f"unknown job kind {job.kind!r}")
+
+    def _item(self, sha256: str) -> dict[str, Any] | None:
+        entry = self.catalog.lookup(sha256)
+        if entry is None:
+            return None
+        return next((r for r in self.catalog.read_shard(entry["folder"])
+                     if r["sha256"] == sha256), None)
+
+    def _record_problems(self, item: dict[str, Any], problems: list[dict[str, str]]) -> None:
+        """A problem found while rendering (a damaged image) goes on the item's record."""
+        if problems:
+            self.catalog.add_problems(item["folder"], item["sha256"], problems)
+
+
+def rebuild(config: Config, item: str | None = None) -> int:
+    """Delete derivatives (all, or one item's) and queue them again; returns jobs queued."""
+    data = DataDir.at(config.data_dir)
+    catalog = Catalog(data)
+    items = [i for i in catalog.items() if item is None or i["sha256"] == item]
+    if item is not None and not items:
+        raise ValueError(f"no item {item} in the catalog")
+    for record in items:
+        folder = plan.folder(data, record["sha256"])
+        for name in plan.BY_KIND.get(record["kind"], ()):
+            with contextlib.suppress(FileNotFoundError):
+                plan.path(data, record["sha256"], name).unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    requests = plan.requests_for(items)
+    queue = JobQueue(data)
+    for start in range(0, len(requests), 5000):  # bounded memory on a 1 GB box
+        queue.enqueue_many(requests[start:start + 5000])
+    return len(requests)
