@@ -131,7 +131,8 @@ class Catalog:
 
     def add_problems(self, folder_key: str, sha256: str,
                      problems: Iterable[dict[str, str]]) -> None:
-        """Add problems found later (by a derivative job) to an item, under the shard lock."""
+        """Add problems found later (by a derivative job) to an item, under the shard lock;
+        a code the item already has (the import's "damaged") is not added twice."""
         path = self.shard_path(folder_key)
         with storage.transaction(path, self.data.tmp) as db:
             self._migrate(db, path)
@@ -140,7 +141,8 @@ class Catalog:
             if doc is None:
                 return
             current = list(doc.get("problems") or [])
-            new = [p for p in problems if p not in current]
+            known = {p.get("code") for p in current}
+            new = [p for p in problems if p.get("code") not in known]  # one entry per code
             if new:
                 items.update({"problems": current + new}, doc_ids=[doc.doc_id])
 

@@ -1,0 +1,148 @@
+"""Derivatives end to end: ingest queues jobs, real workers (separate processes) make them
+with real Pillow and ffmpeg, and survive kill -9 and a hanging ffmpeg."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from appliance.fsutil import TEMP_PREFIX
+from tests.cards import exif_jpeg, ffmpeg_audio, ffmpeg_video, sample
+from tests.conftest import REPO, require_tool, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def jobs(data: Path, env: dict[str, str] | None = None) -> dict:
+    result = run_cli("--data-dir", data, "jobs", "--json", env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def items(data: Path) -> dict[str, dict]:
+    listed = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
+    return {i["original_name"]: i for i in listed}
+
+
+def ffprobe(path: Path) -> dict:
+    out = subprocess.run([require_tool("ffprobe"), "-v", "error", "-print_format", "json",
+                          "-show_streams", "-show_format", str(path)],
+                         capture_output=True, check=True, timeout=60).stdout
+    return json.loads(out)
+
+
+def test_ingest_queues_and_a_worker_makes_every_derivative(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    exif_jpeg(card / "DCIM/a.jpg", "2026:05:10 10:00:00", size=(2000, 1500))
+    sample("hopper_orientation_3.jpg", card / "DCIM/rotada.jpg")
+    broken = (tmp_path / "b.jpg")
+    exif_jpeg(broken, "2026:05:10 10:05:00", size=(800, 600), color=(1, 2, 3))
+    (card / "DCIM/cortada.jpg").write_bytes(broken.read_bytes()[:2000])
+    ffmpeg_video(card / "DCIM/clip.mp4", seconds=2, size="640x360")
+    ffmpeg_audio(card / "AUDIO/nota.wav", seconds=2)
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    queued = jobs(data)["counts"]
+    assert queued["thumb"]["queued"] == 3 and queued["video_proxy"]["queued"] == 1
+    first = jobs(data)["jobs"][0]
+    assert first["kind"] == "thumb"  # thumbnails come first
+    worked = run_cli("--data-dir", data, "worker", "--once", timeout=300)
+    assert worked.returncode == 0, worked.stderr.decode()
+    counts = jobs(data)["counts"]
+    assert all(c["queued"] == c["running"] == c["parked"] == 0 for c in counts.values())
+    by_name = items(data)
+    assert set(by_name["a.jpg"]["derivatives"]) == {"thumb", "preview"}
+    thumb = Image.open(data / by_name["a.jpg"]["derivatives"]["thumb"])
+    assert max(thumb.size) == 320 and thumb.format == "JPEG" and not thumb.getexif()
+    assert max(Image.open(data / by_name["a.jpg"]["derivatives"]["preview"]).size) == 1600
+    assert [p["code"] for p in by_name["cortada.jpg"]["problems"]] == ["damaged"]
+    assert set(by_name["clip.mp4"]["derivatives"]) == {"poster", "proxy"}
+    proxy = data / by_name["clip.mp4"]["derivatives"]["proxy"]
+    streams = {s["codec_type"]: s["codec_name"] for s in ffprobe(proxy)["streams"]}
+    assert streams == {"video": "h264", "audio": "aac"}
+    head = proxy.read_bytes()[:4096]
+    assert head.find(b"moov") < head.find(b"mdat") or b"mdat" not in head  # faststart
+    assert set(by_name["nota.wav"]["derivatives"]) == {"proxy", "waveform"}
+    assert by_name["nota.wav"]["derivatives"]["proxy"].endswith(".m4a")
+    # The tree is regenerable: delete it, rebuild, work again.
+    subprocess.run(["rm", "-rf", str(data / "derivatives")], check=True)
+    assert b"jobs queued" in run_cli("--data-dir", data, "derive", "--rebuild").stdout
+    assert run_cli("--data-dir", data, "worker", "--once", timeout=300).returncode == 0
+    assert set(items(data)["clip.mp4"]["derivatives"]) == {"poster", "proxy"}
+
+
+def test_worker_killed_mid_transcode_then_the_job_runs_again(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    ffmpeg_video(card / "largo.mp4", seconds=40, size="1280x720")
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    env.update({"ACOPIO_WORKER_LEASE_S": "3", "ACOPIO_WORKER_POLL_S": "0.2"})
+    worker = subprocess.Popen([sys.executable, "-m", "appliance", "--data-dir", str(data),
+                               "worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            running = [j for j in jobs(data)["jobs"]
+                       if j["kind"] == "video_proxy" and (j["progress"] or 0) > 5]
+            if running:
+                break
+            assert worker.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    proxy = next((data / "derivatives").rglob("proxy.mp4"), None)
+    assert proxy is None, "a half-written proxy under its final name"
+    time.sleep(1)  # ffmpeg dies with its worker (pdeathsig)
+    listed = items(data)["largo.mp4"]
+    assert "proxy" not in listed["derivatives"]
+    time.sleep(3)  # the lease expires
+    again = run_cli("--data-dir", data, "worker", "--once", env={"ACOPIO_WORKER_LEASE_S": "3"},
+                    timeout=300)
+    assert again.returncode == 0, again.stderr.decode()
+    listed = items(data)["largo.mp4"]
+    proxy = data / listed["derivatives"]["proxy"]
+    assert float(ffprobe(proxy)["format"]["duration"]) == pytest.approx(40, abs=1)
+    assert not list((data / "derivatives").rglob(TEMP_PREFIX + "*"))
+    assert jobs(data)["counts"]["video_proxy"]["done"] == 1
+
+
+def test_a_hanging_ffmpeg_is_ended_retried_then_parked(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    ffmpeg_audio(card / "nota.wav", seconds=1)
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ffmpeg").write_text("#!/bin/sh\nsleep 60\n")
+    (fake / "ffmpeg").chmod(0o755)
+    env = {"PATH": f"{fake}:{os.environ['PATH']}", "ACOPIO_WORKER_TIMEOUT_S": "1",
+           "ACOPIO_WORKER_TIMEOUT_PER_MEDIA_S": "0"}
+    started = time.monotonic()
+    deadline = started + 60
+    while True:
+        run_cli("--data-dir", data, "worker", "--once", env=env, timeout=60)
+        state = jobs(data)
+        parked = [j for j in state["jobs"] if j["state"] == "parked"]
+        if len(parked) == 2:  # the audio proxy and the waveform
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert all("timed out" in j["error"] and j["attempts"] == 3 for j in parked)
+    assert not list((data / "derivatives").rglob("*.m4a"))
+    retried = run_cli("--data-dir", data, "jobs", "--retry")
+    assert b"2 jobs back" in retried.stdout
+    assert run_cli("--data-dir", data, "worker", "--once", timeout=120).returncode == 0
+    assert set(items(data)["nota.wav"]["derivatives"]) == {"proxy", "waveform"}
