@@ -146,3 +146,29 @@ def test_a_hanging_ffmpeg_is_ended_retried_then_parked(tmp_path: Path) -> None:
     assert b"2 jobs back" in retried.stdout
     assert run_cli("--data-dir", data, "worker", "--once", timeout=120).returncode == 0
     assert set(items(data)["nota.wav"]["derivatives"]) == {"proxy", "waveform"}
+
+
+def test_broken_videos_end_parked_with_their_reason(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    whole = ffmpeg_video(tmp_path / "whole.mp4", seconds=2)
+    card.mkdir()
+    (card / "cortado.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    (card / "vacio.mp4").write_bytes(b"")
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    deadline = time.monotonic() + 90
+    while True:
+        run_cli("--data-dir", data, "worker", "--once", timeout=120)
+        state = jobs(data)
+        parked = {(j["kind"], j["item"]): j for j in state["jobs"] if j["state"] == "parked"}
+        if len(parked) == 4:  # poster and proxy of each
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    by_name = items(data)
+    for name in ("cortado.mp4", "vacio.mp4"):
+        item = by_name[name]
+        assert item["derivatives"] == {}
+        for kind in ("poster", "video_proxy"):
+            assert parked[(kind, item["sha256"])]["error"].startswith("FFmpegError")
+    assert not list((data / "derivatives").rglob(TEMP_PREFIX + "*"))
