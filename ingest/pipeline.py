@@ -198,9 +198,9 @@ class Importer:
         summary.skipped = found.skipped
         summary.unknown = found.unknown
         summary.failed = [Outcome(rel, "failed", reason) for rel, reason in found.errors]
-        run = _Run(self, source, activity)
+        run = _Run(self, source, activity, summary)
         self.reporter.started(found)
-        in_flight: deque[Future[Outcome]] = deque()
+        in_flight = run.in_flight
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as finisher:
             try:
                 for index, f in enumerate(found.files):
@@ -266,8 +266,11 @@ class _Run:
     files (metadata, filing, placing, verifying) and hands back an Outcome with its record.
     """
 
-    def __init__(self, importer: Importer, source: Source, activity: str | None) -> None:
+    def __init__(self, importer: Importer, source: Source, activity: str | None,
+                 summary: Summary) -> None:
         self.imp = importer
+        self.summary = summary
+        self.in_flight: deque[Future[Outcome]] = deque()
         self.source = source
         self.config = importer.config
         self.activity = activity
@@ -310,6 +313,13 @@ class _Run:
             reason = "verify_failed" if isinstance(exc, copy.VerifyError) else "read_error"
             return Outcome(f.rel, "failed", f"{reason}: {exc.strerror or exc}")
 
+    def advanced(self, nbytes: int) -> None:
+        """Progress while copying; also accounts at once for a file the worker thread has
+        finished, so a front end sees it verified without waiting for this copy to end."""
+        self.imp.reporter.advanced(nbytes)
+        while self.in_flight and self.in_flight[0].done() and not self.summary.stopped:
+            self.collect(self.in_flight.popleft().result(), self.summary)
+
     def collect(self, outcome: Outcome, summary: Summary) -> None:
         """Account for a finished file (importing thread only)."""
         if outcome.stop:
@@ -337,7 +347,7 @@ class _Run:
         if known:
             return Outcome(f.rel, "duplicate", sha256=known, size=f.size)
         self._check_space(f.size)
-        temp = copy.stage(self.source, f, self.imp.data.staging, self.imp.reporter.advanced)
+        temp = copy.stage(self.source, f, self.imp.data.staging, self.advanced)
         duplicate = Outcome(f.rel, "duplicate", sha256=temp.sha256, size=f.size,
                             source_key=source_key(f))
         if not self.imp.claims.claim(temp.sha256):
@@ -419,7 +429,7 @@ class _Run:
         entry = self.imp.sources.get(source_key(f))
         if not entry or not self._archived(entry.get("sha256", "")):
             return None
-        sha256, size = copy.hash_source(self.source, f, self.imp.reporter.advanced)
+        sha256, size = copy.hash_source(self.source, f, self.advanced)
         return sha256 if sha256 == entry["sha256"] and size == f.size else None
 
     def _archived(self, sha256: str) -> bool:

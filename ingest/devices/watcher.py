@@ -33,10 +33,15 @@ class _JobReporter(Reporter):
     def __init__(self, job: Job) -> None:
         self.job = job
         self.last = 0.0
+        self.dirty = False
 
     def started(self, scan: Scan) -> None:
         self.job.device.total = len(scan.files)
         self._save(force=True)
+
+    def advanced(self, nbytes: int) -> None:
+        if self.dirty:  # counts that changed during a burst: written once a long copy runs
+            self._save()
 
     def file_done(self, outcome: Outcome) -> None:
         device = self.job.device
@@ -48,12 +53,15 @@ class _JobReporter(Reporter):
             device.duplicates += 1
         else:
             device.failed += 1
-        self._save()
+        first = device.verified + device.duplicates + device.failed == 1
+        self._save(force=first)  # the first file verified shows at once
 
     def _save(self, force: bool = False) -> None:
         now = time.monotonic()
+        self.dirty = True
         if force or now - self.last > 0.3:
             self.last = now
+            self.dirty = False
             self.job.save()
 
 
