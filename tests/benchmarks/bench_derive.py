@@ -378,11 +378,86 @@ def photo_part(opts: argparse.Namespace, workdir: Path) -> tuple[list[str], dict
     return photo_lines(figures, opts.repeat)
 
 
+# -- video proxy (tests/benchmarks/_bench_video.py) -------------------------------------------
+
+
+def video_part(opts: argparse.Namespace, workdir: Path) -> tuple[list[str], dict[str, Any]]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _bench_video import bench_video_proxy  # prints its own table
+
+    ok = bench_video_proxy(workdir, runs=max(3, opts.repeat))
+    return [], {"pass": ok}
+
+
+# -- card to thumbnails --------------------------------------------------------------------------
+
+
+def unique_copies(bases: Sequence[Path], folder: Path, count: int) -> list[Path]:
+    """`count` distinct JPEGs from a few real ones: a COM segment after SOI makes each file's
+    bytes (and SHA-256) its own while the image stays the same to decode."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(count):
+        path = folder / f"IMG_{i:04d}.JPG"
+        if not path.exists():
+            data = bases[i % len(bases)].read_bytes()
+            note = f"acopio bench {i}".encode()
+            path.write_bytes(data[:2] + b"\xff\xfe" + (len(note) + 2).to_bytes(2, "big")
+                             + note + data[2:])
+        out.append(path)
+    return out
+
+
+def card_part(opts: argparse.Namespace, workdir: Path) -> tuple[list[str], dict[str, Any]]:
+    """From "card imported" to "every grid thumbnail ready", with one worker per CPU."""
+    count = opts.card_photos
+    bases = make_photos(workdir / "photos", min(opts.count, 10))
+    card = workdir / f"card-{count}"
+    unique_copies(bases, card / "DCIM" / "100CANON", count)
+    data = workdir / "runs" / "card-data"
+    shutil.rmtree(data, ignore_errors=True)
+    acopio = [sys.executable, "-m", "appliance", "--data-dir", str(data)]
+    env = {k: v for k, v in python_env().items() if not k.startswith("ACOPIO_")}
+    started = time.perf_counter()
+    subprocess.run([*acopio, "ingest", str(card)], check=True, env=env, cwd=REPO,
+                   stdout=subprocess.DEVNULL)
+    imported = time.perf_counter() - started
+    workers = [subprocess.Popen([*acopio, "worker"], env={**env, "ACOPIO_WORKER_POLL_S": "0.2"},
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(os.cpu_count() or 1)]
+    try:
+        while True:
+            counts = json.loads(subprocess.run([*acopio, "jobs", "--json"], check=True, env=env,
+                                               cwd=REPO, capture_output=True).stdout)["counts"]
+            thumbs = counts.get("thumb", {})
+            if thumbs.get("done", 0) + thumbs.get("parked", 0) >= count:
+                break
+            time.sleep(0.5)
+        ready = time.perf_counter() - started - imported
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+    mp = PHOTO_SIZE[0] * PHOTO_SIZE[1] / 1e6
+    lines = [f"3. Card to thumbnails: {count} photos of {mp:.0f} MP, `acopio ingest`, then "
+             f"{len(workers)} workers (one per CPU)",
+             row("import (s)", f"{imported:.1f}"),
+             row("then every grid thumbnail ready (s)", f"{ready:.1f}"),
+             row("(info) per photo, thumbnails (ms)", f"{ready / count * 1000:.0f}"),
+             row("card imported -> all thumbnails (s)", f"{imported + ready:.1f}", "report")]
+    return lines, {"photos": count, "import_s": imported, "thumbs_ready_s": ready,
+                   "workers": len(workers)}
+
+
 # -- main ------------------------------------------------------------------------------------
 
 # Each part: (options, work folder) -> (report lines, figures for the results file).
 PARTS: dict[str, Callable[[argparse.Namespace, Path], tuple[list[str], dict[str, Any]]]] = {
     "photo": photo_part,
+    "video": video_part,
+    "card": card_part,
 }
 
 
@@ -392,6 +467,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help=f"comma-separated parts to run (default all: {', '.join(PARTS)})")
     parser.add_argument("--count", type=int, default=20, help="photos (default 20)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (default 5)")
+    parser.add_argument("--card-photos", type=int, default=500,
+                        help="photos on the card of part 3 (default 500)")
     opts = parser.parse_args(argv)
     opts.argv = list(argv)
     opts.parts = [p for p in opts.parts.split(",") if p]
