@@ -8,7 +8,6 @@ new content, never a mix and never an empty file (design decision 3).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import secrets
@@ -74,6 +73,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes,
 def syncfs(path: str | os.PathLike[str]) -> None:
     """Flush every pending write of the filesystem holding `path` (one call for a batch of
     small files instead of two fsyncs each)."""
+    import ctypes  # here, not at module level: every command imports this module
+
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
