@@ -320,8 +320,3 @@ class ReadBack:
             raise VerifyError(errno.EIO, f"verification failed for {path.name}: read back "
                               f"{length} bytes with SHA-256 {actual[:12]}…, expected "
                               f"{sha256[:12]}…")
-
-
-def read_back_sha256(path: Path) -> tuple[str, int]:
-    """SHA-256 of a file as it is on the disk (see ReadBack)."""
-    return ReadBack().sha256(path)

@@ -236,16 +236,6 @@ class Importer:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _tally(self, summary: Summary, outcome: Outcome) -> None:
-        if outcome.status == "imported":
-            summary.imported += 1
-            summary.bytes_imported += outcome.size
-        elif outcome.status == "duplicate":
-            summary.duplicates += 1
-        else:
-            summary.failed.append(outcome)
-        self.reporter.file_done(outcome)
-
     def _check_source(self, root: Path) -> None:
         if not root.is_dir():
             raise IngestError(f"source is not a folder: {root}")
@@ -334,7 +324,14 @@ class _Run:
             # Only once the catalog holds it: a duplicate of content that another import is
             # still copying (a claim) is not committed until that import records it.
             self.imp.reporter.committed([outcome])
-        self.imp._tally(summary, outcome)
+        if outcome.status == "imported":
+            summary.imported += 1
+            summary.bytes_imported += outcome.size
+        elif outcome.status == "duplicate":
+            summary.duplicates += 1
+        else:
+            summary.failed.append(outcome)
+        self.imp.reporter.file_done(outcome)
         if not summary.stopped:
             try:
                 self.flush_if_due()

@@ -25,9 +25,9 @@ SAMPLE_SIZE = 256
 SAME_CARD_OVERLAP = 0.5
 
 
-def fingerprint(keys: Iterable[str]) -> list[str]:
-    """A bottom-k sample of the keys: the same files always give the same sample."""
-    return sorted(keys)[:SAMPLE_SIZE]
+def fingerprint(contents: Iterable[str]) -> list[str]:
+    """A bottom-k sample of content hashes: the same files always give the same sample."""
+    return sorted(contents)[:SAMPLE_SIZE]
 
 
 def overlap(a: list[str], b: list[str]) -> float:
@@ -53,8 +53,9 @@ class CardHistory:
         self.path = state_dir / "cards.json"
         self.tmp = state_dir / "tmp"
 
-    def identify(self, uuid: str, label: str, fstype: str, keys: Iterable[str]) -> Identity:
-        sample = fingerprint(keys)
+    def identify(self, uuid: str, label: str, fstype: str,
+                 contents: Iterable[str]) -> Identity:
+        sample = fingerprint(contents)
         now = datetime.now(UTC).isoformat()
         with storage.transaction(self.path, self.tmp) as db:
             cards = db.table("cards")

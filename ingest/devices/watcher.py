@@ -13,7 +13,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from appliance.config import Config
 from appliance.datadir import DataDir
@@ -22,6 +21,7 @@ from ingest.devices.mounts import Mounter, MountError
 from ingest.devices.state import Device, DeviceStates
 from ingest.devices.udev import DeviceEvent, UdevWatcher
 from ingest.pipeline import Claims, Importer, Outcome, Reporter, Summary
+from ingest.sources import FolderSource, Source
 from ingest.walk import Scan
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,10 @@ class Job:
     def run(self) -> None:
         raise NotImplementedError
 
-    def _import(self, importer_source: object) -> Summary:
+    def _import(self, source: Source) -> Summary:
         importer = Importer(self.watcher.config, reporter=_JobReporter(self),
                             claims=self.watcher.claims, cancel=self.cancel)
-        if isinstance(importer_source, Path):
-            return importer.run(importer_source)
-        return importer.run_source(importer_source)  # type: ignore[arg-type]
+        return importer.run_source(source)
 
     def _finish(self, summary: Summary) -> str:
         """The state after an import: removed early, error, or done."""
@@ -160,7 +158,8 @@ class CardJob(Job):
                 self.set("removed_early", "removed before the import started")
                 return
             self.set("importing")
-            summary = self._import(mountpoint)
+            with FolderSource(mountpoint) as card:
+                summary = self._import(card)
         finally:
             try:
                 mounter.unmount(mountpoint)
