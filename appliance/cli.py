@@ -84,6 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--clear", action="store_true", help="no current activity")
     a.set_defaults(handler=cmd_agenda_current)
 
+    p = sub.add_parser("users", help="accounts of the web UI")
+    users_sub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    u = users_sub.add_parser("add", help="create a user")
+    u.add_argument("name")
+    u.add_argument("--role", required=True, choices=_roles(), help="what the user may do")
+    u.add_argument("--password-stdin", action="store_true",
+                   help="read the password from standard input (one line)")
+    u.set_defaults(handler=cmd_users_add)
+    u = users_sub.add_parser("list", help="list users")
+    u.add_argument("--json", action="store_true", help="print one JSON array")
+    u.set_defaults(handler=cmd_users_list)
+    u = users_sub.add_parser("passwd", help="set a user's password (ends their sessions)")
+    u.add_argument("name")
+    u.add_argument("--password-stdin", action="store_true",
+                   help="read the new password from standard input (one line)")
+    u.set_defaults(handler=cmd_users_passwd)
+    u = users_sub.add_parser("remove", help="remove a user")
+    u.add_argument("name")
+    u.set_defaults(handler=cmd_users_remove)
+
     p = sub.add_parser("devices", help="cards, cameras and capture devices")
     devices_sub = p.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     d = devices_sub.add_parser("watch", help="watch udev and import what is plugged in")
@@ -135,8 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the whole appliance (device watcher, inbox, ...)")
     p.add_argument("--roles", metavar="LIST",
-                   help="comma-separated roles (default: devices,inbox,recordings,worker)")
+                   help="comma-separated roles (default: devices,inbox,recordings,worker,web)")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("serve", help="serve the web UI alone (what `run` runs as its web role)")
+    p.add_argument("--host", help="address to listen on (default: the web.host setting)")
+    p.add_argument("--port", type=int, help="TCP port (default: the web.port setting)")
+    p.set_defaults(handler=cmd_serve)
     return parser
 
 
@@ -336,6 +361,14 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     return Service(config, roles=roles).run_until_signal()
 
 
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from appliance.web.server import serve
+
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
+    return serve(config, args.host, args.port)
+
+
 def cmd_devices_list(config: Config, args: argparse.Namespace) -> int:
     from ingest.devices.capture import Recorder
     from ingest.devices.state import DeviceStates
@@ -495,3 +528,75 @@ def _import_recordings(config: Config, recorder: Recorder, paths: list[Path],
             state = f"kept for `acopio record recover`: {problem}" if problem else "imported"
             print(f"{result['recording']}: {state}")
     return code
+
+
+def _roles() -> tuple[str, ...]:
+    from appliance.accounts import ROLES
+
+    return ROLES
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    """The password from standard input (one line, newline stripped), never from argv: the
+    command line is visible to every user of the box (ps, /proc) and kept in shell history."""
+    if not args.password_stdin:
+        print("acopio: give the password on standard input with --password-stdin "
+              "(never on the command line)", file=sys.stderr)
+        return None
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise ValueError("the passwords do not match")
+        return password
+    line = sys.stdin.buffer.readline()
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("the password on standard input is not UTF-8 text") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def cmd_users_add(config: Config, args: argparse.Namespace) -> int:
+    from appliance.accounts import Users
+
+    password = _read_password(args)
+    if password is None:
+        return EXIT_USAGE
+    user = Users(DataDir.at(config.data_dir).state).add(args.name, args.role, password)
+    print(f"created {user.name} ({user.role})")
+    return EXIT_OK
+
+
+def cmd_users_list(config: Config, args: argparse.Namespace) -> int:
+    from appliance.accounts import Users
+
+    users = Users(DataDir.at(config.data_dir).state).list()
+    if args.json:
+        _print_json([u.to_public() for u in users])
+    else:
+        for u in users:
+            print(f"{u.name:<32} {u.role:<13} {u.created_at}"
+                  + ("  disabled" if u.disabled else ""))
+        print(f"{len(users)} users")
+    return EXIT_OK
+
+
+def cmd_users_passwd(config: Config, args: argparse.Namespace) -> int:
+    from appliance.accounts import Users
+
+    password = _read_password(args)
+    if password is None:
+        return EXIT_USAGE
+    user = Users(DataDir.at(config.data_dir).state).set_password(args.name, None, password)
+    print(f"password changed for {user.name}; their sessions are ended")
+    return EXIT_OK
+
+
+def cmd_users_remove(config: Config, args: argparse.Namespace) -> int:
+    from appliance.accounts import Users
+
+    Users(DataDir.at(config.data_dir).state).remove(args.name)
+    print(f"removed {args.name}")
+    return EXIT_OK

@@ -174,6 +174,36 @@ class WorkerConfig:
         _non_negative)
 
 
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be a TCP port between 1 and 65535"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = _setting("0.0.0.0", "Address the web UI listens on (0.0.0.0: every interface).")
+    port: int = _setting(8080, "TCP port of the web UI.", _port)
+    threads: int = _setting(8, "Request threads of the web server.", _positive)
+    allowed_hosts: tuple[str, ...] = _setting(
+        (), "Extra names the web UI answers to in the Host header, beside IP addresses, "
+        "localhost, the box's host name and <kit name>.local (DNS rebinding guard).")
+    session_idle_hours: float = _setting(
+        12.0, "A session unused for this many hours ends (log in again).", _positive)
+    session_max_hours: float = _setting(
+        72.0, "A session ends this many hours after login, used or not.", _positive)
+    login_attempts: int = _setting(
+        5, "Failed logins allowed per user name and address within login_window_s.", _positive)
+    login_window_s: float = _setting(
+        300.0, "Seconds over which failed logins are counted (then the block lifts).",
+        _positive)
+    secure_cookies: bool = _setting(
+        False, "Send cookies only over HTTPS (set when a TLS proxy fronts the box).")
+    page_size: int = _setting(60, "Thumbnails per page in grids.", _positive)
+    zeroconf: bool = _setting(
+        True, "Advertise the web UI on the LAN with zeroconf (_http._tcp).")
+    zeroconf_interfaces: tuple[str, ...] = _setting(
+        (), "Addresses zeroconf advertises on; empty means every interface.")
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = _setting(
@@ -186,6 +216,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def zone(self) -> ZoneInfo:

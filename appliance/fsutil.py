@@ -32,19 +32,21 @@ def temp_name() -> str:
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes,
-                 tmp_dir: str | os.PathLike[str] | None = None, *, durable: bool = True) -> None:
+                 tmp_dir: str | os.PathLike[str] | None = None, *, durable: bool = True,
+                 mode: int = 0o644) -> None:
     """Replace `path` with `data` so that a crash leaves the old or the new file, whole.
 
     `tmp_dir` (same filesystem) gathers the temp files of many small writes in one folder,
     so that crash debris is found by listing one folder, not a whole index. `durable=False`
-    skips both fsyncs, for a batch of writes made durable at once with `syncfs`.
+    skips both fsyncs, for a batch of writes made durable at once with `syncfs`. `mode`
+    0o600 keeps secrets (password hashes) from other users of the box.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if tmp_dir is not None:
         Path(tmp_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tmp_dir or path.parent) / temp_name()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         # Held until the rename: a cleaner can tell a live temp from a crashed writer's.
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,6 +1,6 @@
 """`acopio run`: every role of the appliance in one process, until SIGTERM.
 
-Each role (device watcher, inbox, and later web, worker, sync) is an object with
+Each role (device watcher, inbox, recordings, worker, web, and later sync) is an object with
 `run(stop: threading.Event)` on a thread of its own; systemd units can run them apart with
 the same code. Like OctoPrint, a startup flag file records that the service is running: if it
 is still there at the next start, the last stop was not clean (power cut, kill -9) and that
@@ -26,7 +26,7 @@ from ingest.pipeline import Claims
 
 log = logging.getLogger(__name__)
 
-ALL_ROLES = ("devices", "inbox", "recordings", "worker")
+ALL_ROLES = ("devices", "inbox", "recordings", "worker", "web")
 
 
 class Role(Protocol):
@@ -76,6 +76,10 @@ def _make_role(name: str, config: Config, claims: Claims) -> Role:
         from ingest.derive.worker import Worker
 
         return Worker(config)
+    if name == "web":
+        from appliance.web.server import WebServer
+
+        return WebServer(config)
     raise ValueError(f"unknown role {name!r}")
 
 

@@ -63,15 +63,16 @@ class SafeJSONStorage(Storage):
     """TinyDB storage backed by one JSON file, written atomically."""
 
     def __init__(self, path: str | os.PathLike[str],
-                 tmp_dir: str | os.PathLike[str] | None = None) -> None:
+                 tmp_dir: str | os.PathLike[str] | None = None, *, mode: int = 0o644) -> None:
         self.path = Path(path)
         self.tmp_dir = tmp_dir
+        self.mode = mode
 
     def read(self) -> dict[str, Any] | None:
         return read_json_file(self.path)
 
     def write(self, data: dict[str, Any]) -> None:
-        atomic_write(self.path, dump_json(data), self.tmp_dir)
+        atomic_write(self.path, dump_json(data), self.tmp_dir, mode=self.mode)
 
 
 class _BufferedStorage(Storage):
@@ -100,14 +101,15 @@ def lock_path_for(path: Path) -> Path:
 
 @contextmanager
 def transaction(path: str | os.PathLike[str],
-                tmp_dir: str | os.PathLike[str] | None = None) -> Iterator[TinyDB]:
+                tmp_dir: str | os.PathLike[str] | None = None, *,
+                mode: int = 0o644) -> Iterator[TinyDB]:
     """A TinyDB over `path`, exclusively locked, written once (durably) on success.
 
     An exception inside the block writes nothing: the file keeps its previous content.
     """
     path = Path(path)
     with file_lock(lock_path_for(path)):
-        buffered = _BufferedStorage(SafeJSONStorage(path, tmp_dir))
+        buffered = _BufferedStorage(SafeJSONStorage(path, tmp_dir, mode=mode))
         db = TinyDB(storage=lambda: buffered)  # TinyDB calls the factory with no arguments
         yield db
         if buffered.dirty and buffered.data is not None:

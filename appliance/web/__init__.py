@@ -1,0 +1,95 @@
+"""The LAN web UI: a Flask app factory with one blueprint per area, served by waitress.
+
+`create_app(config)` builds everything from the config (no module globals), so tests make a
+fresh app per temporary data folder. The core (catalog, ingest, jobs) never imports this
+package; the handlers here check the request, call the core and render its answer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, g, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from appliance.config import Config
+from appliance.web import security
+from appliance.web.context import EXTENSION, WebContext, web
+from appliance.web.i18n import LANGUAGES, Translator
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1024 * 1024  # forms and JSON only; nothing is uploaded through the UI
+LANGUAGE_COOKIE = "acopio_lang"
+
+
+def create_app(config: Config) -> Flask:
+    from appliance.web import admin, api, auth, browse, media
+
+    app = Flask(__name__, static_folder="static", template_folder="templates")
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        SEND_FILE_MAX_AGE_DEFAULT=3600,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions[EXTENSION] = WebContext.build(config)
+    security.install(app)
+    app.before_request(_choose_language)
+    for blueprint in (auth.bp, browse.bp, media.bp, api.bp, admin.bp):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(security.CsrfError, _csrf_error)
+    app.register_error_handler(security.HostError, _host_error)
+    app.jinja_env.globals.update(can=security.can, csrf_token=security.csrf_token,
+                                languages=LANGUAGES)
+    app.context_processor(_template_context)
+    return app
+
+
+def _choose_language() -> None:
+    user = g.get("user")
+    choice = (user.language if user is not None and user.language else None) \
+        or request.cookies.get(LANGUAGE_COOKIE) or web().config.kit.language
+    g.t = Translator(choice if choice in LANGUAGES else LANGUAGES[0], web().config.zone)
+
+
+def _template_context() -> dict[str, object]:
+    t = g.get("t") or Translator(web().config.kit.language, web().config.zone)
+    return {"t": t, "user": g.get("user"), "session": g.get("session"),
+            "kit_name": web().config.kit.name}
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if security.is_api():
+        response = security.error_json(status, exc.name.lower().replace(" ", "_"),
+                                       exc.description or exc.name)
+    else:
+        t = g.get("t") or Translator(web().config.kit.language, web().config.zone)
+        g.t = t
+        key = f"error.{status}"
+        message = t(key) if key in t.messages else exc.name
+        response = Response(render_template("error.html", status=status, message=message),
+                            status=status, mimetype="text/html")
+    if status == 429 and getattr(exc, "retry_after", None):
+        response.headers["Retry-After"] = str(exc.retry_after)  # type: ignore[attr-defined]
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _csrf_error(exc: security.CsrfError) -> Response:
+    log.warning("refused %s %s from %s: %s", request.method, request.path,
+                request.remote_addr, exc)
+    if security.is_api():
+        return security.error_json(403, "csrf", str(exc))
+    t = g.get("t") or Translator(web().config.kit.language, web().config.zone)
+    g.t = t
+    return Response(render_template("error.html", status=403, message=t("error.csrf")),
+                    status=403, mimetype="text/html")
+
+
+def _host_error(exc: security.HostError) -> Response:
+    log.warning("refused Host header %r from %s", str(exc), request.remote_addr)
+    # Plain text: a rebinding page must learn nothing about the UI.
+    return Response("Host no permitido / Host not allowed\n", status=400,
+                    mimetype="text/plain", headers={"Cache-Control": "no-store"})

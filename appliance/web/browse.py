@@ -1,0 +1,163 @@
+"""The pages people browse: "Lo más reciente", the archive by month and activity, an
+item, search and the box's status. Each page's data also comes from the JSON API (api.py)
+through the same query objects."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import Any
+
+from flask import Blueprint, abort, g, render_template, request, url_for
+
+from appliance.agenda import SIN_ACTIVIDAD
+from appliance.catalog import is_folder_key
+from appliance.query import ItemQuery
+from appliance.web import present
+from appliance.web.context import web
+from appliance.web.security import requires
+
+bp = Blueprint("browse", __name__)
+
+KINDS = ("photo", "raw", "video", "audio", "other")
+STATUSES = ("ok", "problems")
+
+
+def page_number() -> int:
+    try:
+        page = int(request.args.get("page", "1"))
+    except ValueError:
+        abort(400)
+    if page < 1 or page > 100_000:
+        abort(400)
+    return page
+
+
+def paged(query: ItemQuery, page: int) -> dict[str, Any]:
+    size = query.limit
+    found, total = web().index.search(query)
+    pages = max(1, math.ceil(total / size))
+    return {"items": present.items(found), "total": total, "page": page, "pages": pages}
+
+
+def _query(page: int, **filters: Any) -> ItemQuery:
+    size = web().config.web.page_size
+    return ItemQuery(limit=size, offset=(page - 1) * size, **filters)
+
+
+@bp.get("/")
+@requires("view")
+def recent() -> str:
+    page = page_number()
+    result = paged(_query(page, order="imported"), page)
+    return render_template("recent.html", result=result, live=page == 1,
+                           latest=web().index.latest_import() or "")
+
+
+@bp.get("/archivo")
+@requires("view")
+def months() -> str:
+    return render_template("months.html", months=web().index.months())
+
+
+@bp.get("/archivo/<month>")
+@requires("view")
+def month(month: str) -> str:
+    present.check_month(month)
+    folders = web().index.folders(month)
+    if not folders:
+        abort(404)
+    return render_template("month.html", month=month, folders=folders)
+
+
+@bp.get("/archivo/<month>/<folder>")
+@requires("view")
+def folder(month: str, folder: str) -> str:
+    present.check_month(month)
+    key = f"{month.replace('-', '/')}/{folder}"
+    if not is_folder_key(key):
+        abort(404)
+    page = page_number()
+    result = paged(_query(page, folder=key, order="captured"), page)
+    if result["total"] == 0:
+        abort(404)
+    info = next((f for f in web().index.folders(month) if f["folder"] == key), None)
+    return render_template("folder.html", month=month, folder=info, key=key, result=result)
+
+
+@bp.get("/item/<sha256>")
+@requires("view")
+def item(sha256: str) -> str:
+    present.check_sha256(sha256)
+    record = web().index.get(sha256)
+    if record is None:
+        abort(404)
+    previous, following = web().index.neighbours(sha256)
+    activity = web().agenda.get(record["activity"]) if record.get("activity") else None
+    return render_template("item.html", item=present.item(record), previous=previous,
+                           following=following, activity=activity)
+
+
+def search_query(page: int, limit: int) -> ItemQuery:
+    """The search form's fields (and the API's): bad values are a 400, never a 500."""
+    args = request.args
+    kind = args.get("kind") or None
+    status = args.get("status") or None
+    if kind is not None and kind not in KINDS:
+        abort(400, f"unknown kind {kind!r}")
+    if status is not None and status not in STATUSES:
+        abort(400, f"unknown status {status!r}")
+    month = args.get("month") or None
+    if month is not None:
+        present.check_month(month)
+    try:
+        date_from = date.fromisoformat(args["from"]) if args.get("from") else None
+        date_to = date.fromisoformat(args["to"]) if args.get("to") else None
+    except ValueError:
+        abort(400, "dates must be YYYY-MM-DD")
+    q = args.get("q", "")[:500]
+    return ItemQuery(q=q, kind=kind, status=status, month=month,
+                     activity=args.get("activity") or None,
+                     camera=args.get("camera") or None, area=args.get("area") or None,
+                     date_from=date_from, date_to=date_to, order="imported",
+                     limit=limit, offset=(page - 1) * limit)
+
+
+@bp.get("/buscar")
+@requires("view")
+def search() -> str:
+    page = page_number()
+    searched = any(request.args.get(k) for k in
+                   ("q", "kind", "status", "from", "to", "camera", "area", "activity", "month"))
+    result = paged(search_query(page, web().config.web.page_size), page) if searched else None
+    return render_template("search.html", result=result, args=request.args,
+                           cameras=web().index.cameras(), areas=web().index.areas(),
+                           kinds=KINDS, statuses=STATUSES)
+
+
+@bp.get("/estado")
+@requires("view")
+def status() -> str:
+    return render_template("status.html", status=web().status.snapshot())
+
+
+def page_url(page: int) -> str:
+    """This page's URL with its query string, at another page number."""
+    args = {**request.args.to_dict(), "page": page}
+    return url_for(request.endpoint or "browse.recent", **(request.view_args or {}), **args)
+
+
+@bp.app_context_processor
+def _helpers() -> dict[str, Any]:
+    return {"page_url": page_url, "grid_image": present.grid_image,
+            "activity_title": _activity_title}
+
+
+def _activity_title(slug: str) -> str:
+    """Read the agenda once per request, however many grid cells ask."""
+    if not slug or slug == SIN_ACTIVIDAD:
+        return g.t("folder.unsorted")
+    titles = g.get("activity_titles")
+    if titles is None:
+        titles = g.activity_titles = {a.slug: a.title for a in web().agenda.activities()}
+    return titles.get(slug, slug)

@@ -1,0 +1,51 @@
+"""Catalog records as the UI and the API show them: the `acopio items --json` fields plus
+the URLs of the item's page, derivatives and original."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import abort, url_for
+
+from appliance.web.context import web
+from ingest.derive import plan
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def check_sha256(value: str) -> str:
+    if not SHA256.match(value):
+        abort(404)
+    return value
+
+
+def check_month(value: str) -> str:
+    if not MONTH.match(value):
+        abort(404)
+    return value
+
+
+def item(record: dict[str, Any]) -> dict[str, Any]:
+    out = dict(record)
+    derivatives = plan.existing(web().data, record)
+    out["derivatives"] = derivatives
+    sha = record["sha256"]
+    urls = {"page": url_for("browse.item", sha256=sha),
+            "original": url_for("media.original", sha256=sha)}
+    for name in derivatives:
+        urls[name] = url_for("media.derivative", sha256=sha, name=name)
+    out["urls"] = urls
+    return out
+
+
+def items(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [item(r) for r in records]
+
+
+def grid_image(entry: dict[str, Any]) -> str | None:
+    """The picture a grid cell shows: thumbnail, else a video's poster, else an audio
+    waveform; None while the worker has not made it yet."""
+    urls = entry["urls"]
+    return urls.get("thumb") or urls.get("poster") or urls.get("waveform")

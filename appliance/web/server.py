@@ -1,0 +1,87 @@
+"""Serving the web UI with waitress, as `acopio serve` or the `web` role of `acopio run`.
+
+waitress is pure Python (it installs anywhere the box runs), multi-threaded, and does not
+trust X-Forwarded-For unless told to, so the address a login is throttled by is the real
+peer. At start, while no account exists, a one-time setup code is printed to the console
+and the journal (design decision 9). zeroconf advertises the UI; a failure there is logged
+and never stops the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from waitress.server import create_server
+
+from appliance.advertise import Advertiser
+from appliance.config import Config
+from appliance.web import create_app
+from appliance.web.context import EXTENSION, WebContext
+
+log = logging.getLogger(__name__)
+
+
+def announce_setup_code(context: WebContext) -> str | None:
+    code = context.setup.issue()
+    if code is None:
+        return None
+    banner = (f"\n  Código de configuración de Acopio / Acopio setup code: {code}\n"
+              "  Úselo en la página /setup para crear la cuenta de Dirección.\n")
+    print(banner, flush=True)
+    log.warning("no account exists yet: setup code %s (use it at /setup to create the "
+                "director's account)", code)
+    return code
+
+
+class WebServer:
+    """A role: serve until `stop` is set, then close the listener, advertisement and app."""
+
+    def __init__(self, config: Config, *, host: str | None = None,
+                 port: int | None = None) -> None:
+        self.config = config
+        self.host = host or config.web.host
+        self.port = config.web.port if port is None else port
+        self.app = create_app(config)
+        self.context: WebContext = self.app.extensions[EXTENSION]
+        self.server = create_server(self.app, host=self.host, port=self.port,
+                                    threads=config.web.threads, ident="Acopio",
+                                    clear_untrusted_proxy_headers=True)
+        self.bound_port = self.server.effective_port  # type: ignore[union-attr]
+
+    def run(self, stop: threading.Event) -> None:
+        announce_setup_code(self.context)
+        advertiser = None
+        if self.config.web.zeroconf:
+            advertiser = Advertiser(self.config.kit.name, int(self.bound_port),
+                                    interfaces=self.config.web.zeroconf_interfaces)
+            advertiser.start()
+        serving = threading.Thread(target=self.server.run, name="web-server", daemon=True)
+        serving.start()
+        log.info("web UI on http://%s:%s/", self.host, self.bound_port)
+        try:
+            stop.wait()
+        finally:
+            if advertiser is not None:
+                advertiser.close()
+            self.close()
+            serving.join(timeout=5)
+
+    def close(self) -> None:
+        self.server.close()
+        self.server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        self.context.close()
+
+
+def serve(config: Config, host: str | None, port: int | None) -> int:
+    from appliance.service import Service
+
+    try:
+        server = WebServer(config, host=host, port=port)
+    except OSError as exc:
+        print(f"acopio: cannot listen on {host or config.web.host}:"
+              f"{port or config.web.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return Service(config, roles=("web",),
+                   make_role=lambda *_: server).run_until_signal()
