@@ -23,15 +23,21 @@ def data_dir(tmp_path: Path) -> Path:
     return path
 
 
+# Tests never multicast out of the machine's real interface: zeroconf is off unless a test
+# turns it on inside a network namespace of its own (tests/netns.py).
+TEST_ENV = {"ACOPIO_WEB_ZEROCONF": "false"}
+
+
 @pytest.fixture
 def config(data_dir: Path) -> config_mod.Config:
-    return config_mod.load(None, environ={}, data_dir=data_dir)
+    return config_mod.load(None, environ=TEST_ENV, data_dir=data_dir)
 
 
 def run_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
             input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run `python -m appliance` as a real separate process."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    full_env.update(TEST_ENV)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "appliance", *map(os.fspath, args)],

@@ -45,3 +45,25 @@ def test_readme_opens_with_the_two_commands() -> None:
     head = _readme()[:1500]
     assert "./scripts/run" in head
     assert "./scripts/test" in head
+
+
+def test_every_web_route_is_documented(config) -> None:
+    """Each route of the web app appears in a README table row naming all its methods."""
+    from appliance.web import create_app
+
+    app = create_app(config)
+    lines = _readme().splitlines()
+    methods_by_rule: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        methods_by_rule.setdefault(rule.rule, set()).update(
+            rule.methods - {"HEAD", "OPTIONS"})
+    problems = []
+    for rule, methods in sorted(methods_by_rule.items()):
+        rows = [line for line in lines if line.startswith(f"| `{rule}` |")]
+        if not rows:
+            problems.append(f"{rule}: no README table row")
+            continue
+        listed = {m.strip() for m in rows[0].split("|")[2].split(",")}
+        if listed != methods:
+            problems.append(f"{rule}: README says {sorted(listed)}, app has {sorted(methods)}")
+    assert not problems, "undocumented web routes:\n" + "\n".join(problems)

@@ -16,6 +16,7 @@ import threading
 from waitress.server import create_server
 
 from appliance.advertise import Advertiser
+from appliance.agenda import slugify
 from appliance.config import Config
 from appliance.web import create_app
 from appliance.web.context import EXTENSION, WebContext
@@ -54,9 +55,12 @@ class WebServer:
         announce_setup_code(self.context)
         advertiser = None
         if self.config.web.zeroconf:
+            # The host record is named after the kit (kit-cultura.local), which the Host
+            # allowlist accepts, and which stays distinct on boxes cloned from one image.
             advertiser = Advertiser(self.config.kit.name, int(self.bound_port),
-                                    interfaces=self.config.web.zeroconf_interfaces)
-            advertiser.start()
+                                    interfaces=self.config.web.zeroconf_interfaces,
+                                    hostname=slugify(self.config.kit.name) or None)
+            advertiser.start_in_background()  # about 1.7 s of probing; serve meanwhile
         serving = threading.Thread(target=self.server.run, name="web-server", daemon=True)
         serving.start()
         log.info("web UI on http://%s:%s/", self.host, self.bound_port)
