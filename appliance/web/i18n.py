@@ -66,6 +66,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "archive.title": "Archivo",
         "archive.empty": "El archivo está vacío.",
         "archive.items": "{count} elementos",
+        "archive.items.one": "1 elemento",
         "folder.unsorted": "Sin actividad",
         "grid.more": "Más",
         "grid.previous": "Anteriores",
@@ -106,6 +107,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "search.status.problems": "Con avisos",
         "search.submit": "Buscar",
         "search.results": "{count} resultados",
+        "search.results.one": "1 resultado",
         "search.none": "Sin resultados.",
         "status.title": "Estado del equipo",
         "status.devices": "Dispositivos",
@@ -203,6 +205,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "archive.title": "Archive",
         "archive.empty": "The archive is empty.",
         "archive.items": "{count} items",
+        "archive.items.one": "1 item",
         "folder.unsorted": "No activity",
         "grid.more": "More",
         "grid.previous": "Previous",
@@ -243,6 +246,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "search.status.problems": "With warnings",
         "search.submit": "Search",
         "search.results": "{count} results",
+        "search.results.one": "1 result",
         "search.none": "No results.",
         "status.title": "Box status",
         "status.devices": "Devices",
@@ -314,6 +318,12 @@ class Translator:
             return text.format(**formatted)
         return text
 
+    def count(self, key: str, count: int) -> str:
+        """"1 elemento" but "3 elementos": `key.one` when the count is one."""
+        if count == 1 and f"{key}.one" in self.messages:
+            return self.messages[f"{key}.one"]
+        return self(key, count=count)
+
     def datetime(self, value: str | datetime | None, fmt: str = "medium") -> str:
         if not value:
             return ""
@@ -335,8 +345,9 @@ class Translator:
                                        if self.language == "es-MX" else "LLLL y",
                                        locale=self.locale)
 
-    def number(self, value: float) -> str:
-        return babel_numbers.format_decimal(value, locale=self.locale)
+    def number(self, value: float, pattern: str | None = None) -> str:
+        """In the locale; `pattern` (Babel's, "0.#####") when 3 decimals are not enough."""
+        return babel_numbers.format_decimal(value, pattern, locale=self.locale)
 
     def size(self, n_bytes: int | None) -> str:
         if n_bytes is None:
