@@ -87,12 +87,14 @@ def login() -> Response | str:
     error = t("login.expired") if request.args.get("expired") else None
     status = 200
     name = ""
+    retry_after = None
     if request.method == "POST":
         name = request.form.get("username", "").strip()
         try:
             user = _attempt_login(name, request.form.get("password", ""))
         except TooManyRequests as exc:
-            error, status = t("login.throttled", seconds=exc.retry_after), 429  # type: ignore[attr-defined]
+            retry_after = exc.retry_after  # type: ignore[attr-defined]
+            error, status = t("login.throttled", seconds=retry_after), 429
         except LoginFailed:
             error, status = t("login.failed"), 401
         else:
@@ -100,7 +102,14 @@ def login() -> Response | str:
             _start_session(user, response)
             return response
     body = render_template("login.html", error=error, username=name)
-    return make_response(body, status)
+    return _with_retry_after(make_response(body, status), retry_after)
+
+
+def _with_retry_after(response: Response, seconds: int | None) -> Response:
+    """A throttled form answers 429 with Retry-After, as the JSON API does."""
+    if seconds:
+        response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 @bp.post("/api/login")
@@ -162,13 +171,15 @@ def setup() -> Response | str:
     if not web().setup.needed():
         return redirect(url_for("auth.login"))
     error, status, name = None, 200, ""
+    retry_after = None
     if request.method == "POST":
         name = request.form.get("username", "").strip()
         try:
             user = _redeem_setup(request.form.get("code", ""), name,
                                  request.form.get("password", ""))
         except TooManyRequests as exc:
-            error, status = t("login.throttled", seconds=exc.retry_after), 429  # type: ignore[attr-defined]
+            retry_after = exc.retry_after  # type: ignore[attr-defined]
+            error, status = t("login.throttled", seconds=retry_after), 429
         except AccountError as exc:
             error, status = _setup_error(exc), 400
         else:
@@ -176,7 +187,7 @@ def setup() -> Response | str:
             _start_session(user, response)
             return response
     body = render_template("setup.html", error=error, username=name)
-    return make_response(body, status)
+    return _with_retry_after(make_response(body, status), retry_after)
 
 
 def _setup_error(exc: AccountError) -> str:

@@ -37,7 +37,8 @@ def paged(query: ItemQuery, page: int) -> dict[str, Any]:
     size = query.limit
     found, total = web().index.search(query)
     pages = max(1, math.ceil(total / size))
-    return {"items": present.items(found), "total": total, "page": page, "pages": pages}
+    return {"items": present.items(found), "total": total, "page": page, "pages": pages,
+            "size": size}
 
 
 def _query(page: int, **filters: Any) -> ItemQuery:
@@ -108,8 +109,9 @@ def search_query(page: int, limit: int) -> ItemQuery:
     if status is not None and status not in STATUSES:
         abort(400, f"unknown status {status!r}")
     month = args.get("month") or None
-    if month is not None:
-        present.check_month(month)
+    if month is not None and not present.MONTH.match(month):
+        abort(400, "month must be YYYY-MM")  # a bad filter is a 400 (check_month's 404 is
+        # for a month in the path)
     try:
         date_from = date.fromisoformat(args["from"]) if args.get("from") else None
         date_to = date.fromisoformat(args["to"]) if args.get("to") else None

@@ -144,9 +144,11 @@ def csrf_token() -> str:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path on this box: never `//evil.example` or `https://...`."""
+    """Only a path on this box: never `//evil.example` or `https://...`. Control characters
+    and white space are refused too: browsers drop tabs and newlines from a URL, so
+    `/<TAB>/evil.example` would become `//evil.example`, and a newline cannot go in a header."""
     if not target or not target.startswith("/") or target.startswith("//") \
-            or "\\" in target:
+            or "\\" in target or any(c <= " " or c == "\x7f" for c in target):
         return url_for("browse.recent")
     return target
 

@@ -1,0 +1,605 @@
+"""The query index: filters, orders, text search, incremental refresh from the shards, the
+agenda joined at query time, damage and rebuilds, threads and processes."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sqlite3
+import threading
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from appliance import storage
+from appliance.agenda import Activity, Agenda
+from appliance.catalog import Catalog
+from appliance.datadir import DataDir
+from appliance.fsutil import file_lock
+from appliance.query import ItemIndex, ItemQuery, fts_query
+
+ZONE = ZoneInfo("America/Mexico_City")
+INFORME = "2026/05/2026-05-10_informe-anual"
+FERIA = "2026/05/2026-05-20_feria-del-libro"
+JUNIO = "2026/06/2026-06-02_sin-actividad"
+CANON = {"make": "Canon", "model": "Canon EOS R6"}
+NIKON = {"make": "NIKON CORPORATION", "model": "NIKON Z 6"}
+
+
+def sha(n: int) -> str:
+    return f"{n:064x}"
+
+
+def record(n: int, folder: str = INFORME, *, kind: str = "photo",
+           name: str | None = None, captured: str = "2026-05-10T10:00:00-06:00",
+           imported: str = "2026-05-10T12:00:00-06:00", camera: dict | None = None,
+           problems: list | None = None, **extra: Any) -> dict[str, Any]:
+    """A catalog record with the fields of ingest.records.make_record."""
+    name = name or f"IMG_{n:04d}.JPG"
+    return {
+        "sha256": sha(n), "size": 1000 + n, "kind": kind, "original_name": name,
+        "source_path": f"DCIM/100CANON/{name}", "archive_path": f"archive/{folder}/{name}",
+        "folder": folder, "activity": folder.split("_", 1)[1], "filed_by": "agenda",
+        "captured_at": captured, "date_source": "exif", "camera": camera,
+        "gps": None, "orientation": 1, "rotation": None, "width": 6000, "height": 4000,
+        "duration": None, "problems": problems or [], "imported_at": imported,
+        "import_id": "imp-1", **extra,
+    }
+
+
+def activity(slug: str, title: str, day: str, area: str = "", place: str = "") -> Activity:
+    start = datetime.fromisoformat(f"{day}T08:00").replace(tzinfo=ZONE)
+    return Activity(slug, title, start, start + timedelta(hours=10), area, place)
+
+
+@pytest.fixture
+def data(data_dir: Path) -> DataDir:
+    d = DataDir.at(data_dir)
+    d.ensure()
+    return d
+
+
+@pytest.fixture
+def index(data: DataDir):
+    idx = ItemIndex(data, ZONE)
+    yield idx
+    idx.close()
+
+
+def shas(records: list[dict]) -> list[str]:
+    return [r["sha256"] for r in records]
+
+
+@pytest.fixture
+def archive(data: DataDir) -> dict[int, dict]:
+    """Three folders in two months, an agenda with areas."""
+    agenda = Agenda(data.state)
+    agenda.add(activity("informe-anual", "Informe Anual de Gobierno", "2026-05-10",
+                        "Presidencia", "Cabildo"))
+    agenda.add(activity("feria-del-libro", "Feria Internacional del Libro", "2026-05-20",
+                        "Cultura"))
+    recs = {
+        1: record(1, name="DSC_0012.JPG", camera=CANON,
+                  caption="Discurso sobre Comunicación Social", tags=["cabildo", "Discurso"],
+                  captured="2026-05-10T10:00:00-06:00", imported="2026-05-10T12:00:00-06:00"),
+        2: record(2, name="DSC_0013.JPG", camera=CANON, captured="2026-05-10T10:05:00-06:00",
+                  imported="2026-05-10T12:00:00-06:00"),
+        3: record(3, name="MVI_0100.MP4", kind="video", camera=CANON,
+                  captured="2026-05-10T09:00:00-06:00", imported="2026-05-10T12:00:00-06:00"),
+        4: record(4, name="audio entrevista.wav", kind="audio",
+                  captured="2026-05-10T11:00:00-06:00", imported="2026-05-10T12:30:00-06:00",
+                  problems=[{"code": "damaged", "detail": "cut short"}]),
+        5: record(5, FERIA, name="_DSC9001.NEF", kind="raw", camera=NIKON,
+                  captured="2026-05-20T10:00:00-06:00", imported="2026-05-21T09:00:00-06:00"),
+        6: record(6, FERIA, name="_DSC9002.JPG", camera=NIKON, tags=["niños", "lectura"],
+                  captured="2026-05-20T10:01:00-06:00", imported="2026-05-21T09:00:01-06:00"),
+        # 04:30 UTC on the 3rd is still the 2nd in Mexico City
+        7: record(7, JUNIO, name="nota.txt", kind="other",
+                  captured="2026-06-03T04:30:00+00:00", imported="2026-06-03T08:00:00-06:00"),
+    }
+    catalog = Catalog(data)
+    for folder in (INFORME, FERIA, JUNIO):
+        catalog.upsert(folder, [r for r in recs.values() if r["folder"] == folder])
+    return recs
+
+
+def search(index: ItemIndex, **kwargs: Any) -> list[str]:
+    records, total = index.search(ItemQuery(limit=500, **kwargs))
+    assert total == len(records)
+    return shas(records)
+
+
+# -- filters, orders, paging ------------------------------------------------------------
+
+
+def test_records_come_back_exactly_as_stored(index: ItemIndex, archive: dict) -> None:
+    records, total = index.search(ItemQuery())
+    assert total == 7
+    assert sorted(records, key=lambda r: r["sha256"]) == [archive[n] for n in range(1, 8)]
+    assert index.get(sha(6)) == archive[6]
+    assert index.get(sha(99)) is None
+
+
+def test_each_filter(index: ItemIndex, archive: dict) -> None:
+    s = {n: sha(n) for n in archive}
+    assert set(search(index, month="2026-05")) == {s[n] for n in range(1, 7)}
+    assert search(index, month="2026-06") == [s[7]]
+    assert search(index, month="2025-01") == []
+    assert set(search(index, activity="feria-del-libro")) == {s[5], s[6]}
+    assert set(search(index, folder=INFORME)) == {s[1], s[2], s[3], s[4]}
+    assert search(index, kind="video") == [s[3]]
+    assert search(index, kind="raw") == [s[5]]
+    assert set(search(index, kind="photo")) == {s[1], s[2], s[6]}
+    assert set(search(index, camera="Canon EOS R6")) == {s[1], s[2], s[3]}
+    assert set(search(index, camera="NIKON CORPORATION NIKON Z 6")) == {s[5], s[6]}
+    assert set(search(index, area="Cultura")) == {s[5], s[6]}
+    assert set(search(index, area="Presidencia")) == {s[1], s[2], s[3], s[4]}
+    assert search(index, area="Deportes") == []
+    assert search(index, status="problems") == [s[4]]
+    assert set(search(index, status="ok")) == {s[n] for n in archive} - {s[4]}
+    # dates are the capture's local date in the kit's zone, both ends inclusive
+    assert set(search(index, date_from=date(2026, 5, 20))) == {s[5], s[6], s[7]}
+    assert set(search(index, date_to=date(2026, 5, 10))) == {s[1], s[2], s[3], s[4]}
+    assert search(index, date_from=date(2026, 6, 2), date_to=date(2026, 6, 2)) == [s[7]]
+    assert search(index, date_from=date(2026, 6, 3)) == []
+    # filters combine
+    assert search(index, month="2026-05", kind="photo", camera="NIKON CORPORATION NIKON Z 6",
+                  area="Cultura", status="ok") == [s[6]]
+    assert search(index, kind="photo", status="problems") == []
+
+
+def test_orders(index: ItemIndex, archive: dict) -> None:
+    # newest import first; ties by capture time (newest first), then sha256
+    assert search(index) == [sha(n) for n in (7, 6, 5, 4, 2, 1, 3)]
+    # capture time (oldest first), then archive path
+    assert search(index, order="captured") == [sha(n) for n in (3, 1, 2, 4, 5, 6, 7)]
+    same_time = [record(n, JUNIO, name=name, captured="2026-06-02T10:00:00-06:00")
+                 for n, name in ((10, "b.jpg"), (11, "a.jpg"), (12, "c.jpg"))]
+    Catalog(index.data).upsert(JUNIO, same_time)
+    index.refresh(force=True)
+    assert search(index, folder=JUNIO, order="captured") == [sha(n) for n in (11, 10, 12, 7)]
+
+
+def test_paging_total_and_validation(index: ItemIndex, data: DataDir) -> None:
+    Catalog(data).upsert(INFORME, [
+        record(n, imported=f"2026-05-10T12:{n:02d}:00-06:00") for n in range(1, 26)])
+    pages = []
+    for offset in range(0, 30, 10):
+        records, total = index.search(ItemQuery(limit=10, offset=offset))
+        assert total == 25
+        pages.append(shas(records))
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [s for page in pages for s in page] == [sha(n) for n in range(25, 0, -1)]
+    assert index.search(ItemQuery(limit=10, offset=100)) == ([], 25)
+    assert index.search(ItemQuery(kind="photo", limit=1, offset=24))[1] == 25
+    for bad in ({"status": "broken"}, {"limit": 0}, {"limit": 501}, {"offset": -1},
+                {"order": "random"}, {"limit": True}):
+        with pytest.raises(ValueError):
+            ItemQuery(**bad)
+    assert ItemQuery(limit=500).limit == 500
+
+
+# -- text search ------------------------------------------------------------------------
+
+
+def test_text_search(index: ItemIndex, archive: dict) -> None:
+    s = {n: sha(n) for n in archive}
+    assert search(index, q="comunicacion") == [s[1]]  # accents and case ignored
+    assert search(index, q="COMUNICACIÓN") == [s[1]]
+    assert search(index, q="comunic") == [s[1]]  # prefix
+    assert search(index, q="niños") == [s[6]] == search(index, q="ninos")  # tags
+    assert search(index, q="dsc_00") == [s[2], s[1]]  # file name parts, as typed
+    assert search(index, q="DSC_0012.JPG") == [s[1]]
+    assert search(index, q="0013") == [s[2]]
+    assert set(search(index, q="dsc")) == {s[1], s[2], s[5], s[6]}  # _DSC9001 too
+    assert search(index, q="nef") == [s[5]]
+    assert search(index, q="entrevista") == [s[4]]
+    assert set(search(index, q="canon")) == {s[1], s[2], s[3]}  # camera make/model
+    assert set(search(index, q="nikon z")) == {s[5], s[6]}
+    # the activity slug and the agenda title
+    assert set(search(index, q="feria")) == {s[5], s[6]}
+    assert set(search(index, q="gobierno")) == {s[1], s[2], s[3], s[4]}
+    # every word must match, anywhere in the item
+    assert search(index, q="discurso gobierno canon") == [s[1]]
+    assert search(index, q="discurso feria") == []
+    assert search(index, q="discurso xyz") == []
+    # with filters and either order
+    assert search(index, q="dsc", kind="raw") == [s[5]]
+    assert search(index, q="dsc", order="captured") == [s[1], s[2], s[5], s[6]]
+    assert search(index, q="   ") == search(index)
+
+
+HOSTILE = ['"', '""', "*", "NEAR(", "NEAR(a b", "'", ")", "(", "-", "-dsc", "a OR b",
+           "AND", "dsc AND", "NOT dsc", "^dsc", "dsc:", "body:dsc", "title : x", "{a b}",
+           "a + b", "\\", "%", "_", "dsc*", '"dsc', "dsc\x00x", "😀", "Ω≈ç√", "ß", "İstanbul",
+           "\u0301", "\ud800", "ﬁ", "x" * 10_000, "a " * 5_000, '" OR "" * NEAR(',
+           "𝔡𝔰𝔠", "دسك", "中文", "\t\n", ""]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_text_never_raises(index: ItemIndex, archive: dict, text: str) -> None:
+    records, total = index.search(ItemQuery(q=text, limit=500))
+    assert total == len(records)
+
+
+def test_fts_query_is_quoted_prefix_phrases() -> None:
+    assert fts_query("DSC_00 comunicación") == '"dsc 00"* "comunicacion"*'
+    assert fts_query('" * ( ) - \' :') is None
+    assert fts_query('NEAR(a "b" *c)') == '"near a"* "b"* "c"*'
+    assert fts_query("a " * 1000).count('"a"*') == 16  # a pasted essay is cut short
+
+
+# -- refresh ----------------------------------------------------------------------------
+
+
+def test_agenda_changes_show_without_reading_shards(index: ItemIndex, data: DataDir,
+                                                    archive: dict) -> None:
+    assert search(index, q="gobierno")
+    folders = {f["folder"]: f for f in index.folders("2026-05")}
+    assert folders[INFORME]["title"] == "Informe Anual de Gobierno"
+    assert folders[INFORME]["area"] == "Presidencia"
+    agenda = Agenda(data.state)
+    agenda.remove("informe-anual")
+    agenda.add(activity("informe-anual", "Segundo Informe Municipal", "2026-05-10", "Cabildo"))
+    agenda.add(activity("torneo", "Torneo Infantil", "2026-07-01", "Deportes"))
+    assert index.refresh(force=True) == 0  # no shard was read
+    assert search(index, q="gobierno") == []
+    assert len(search(index, q="segundo informe municipal")) == 4
+    assert search(index, area="Presidencia") == []
+    assert len(search(index, area="Cabildo")) == 4
+    folders = {f["folder"]: f for f in index.folders("2026-05")}
+    assert folders[INFORME]["title"] == "Segundo Informe Municipal"
+    assert folders[INFORME]["area"] == "Cabildo"
+    assert index.areas() == ["Cabildo", "Cultura", "Deportes"]
+    agenda.remove("feria-del-libro")
+    index.refresh(force=True)
+    assert search(index, q="internacional") == []
+    assert len(search(index, q="feria libro")) == 2  # the slug stays
+    assert {f["folder"]: f["title"] for f in index.folders("2026-05")}[FERIA] == ""
+
+
+def test_new_items_after_a_refresh_and_the_throttle(data: DataDir, archive: dict) -> None:
+    catalog = Catalog(data)
+    with ItemIndex(data, ZONE, refresh_interval_s=3600) as index:
+        assert index.search(ItemQuery())[1] == 7
+        catalog.upsert(FERIA, [record(8, FERIA, imported="2026-05-22T10:00:00-06:00")])
+        assert index.search(ItemQuery())[1] == 7  # throttled: the last refresh is recent
+        assert index.refresh() == 0
+        assert index.latest_import() == archive[7]["imported_at"]
+        assert index.refresh(force=True) == 1  # only the changed shard is read
+        assert index.search(ItemQuery())[1] == 8
+        assert index.refresh(force=True) == 0
+    with ItemIndex(data, ZONE, refresh_interval_s=0.2) as index:
+        assert index.search(ItemQuery())[1] == 8
+        catalog.upsert(JUNIO, [record(9, JUNIO, imported="2026-06-04T10:00:00-06:00")])
+        time.sleep(0.25)
+        records, total = index.search(ItemQuery())  # refreshes by itself
+        assert total == 9 and records[0]["sha256"] == sha(9)
+        assert index.latest_import() == "2026-06-04T10:00:00-06:00"
+
+
+def test_an_updated_record_replaces_the_old_one(index: ItemIndex, data: DataDir,
+                                                archive: dict) -> None:
+    Catalog(data).upsert(INFORME, [{**archive[2], "caption": "Llegada del gobernador"}])
+    index.refresh(force=True)
+    assert search(index, q="gobernador") == [sha(2)]
+    assert index.search(ItemQuery())[1] == 7
+    Catalog(data).add_problems(INFORME, sha(2), [{"code": "damaged", "detail": "x"}])
+    index.refresh(force=True)
+    assert set(search(index, status="problems")) == {sha(2), sha(4)}
+
+
+def test_a_shard_that_grows_keeps_its_rows_and_its_summary_follows(
+        index: ItemIndex, data: DataDir, archive: dict) -> None:
+    index.refresh(force=True)
+    with sqlite3.connect(data.state / "query.sqlite") as conn:
+        before = dict(conn.execute("SELECT sha256, id FROM items WHERE folder = ?", (FERIA,)))
+    conn.close()
+    Catalog(data).upsert(FERIA, [record(8, FERIA, kind="photo", camera=CANON,
+                                        captured="2026-05-20T09:00:00-06:00",
+                                        imported="2026-05-22T08:00:00-06:00")])
+    assert index.refresh(force=True) == 1
+    with sqlite3.connect(data.state / "query.sqlite") as conn:
+        after = dict(conn.execute("SELECT sha256, id FROM items WHERE folder = ?", (FERIA,)))
+    conn.close()
+    assert {k: after[k] for k in before} == before  # unchanged records were not rewritten
+    feria = next(f for f in index.folders("2026-05") if f["folder"] == FERIA)
+    assert feria["count"] == 3 and feria["cover"] == sha(8)
+    assert feria["first_captured"] == "2026-05-20T09:00:00-06:00"
+    assert feria["last_imported"] == "2026-05-22T08:00:00-06:00"
+    assert index.stats()["by_kind"]["photo"] == 4
+    assert search(index, q="canon", folder=FERIA) == [sha(8)]
+
+
+def test_another_time_zone_rebuilds_the_index(data: DataDir, archive: dict) -> None:
+    with ItemIndex(data, ZONE) as index:
+        assert search(index, date_from=date(2026, 6, 2), date_to=date(2026, 6, 2)) == [sha(7)]
+    with ItemIndex(data, ZoneInfo("UTC")) as index:
+        assert search(index, date_from=date(2026, 6, 2), date_to=date(2026, 6, 2)) == []
+        assert search(index, date_from=date(2026, 6, 3), date_to=date(2026, 6, 3)) == [sha(7)]
+
+
+def test_a_deleted_shard_takes_its_items_along(index: ItemIndex, data: DataDir,
+                                               archive: dict) -> None:
+    assert index.search(ItemQuery())[1] == 7
+    Catalog(data).shard_path(FERIA).unlink()
+    index.refresh(force=True)
+    assert set(search(index)) == {sha(n) for n in (1, 2, 3, 4, 7)}
+    assert [f["folder"] for f in index.folders("2026-05")] == [INFORME]
+    assert search(index, q="nikon") == []
+    assert index.cameras() == ["Canon EOS R6"]
+
+
+def test_a_damaged_shard_keeps_its_rows_and_is_retried(
+        index: ItemIndex, data: DataDir, archive: dict,
+        caplog: pytest.LogCaptureFixture) -> None:
+    catalog = Catalog(data)
+    index.refresh(force=True)
+    catalog.shard_path(FERIA).write_bytes(b"\x00\x00 not json at all, much longer than before")
+    catalog.upsert(INFORME, [record(20, captured="2026-05-10T13:00:00-06:00")])
+    with caplog.at_level(logging.WARNING, logger="appliance.query"):
+        assert index.refresh(force=True) == 1  # the good shard
+    assert any(FERIA in r.getMessage() for r in caplog.records)
+    assert set(search(index, folder=FERIA)) == {sha(5), sha(6)}  # kept
+    assert sha(20) in search(index, folder=INFORME)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="appliance.query"):
+        assert index.refresh(force=True) == 0  # tried again, still damaged, said once
+    assert not caplog.records
+    catalog.replace_shard(FERIA, [archive[6]])  # `acopio check --repair`
+    assert index.refresh(force=True) == 1
+    assert search(index, folder=FERIA) == [sha(6)]
+
+
+def test_the_index_file_is_a_cache(data: DataDir, archive: dict,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    path = data.state / "query.sqlite"
+    expected = set(search_once(data))
+    assert len(expected) == 7 and path.exists()
+    # deleted while closed, and while open
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    assert set(search_once(data)) == expected
+    with ItemIndex(data, ZONE) as index:
+        assert set(search(index)) == expected
+        path.unlink()
+        index.refresh(force=True)
+        assert set(search(index)) == expected and path.exists()
+    # garbage
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.WARNING, logger="appliance.query"):
+        assert set(search_once(data)) == expected
+    assert any("rebuilding" in r.getMessage() for r in caplog.records)
+    # garbage written while an index is open
+    with ItemIndex(data, ZONE) as index:
+        assert set(search(index)) == expected
+        path.write_bytes(b"\x00garbage" * 1000)
+        index.refresh(force=True)
+        assert set(search(index)) == expected
+        assert index.stats()["items"] == 7
+    # another schema
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 999")
+        conn.execute("DELETE FROM items")
+    conn.close()
+    assert set(search_once(data)) == expected
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] != 999
+    conn.close()
+
+
+def test_a_reader_never_waits_for_another_process_writing(data: DataDir,
+                                                         archive: dict) -> None:
+    with ItemIndex(data, ZONE, refresh_interval_s=0) as index:
+        assert index.search(ItemQuery())[1] == 7
+        Catalog(data).upsert(FERIA, [record(8, FERIA)])
+        with file_lock(data.state / "query.sqlite.lock"):  # as another process refreshing
+            start = time.monotonic()
+            assert index.search(ItemQuery())[1] == 7  # what was committed so far
+            assert index.refresh() == 0
+            assert time.monotonic() - start < 5
+        assert index.search(ItemQuery())[1] == 8
+
+
+def search_once(data: DataDir) -> list[str]:
+    with ItemIndex(data, ZONE) as index:
+        return search(index)
+
+
+# -- navigation and summaries -----------------------------------------------------------
+
+
+def test_neighbours(index: ItemIndex, archive: dict) -> None:
+    # INFORME by capture time: 3 (09:00), 1 (10:00), 2 (10:05), 4 (11:00)
+    assert index.neighbours(sha(3)) == (None, sha(1))
+    assert index.neighbours(sha(1)) == (sha(3), sha(2))
+    assert index.neighbours(sha(2)) == (sha(1), sha(4))
+    assert index.neighbours(sha(4)) == (sha(2), None)
+    assert index.neighbours(sha(7)) == (None, None)  # alone in its folder
+    assert index.neighbours(sha(99)) == (None, None)
+
+
+def test_months_folders_cameras_areas_stats(index: ItemIndex, archive: dict) -> None:
+    assert index.months() == [{"month": "2026-06", "count": 1}, {"month": "2026-05", "count": 6}]
+    assert index.folders("2026-05") == [
+        {"folder": FERIA, "activity": "feria-del-libro",
+         "title": "Feria Internacional del Libro",
+         "area": "Cultura", "count": 2, "first_captured": archive[5]["captured_at"],
+         "last_imported": archive[6]["imported_at"], "cover": sha(6)},  # its only photo
+        {"folder": INFORME, "activity": "informe-anual", "title": "Informe Anual de Gobierno",
+         "area": "Presidencia", "count": 4, "first_captured": archive[3]["captured_at"],
+         "last_imported": archive[4]["imported_at"], "cover": sha(1)},  # first photo
+    ]
+    assert index.folders("2026-06") == [
+        {"folder": JUNIO, "activity": "sin-actividad", "title": "", "area": "", "count": 1,
+         "first_captured": archive[7]["captured_at"], "last_imported": archive[7]["imported_at"],
+         "cover": sha(7)}]
+    assert index.folders("2020-01") == []
+    assert index.cameras() == ["Canon EOS R6", "NIKON CORPORATION NIKON Z 6"]
+    assert index.areas() == ["Cultura", "Presidencia"]
+    assert index.stats() == {
+        "items": 7, "bytes": sum(r["size"] for r in archive.values()),
+        "by_kind": {"photo": 3, "raw": 1, "video": 1, "audio": 1, "other": 1}}
+    assert index.latest_import() == archive[7]["imported_at"]
+
+
+def test_a_video_is_the_cover_of_a_folder_without_photos(index: ItemIndex,
+                                                         data: DataDir) -> None:
+    Catalog(data).upsert(JUNIO, [
+        record(1, JUNIO, kind="audio", captured="2026-06-02T08:00:00-06:00"),
+        record(2, JUNIO, kind="video", captured="2026-06-02T09:00:00-06:00"),
+        record(3, JUNIO, kind="video", captured="2026-06-02T10:00:00-06:00")])
+    assert index.folders("2026-06")[0]["cover"] == sha(2)
+
+
+def test_an_empty_catalog(index: ItemIndex) -> None:
+    assert index.search(ItemQuery(q="x")) == ([], 0)
+    assert index.months() == [] and index.cameras() == [] and index.areas() == []
+    assert index.latest_import() is None and index.get(sha(1)) is None
+    assert index.stats()["items"] == 0
+
+
+def test_odd_records_do_not_break_the_index(index: ItemIndex, data: DataDir) -> None:
+    odd = record(1, name="caf\udce9 \udcff.jpg", captured="not a time", imported="never",
+                 camera={"make": None, "model": "X100"}, tags=["ok", 3, None], caption=None)
+    Catalog(data).upsert(INFORME, [odd, record(2, size=None, problems=None)])
+    assert index.get(sha(1)) == odd  # surrogates of undecodable names round-trip
+    assert search(index, q="caf") == [sha(1)]
+    assert index.cameras() == ["X100"]
+    assert set(search(index, order="captured")) == {sha(1), sha(2)}
+    assert index.search(ItemQuery(date_from=date(2000, 1, 1)))[1] == 1
+
+
+# -- concurrency ------------------------------------------------------------------------
+
+
+def _refresh_in_child(root: str, barrier: Any, out: Any) -> None:
+    try:
+        with ItemIndex(DataDir.at(root), ZONE) as index:
+            barrier.wait(timeout=60)
+            index.refresh(force=True)
+            seen = [index.search(ItemQuery(limit=5))[1] for _ in range(20)]
+            out.put(("ok", index.stats()["items"], seen, len(index.months())))
+    except BaseException as exc:  # reported to the parent, never lost
+        out.put(("error", repr(exc), None, None))
+
+
+def test_two_processes_refresh_the_same_index(data: DataDir) -> None:
+    catalog = Catalog(data)
+    for day in range(1, 21):
+        folder = f"2026/0{1 + day % 3}/2026-0{1 + day % 3}-{day:02d}_evento-{day}"
+        catalog.upsert(folder, [record(day * 100 + i, folder) for i in range(50)])
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_refresh_in_child, args=(str(data.root), barrier, out))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert [r[0] for r in results] == ["ok", "ok"], results
+    for _, items, seen, months in results:
+        assert items == 1000 and set(seen) == {1000} and months == 3
+    with sqlite3.connect(data.state / "query.sqlite") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 1000
+        assert conn.execute("SELECT count(*) FROM fts").fetchone()[0] == 1000
+    conn.close()
+
+
+def test_threads_search_while_another_imports(data: DataDir) -> None:
+    catalog = Catalog(data)
+    catalog.upsert(INFORME, [record(n) for n in range(1, 51)])
+    errors: list[BaseException] = []
+    done = threading.Event()
+    with ItemIndex(data, ZONE, refresh_interval_s=0.01) as index:
+        index.refresh(force=True)
+
+        def reader(text: str) -> None:
+            try:
+                last = 0
+                while not done.is_set():
+                    records, total = index.search(ItemQuery(q=text, limit=20, offset=10))
+                    assert len(records) == max(0, min(20, total - 10))
+                    assert total >= last  # items only ever arrive here
+                    last = total
+                    index.months()
+                    index.get(sha(1))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader, args=(q,))
+                   for q in ("", "img", "img_0", "evento", "", "jpg")]
+        for t in threads:
+            t.start()
+        try:
+            for batch in range(10):
+                folder = f"2026/05/2026-05-{11 + batch}_evento-{batch}"
+                catalog.upsert(folder, [record(1000 + batch * 30 + i, folder)
+                                        for i in range(30)])
+                index.refresh(force=True)
+        finally:
+            done.set()
+            for t in threads:
+                t.join(timeout=60)
+        assert not errors, errors
+        assert index.search(ItemQuery())[1] == 350
+        assert index.search(ItemQuery(q="evento"))[1] == 300
+
+
+# -- speed ------------------------------------------------------------------------------
+
+
+def write_shard(catalog: Catalog, folder: str, records: list[dict]) -> None:
+    """A shard as Catalog writes it, without the content index (faster to set up)."""
+    storage.SafeJSONStorage(catalog.shard_path(folder), catalog.data.tmp).write(
+        {"_meta": {"1": {"schema_version": 1}},
+         "items": {str(i): r for i, r in enumerate(records, start=1)}})
+
+
+def best_ms(call: Any, repeat: int = 7) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return min(times)
+
+
+@pytest.mark.slow
+def test_speed_with_20000_items(data: DataDir) -> None:
+    catalog = Catalog(data)
+    n = 0
+    for shard in range(40):
+        day = date(2025, 1, 1) + timedelta(days=shard * 9)
+        folder = f"{day:%Y/%m}/{day:%Y-%m-%d}_evento-{shard}"
+        records = []
+        for i in range(500):
+            n += 1
+            records.append(record(
+                n, folder, name=f"DSC_{n:05d}.JPG", kind=("photo", "video", "raw")[n % 3],
+                camera=(CANON, NIKON, None)[n % 3],
+                captured=f"{day}T{8 + i // 60:02d}:{i % 60:02d}:00-06:00",
+                imported=f"{day}T20:{i // 60:02d}:{i % 60:02d}-06:00",
+                caption="Comunicación social" if n % 7 == 0 else ""))
+        write_shard(catalog, folder, records)
+    with ItemIndex(data, ZONE) as index:
+        start = time.perf_counter()
+        assert index.refresh(force=True) == 40
+        build_s = time.perf_counter() - start
+        assert build_s < 60
+        assert best_ms(lambda: index.refresh(force=True)) < 50
+        month = index.months()[0]["month"]
+        folder = index.folders(month)[0]["folder"]
+        for query in (ItemQuery(), ItemQuery(offset=600), ItemQuery(order="captured"),
+                      ItemQuery(folder=folder, order="captured"), ItemQuery(kind="video"),
+                      ItemQuery(q="comunicacion"), ItemQuery(q="dsc"), ItemQuery(q="dsc_001"),
+                      ItemQuery(q="canon", month=month)):
+            assert index.search(query)[1] > 0
+            assert best_ms(lambda q=query: index.search(q)) < 50, query
