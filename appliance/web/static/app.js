@@ -29,6 +29,14 @@
     return value.toLocaleString(document.documentElement.lang, {maximumFractionDigits: 1}) + " " + units[unit];
   }
 
+  function duration(seconds) {  // as the server writes it: m:ss, or h:mm:ss
+    if (seconds === null || seconds === undefined) return "";
+    const total = Math.round(seconds);
+    const h = Math.floor(total / 3600), m = Math.floor(total % 3600 / 60), s = total % 60;
+    const two = (n) => String(n).padStart(2, "0");
+    return h ? h + ":" + two(m) + ":" + two(s) : m + ":" + two(s);
+  }
+
   let messages = {};
   const etags = {};
 
@@ -105,6 +113,9 @@
       } else {
         const pending = el("span", {"class": "pending"}, messages["kind." + item.kind] || item.kind);
         a.append(pending);
+      }
+      if (item.kind === "video" || item.kind === "audio") {  // as the server's grid shows it
+        a.append(el("span", {"class": "badge"}, (messages["kind." + item.kind] || item.kind) + " " + duration(item.duration)));
       }
       if (item.problems && item.problems.length) a.append(el("span", {"class": "badge warn"}, "!"));
       li.append(a);
