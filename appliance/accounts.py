@@ -84,11 +84,17 @@ def _password_bytes(password: str) -> bytes:
     return unicodedata.normalize("NFC", password).encode("utf-8", "surrogatepass")
 
 
+# One scrypt at a time per process: each takes 16 MiB and ~50 ms of CPU (more on a Pi), so a
+# burst of logins (or a flood of guesses) costs one block of memory, not one per web thread.
+_SCRYPT_SLOT = threading.BoundedSemaphore(1)
+
+
 def _scrypt(secret: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
     # OpenSSL's default memory cap (32 MiB) would refuse raised parameters; allow what they
     # need (V is 128*r*n bytes, B is 128*r*p) plus headroom, within the API's int limit.
     maxmem = min(128 * r * (n + p + 2) + 2**20, 2**31 - 1)
-    return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=maxmem)
+    with _SCRYPT_SLOT:
+        return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=maxmem)
 
 
 def hash_secret(secret: bytes) -> str:

@@ -7,6 +7,7 @@ does not match an agenda window is filed there.
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
@@ -87,13 +88,27 @@ def parse_time(text: str, zone: ZoneInfo) -> datetime:
 class Agenda:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "agenda.json"
+        # (file identity, activities): a long-lived reader (the web UI) parses the file
+        # again only when a write has replaced it. Writes rename a new file into place, so
+        # the inode changes with every write.
+        self._cache: tuple[tuple[int, int, int], list[Activity]] | None = None
 
     def activities(self) -> list[Activity]:
+        try:
+            st = os.stat(self.path)
+            identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            identity = (0, 0, 0)
+        cached = self._cache
+        if cached is not None and cached[0] == identity:
+            return list(cached[1])
         db = storage.snapshot(self.path)
-        return sorted(
+        activities = sorted(
             (Activity.from_record(r) for r in db.table("activities").all()),
             key=lambda a: (a.start, a.slug),
         )
+        self._cache = (identity, activities)
+        return list(activities)
 
     def get(self, slug: str) -> Activity | None:
         return next((a for a in self.activities() if a.slug == slug), None)
