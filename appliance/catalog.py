@@ -20,18 +20,20 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.table import Document
 
-from appliance import storage
+from appliance import fields, storage
 from appliance.datadir import DataDir
 from appliance.fsutil import file_lock
 from appliance.keyindex import KeyIndex
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ITEMS = "items"
 META = "_meta"
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 # MIGRATIONS[n] turns an item record of schema n into schema n + 1. Append, never edit.
-MIGRATIONS: Mapping[int, Migration] = {}
+MIGRATIONS: Mapping[int, Migration] = {
+    1: fields.with_defaults,  # 2: editorial fields (caption, pick, approval, history, ...)
+}
 
 _FOLDER_KEY = re.compile(r"^\d{4}/\d{2}/\d{4}-\d{2}-\d{2}_[a-z0-9][a-z0-9-]{0,79}$")
 
@@ -126,8 +128,41 @@ class Catalog:
                 if doc_id is None:
                     by_sha[record["sha256"]] = items.insert(record)
                 else:
-                    items.update(record, doc_ids=[doc_id])
+                    # Met again (a re-adopted copy): what people wrote about it stays.
+                    kept = {k: v for k, v in record.items() if k not in fields.ALL}
+                    items.update(kept, doc_ids=[doc_id])
         self._index(records, folder_key)
+
+    def update(self, folder_key: str, sha256s: Iterable[str],
+               change: Callable[[dict[str, Any]], dict[str, Any] | None], *,
+               before_commit: Callable[[list[dict[str, Any]]], None] | None = None,
+               ) -> dict[str, dict[str, Any]]:
+        """Read-modify-write some records of one shard under its lock (an edit).
+
+        `change` gets each record and returns its new version, or None to leave it;
+        `before_commit` sees the changed records while the lock is held, so whatever it
+        writes (the edit log) is in the same order as the shard's writes. Returns
+        {sha256: record as it is now} for the records found; an exception writes nothing."""
+        path = self.shard_path(folder_key)
+        wanted = set(sha256s)
+        found: dict[str, dict[str, Any]] = {}
+        with storage.transaction(path, self.data.tmp) as db:
+            self._migrate(db, path)
+            items = db.table(ITEMS)
+            changed = []
+            for doc in items.all():
+                if doc.get("sha256") not in wanted:
+                    continue
+                new = change(dict(doc))
+                if new is None:
+                    found[doc["sha256"]] = dict(doc)
+                    continue
+                items.update(new, doc_ids=[doc.doc_id])
+                found[doc["sha256"]] = new
+                changed.append(new)
+            if changed and before_commit is not None:
+                before_commit(changed)
+        return found
 
     def add_problems(self, folder_key: str, sha256: str,
                      problems: Iterable[dict[str, str]]) -> None:

@@ -3,7 +3,8 @@
 The archive is the truth. Check compares every catalog shard with its folder (each record's
 file present with its size, and with `deep` its SHA-256), finds files nobody catalogued and
 temp files left by a crash, and checks the hash index. Repair never deletes an original: a
-damaged shard is moved aside and rebuilt from the files of its folder, uncatalogued files
+damaged shard is moved aside and rebuilt from the files of its folder (and the edit log, for
+what people wrote about them), uncatalogued files
 are adopted, the index is rebuilt, and only crash debris (unlocked temp files) is removed.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
 from appliance.config import Config
 from appliance.datadir import DataDir
+from appliance.editorial import EditLog, replay
 from appliance.fsutil import TEMP_PREFIX, is_debris
 from appliance.storage import CorruptStateError
 from ingest import copy, records
@@ -147,7 +149,8 @@ def _rebuild_shard(config: Config, data: DataDir, catalog: Catalog, key: str,
     folder = data.archive / key
     files = [p for p in sorted(folder.iterdir()) if p.is_file()
              and not p.name.startswith(TEMP_PREFIX)] if folder.is_dir() else []
-    rebuilt = _describe_files(config, data, key, files)
+    # People's work (captions, picks, approvals) is not in the files: the edit log has it.
+    rebuilt = replay(_describe_files(config, data, key, files), EditLog(data))
     catalog.replace_shard(key, rebuilt)
     report.items += len(rebuilt)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from appliance import fields
 from appliance.config import Config
 from ingest import metadata
 
@@ -76,4 +77,5 @@ def make_record(
         "problems": [*info.problems, *description.date_problems],
         "imported_at": imported_at.isoformat(),
         "import_id": import_id,
+        **fields.defaults(),
     }

@@ -1,0 +1,269 @@
+"""What people add to an item: pick, rating, caption, tags, credit, approval, with history.
+
+Interface-agnostic (the web UI, the JSON API and `acopio items set` all call this), like the
+beets importer. The catalog record is the one place an item's fields live, so an edit is a
+read-modify-write of its shard under the shard's lock: concurrent editors in several web
+threads or processes never lose each other's writes.
+
+Concurrent edits of one item: every record carries a `revision` and, per field, the revision
+that last changed it (`edited`). A client that says which revision it started from
+(`base_revision`) gets an `EditConflict` for a field someone else changed meanwhile, with
+who and what, instead of silently overwriting it; fields nobody else touched merge. Tags can
+also be added and removed (`add_tags`, `remove_tags`), which always merge. Without a base
+revision (the CLI, a script) the last writer wins.
+
+Every applied change is also appended to a month's edit log (`state/edits/YYYY-MM.jsonl`,
+fsynced): a catalog shard rebuilt from the archive by `acopio check --repair` gets people's
+work back from it, since the files themselves cannot tell what anyone wrote about them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.catalog import Catalog
+from appliance.datadir import DataDir
+from appliance.fields import EDITABLE, with_defaults
+from appliance.fsutil import file_lock, fsync_dir
+
+PICKS = ("picked", "rejected")
+TEXT_LIMITS = {"caption": 2000, "credit": 200, "place": 200}
+LIST_FIELDS = ("tags", "people")
+LIST_ITEM_LIMIT = 64
+LIST_LENGTH_LIMIT = 50
+OPERATIONS = ("add_tags", "remove_tags")
+
+
+class EditError(ValueError):
+    """A value a person typed is not acceptable; the message names the field."""
+
+
+class NotFound(LookupError):
+    pass
+
+
+class EditConflict(Exception):
+    """Someone else changed these fields since `base_revision`: {field: {value, by, at}}."""
+
+    def __init__(self, sha256: str, fields: dict[str, dict[str, Any]], revision: int) -> None:
+        super().__init__(f"{sha256}: changed by someone else meanwhile: {', '.join(fields)}")
+        self.sha256 = sha256
+        self.fields = fields
+        self.revision = revision
+
+
+def _clean_text(value: str) -> str:
+    """NFC, no control characters (newlines and tabs in a caption are fine), trimmed."""
+    value = unicodedata.normalize("NFC", value)
+    return "".join(c for c in value if c in "\n\t" or unicodedata.category(c)[0] != "C").strip()
+
+
+def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and normalise an edit; unknown fields and bad values raise EditError."""
+    out: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in TEXT_LIMITS:
+            if not isinstance(value, str):
+                raise EditError(f"{key}: expected text")
+            value = _clean_text(value)
+            if len(value) > TEXT_LIMITS[key]:
+                raise EditError(f"{key}: at most {TEXT_LIMITS[key]} characters")
+        elif key in LIST_FIELDS or key in OPERATIONS:
+            value = _clean_list(key, value)
+        elif key == "pick":
+            if value not in (*PICKS, None):
+                raise EditError("pick: expected picked, rejected or null")
+        elif key == "rating":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 5:
+                raise EditError("rating: expected a whole number from 0 to 5")
+        else:
+            raise EditError(f"{key}: not an editable field "
+                            f"(editable: {', '.join([*EDITABLE, *OPERATIONS])})")
+        out[key] = value
+    return out
+
+
+def _clean_list(key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise EditError(f"{key}: expected a list of text")
+    seen: dict[str, str] = {}
+    for raw in value:
+        text = " ".join(_clean_text(raw).split())
+        if not text:
+            continue
+        if len(text) > LIST_ITEM_LIMIT:
+            raise EditError(f"{key}: each entry at most {LIST_ITEM_LIMIT} characters")
+        seen.setdefault(text.casefold(), text)
+    if len(seen) > LIST_LENGTH_LIMIT:
+        raise EditError(f"{key}: at most {LIST_LENGTH_LIMIT} entries")
+    return list(seen.values())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def apply(record: dict[str, Any], changes: Mapping[str, Any], *, by: str, at: str,
+          action: str = "edit", base_revision: int | None = None) -> dict[str, Any] | None:
+    """The record with `changes` (already validated) applied, or None when nothing changes.
+
+    Raises EditConflict when `base_revision` is given and a changed field was edited by
+    someone else after it (to a different value than this edit sets)."""
+    record = with_defaults(dict(record))
+    if base_revision is not None:
+        conflicts = {}
+        for key, value in changes.items():
+            field = "tags" if key in OPERATIONS else key
+            if key in OPERATIONS:
+                continue  # adding or removing a tag merges with anything
+            mark = record["edited"].get(field)
+            if mark and mark["revision"] > base_revision and record[field] != value:
+                conflicts[field] = {"value": record[field], "by": mark["by"], "at": mark["at"]}
+        if conflicts:
+            raise EditConflict(record["sha256"], conflicts, record["revision"])
+    new_values = dict(changes)
+    if "add_tags" in new_values or "remove_tags" in new_values:
+        tags = list(new_values.pop("tags", record["tags"]))
+        folded = {t.casefold() for t in tags}
+        tags += [t for t in new_values.pop("add_tags", []) if t.casefold() not in folded]
+        removed = {t.casefold() for t in new_values.pop("remove_tags", [])}
+        new_values["tags"] = [t for t in tags if t.casefold() not in removed]
+    diff = {k: [record.get(k), v] for k, v in new_values.items() if record.get(k) != v}
+    if not diff:
+        return None
+    revision = record["revision"] + 1
+    edited = dict(record["edited"])
+    for key, (_, value) in diff.items():
+        record[key] = value
+        edited[key] = {"revision": revision, "by": by, "at": at}
+    record["edited"] = edited
+    record["revision"] = revision
+    record["history"] = [*record["history"],
+                         {"at": at, "by": by, "action": action, "changes": diff}]
+    return record
+
+
+class EditLog:
+    """Append-only JSON lines, one file per month, fsynced: replayed onto rebuilt shards."""
+
+    def __init__(self, data: DataDir) -> None:
+        self.root = data.state / "edits"
+
+    def append(self, entries: list[dict[str, Any]]) -> None:
+        if not entries:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{entries[0]['at'][:7]}.jsonl"
+        payload = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n"
+                          for e in entries).encode()
+        with file_lock(self.root / ".lock"):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(self.root)
+
+    def entries(self, sha256s: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Entries in the order they were written (oldest month first); a line cut short by
+        a crash is skipped."""
+        wanted = set(sha256s) if sha256s is not None else None
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.glob("*.jsonl")):
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if wanted is None or entry.get("sha256") in wanted:
+                        yield entry
+
+
+def replay(records: list[dict[str, Any]], log: EditLog) -> list[dict[str, Any]]:
+    """Records rebuilt from files, with the logged edits and approvals applied again."""
+    by_sha = {r["sha256"]: with_defaults(r) for r in records}
+    for entry in log.entries(by_sha):
+        record = by_sha[entry["sha256"]]
+        changes = {k: new for k, (_, new) in entry["changes"].items()}
+        applied = apply(record, changes, by=entry["by"], at=entry["at"],
+                        action=entry["action"])
+        if applied is not None:
+            by_sha[entry["sha256"]] = applied
+    return list(by_sha.values())
+
+
+class Editor:
+    def __init__(self, data: DataDir, catalog: Catalog | None = None,
+                 clock: Callable[[], str] = _now) -> None:
+        self.data = data
+        self.catalog = catalog or Catalog(data)
+        self.log = EditLog(data)
+        self.clock = clock
+
+    def edit(self, sha256: str, changes: Mapping[str, Any], *, by: str,
+             base_revision: int | None = None) -> dict[str, Any]:
+        """Apply a person's edit to one item; the record as it is afterwards."""
+        return self._change([sha256], validate(changes), by=by, action="edit",
+                            base_revision=base_revision)[0]
+
+    def edit_many(self, sha256s: list[str], changes: Mapping[str, Any], *,
+                  by: str) -> list[dict[str, Any]]:
+        """The same edit on a selection: one write per catalog shard, last writer wins."""
+        return self._change(sha256s, validate(changes), by=by, action="edit")
+
+    def approve(self, sha256s: list[str], *, by: str) -> list[dict[str, Any]]:
+        return self._change(sha256s, {"approved": True, "approved_by": by,
+                                      "approved_at": self.clock()}, by=by, action="approve")
+
+    def withdraw(self, sha256s: list[str], *, by: str) -> list[dict[str, Any]]:
+        return self._change(sha256s, {"approved": False, "approved_by": by,
+                                      "approved_at": self.clock()}, by=by, action="withdraw")
+
+    def _change(self, sha256s: list[str], changes: dict[str, Any], *, by: str, action: str,
+                base_revision: int | None = None) -> list[dict[str, Any]]:
+        by_folder: dict[str, list[str]] = {}
+        for sha in dict.fromkeys(sha256s):
+            entry = self.catalog.lookup(sha)
+            if entry is None:
+                raise NotFound(sha)
+            by_folder.setdefault(entry["folder"], []).append(sha)
+        at = self.clock()
+
+        def change(record: dict[str, Any]) -> dict[str, Any] | None:
+            if action in ("approve", "withdraw") and \
+                    record.get("approved", False) == changes["approved"]:
+                return None  # approving an approved item changes nothing, not even its time
+            return apply(record, changes, by=by, at=at, action=action,
+                         base_revision=base_revision)
+
+        def log(changed: list[dict[str, Any]]) -> None:
+            self.log.append([{"sha256": r["sha256"], "at": at, "by": by, "action": action,
+                              "changes": r["history"][-1]["changes"]} for r in changed])
+
+        results: dict[str, dict[str, Any]] = {}
+        for folder, shas in by_folder.items():
+            updated = self.catalog.update(folder, shas, change, before_commit=log)
+            missing = set(shas) - set(updated)
+            if missing:
+                raise NotFound(sorted(missing)[0])
+            results.update(updated)
+        return [results[sha] for sha in dict.fromkeys(sha256s)]
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as listings show it: the editorial fields, without the long history."""
+    out = with_defaults(dict(record))
+    out.pop("history", None)
+    return out
+
+
+def history_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(with_defaults(dict(record))["history"])
