@@ -204,6 +204,30 @@ class WebConfig:
         (), "Addresses zeroconf advertises on; empty means every interface.")
 
 
+def _fraction(value: float) -> str | None:
+    return None if 0 < value <= 1 else "must be more than 0 and at most 1"
+
+
+@dataclass(frozen=True)
+class EditorialConfig:
+    credit_presets: tuple[str, ...] = _setting(
+        ("Comunicación Social",),
+        "Credit lines offered when describing items (the first is the default).")
+    rights: str = _setting(
+        "Todos los derechos reservados.",
+        "Rights line embedded (IPTC CopyrightNotice, XMP dc:rights) in web-size copies.")
+    web_long_side: int = _setting(
+        2048, "Long side in pixels of the web-size JPEG for social media.", _positive)
+    web_quality: int = _setting(85, "JPEG quality of the web-size copy (1-95).",
+                                lambda v: None if 1 <= v <= 95 else "must be from 1 to 95")
+    watermark: str = _setting(
+        "", "PNG (with transparency) stamped on web-size copies, bottom right; empty: none.")
+    watermark_scale: float = _setting(
+        0.15, "Watermark width as a fraction of the picture's width.", _fraction)
+    zip_max_items: int = _setting(
+        5000, "Most items in one ZIP download.", _positive)
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = _setting(
@@ -217,6 +241,7 @@ class Config:
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    editorial: EditorialConfig = field(default_factory=EditorialConfig)
 
     @property
     def zone(self) -> ZoneInfo:
