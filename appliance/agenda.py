@@ -126,6 +126,27 @@ class Agenda:
             table.insert(activity.to_record())
         return activity
 
+    def update(self, slug: str, **changes: Any) -> Activity:
+        """Change an activity's title, area, place, start or end (its slug stays: items and
+        folders are named by it). Items already filed stay where they are."""
+        allowed = {"title", "area", "place", "start", "end"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise AgendaError(f"cannot change {', '.join(sorted(unknown))} of an activity")
+        with storage.transaction(self.path, self.path.parent / "tmp") as db:
+            table = db.table("activities")
+            row = table.get(Query().slug == slug)
+            if row is None:
+                raise AgendaError(f"no activity {slug!r} in the agenda")
+            current = Activity.from_record(dict(row))
+            updated = Activity(**{**asdict(current), **changes})
+            if not updated.title.strip():
+                raise AgendaError("an activity needs a title")
+            if updated.end < updated.start:
+                raise AgendaError("the activity ends before it starts")
+            table.update(updated.to_record(), Query().slug == slug)
+        return updated
+
     def remove(self, slug: str) -> None:
         with storage.transaction(self.path, self.path.parent / "tmp") as db:
             if not db.table("activities").remove(Query().slug == slug):

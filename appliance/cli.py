@@ -49,11 +49,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_ingest)
 
-    p = sub.add_parser("items", help="list catalogued items")
+    p = sub.add_parser("items", help="list catalogued items (or edit one: `items set`)")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.add_argument("--month", metavar="YYYY-MM", help="only this month")
     p.add_argument("--activity", metavar="SLUG", help="only this activity")
     p.set_defaults(handler=cmd_items)
+    items_sub = p.add_subparsers(dest="items_command", metavar="ACTION")
+    e = items_sub.add_parser("set", help="describe, pick, rate or approve an item")
+    e.add_argument("sha256", help="the item's content hash")
+    e.add_argument("--caption", help="the caption (empty to clear)")
+    e.add_argument("--tag", action="append", dest="tags", metavar="T",
+                   help="a tag; repeat for several (replaces the item's tags)")
+    e.add_argument("--credit", help="the credit line")
+    e.add_argument("--place", help="the place")
+    pick = e.add_mutually_exclusive_group()
+    pick.add_argument("--pick", action="store_const", const="picked", dest="pick")
+    pick.add_argument("--reject", action="store_const", const="rejected", dest="pick")
+    pick.add_argument("--unpick", action="store_const", const="none", dest="pick",
+                      help="neither picked nor rejected")
+    e.add_argument("--rating", type=int, metavar="N", help="stars, 0 to 5")
+    approval = e.add_mutually_exclusive_group()
+    approval.add_argument("--approve", action="store_const", const="approve", dest="approval")
+    approval.add_argument("--withdraw", action="store_const", const="withdraw",
+                          dest="approval")
+    e.add_argument("--as", dest="as_user", required=True, metavar="USER",
+                   help="the web UI user this is done as (recorded in the history; their "
+                        "role must allow it)")
+    e.add_argument("--json", action="store_true", help="print the item as JSON")
+    e.set_defaults(handler=cmd_items_set)
 
     p = sub.add_parser("check", help="compare the catalog with the archive")
     p.add_argument("--deep", action="store_true", help="re-hash every file")
@@ -264,8 +287,10 @@ def cmd_items(config: Config, args: argparse.Namespace) -> int:
 
     data = DataDir.at(config.data_dir)
     catalog = Catalog(data)
+    from appliance.editorial import public
+
     items = [
-        item for item in catalog.items(month=args.month)
+        public(item) for item in catalog.items(month=args.month)
         if not args.activity or item.get("activity") == args.activity
     ]
     for item in items:
@@ -278,6 +303,48 @@ def cmd_items(config: Config, args: argparse.Namespace) -> int:
             print(f"{item['captured_at'][:19]}  {item['kind']:<6} {item['activity']:<24} "
                   f"{item['archive_path']}")
         print(f"{len(items)} items")
+    return EXIT_OK
+
+
+def cmd_items_set(config: Config, args: argparse.Namespace) -> int:
+    from appliance.accounts import Users, allowed
+    from appliance.editorial import EditConflict, Editor, NotFound, public
+
+    data = DataDir.at(config.data_dir)
+    user = Users(data.state).get(args.as_user)
+    if user is None or user.disabled:
+        raise ValueError(f"--as {args.as_user!r}: no such user (see `acopio users list`)")
+    changes: dict[str, Any] = {k: getattr(args, k) for k in
+                               ("caption", "tags", "credit", "place", "rating")
+                               if getattr(args, k) is not None}
+    if args.pick is not None:
+        changes["pick"] = None if args.pick == "none" else args.pick
+    if not changes and args.approval is None:
+        raise ValueError("nothing to set: give --caption, --tag, --credit, --place, --pick, "
+                         "--reject, --unpick, --rating, --approve or --withdraw")
+    if changes and not allowed(user.role, "edit_items"):
+        raise ValueError(f"{user.name} ({user.role}) may not edit items")
+    if args.approval and not allowed(user.role, "approve"):
+        raise ValueError(f"{user.name} ({user.role}) may not approve or withdraw items")
+    editor = Editor(data)
+    try:
+        record = editor.edit(args.sha256, changes, by=user.name) if changes else None
+        if args.approval == "approve":
+            [record] = editor.approve([args.sha256], by=user.name)
+        elif args.approval == "withdraw":
+            [record] = editor.withdraw([args.sha256], by=user.name)
+    except NotFound:
+        print(f"acopio: no item {args.sha256} in the catalog", file=sys.stderr)
+        return EXIT_PROBLEM
+    except EditConflict as exc:  # only with a base revision, which the CLI never sends
+        print(f"acopio: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    assert record is not None
+    if args.json:
+        _print_json(public(record))
+    else:
+        print(f"{record['sha256'][:12]}  revision {record['revision']}"
+              + ("  approved" if record.get("approved") else ""))
     return EXIT_OK
 
 

@@ -127,6 +127,12 @@ GUARDED: dict[str, str | None] = {
     "api.remove_user": "manage_users",
     "admin.users": "manage_users", "admin.add": "manage_users",
     "admin.remove": "manage_users", "admin.set_enabled": "manage_users",
+    "editing.edit": "edit_items", "editing.edit_selection": "edit_items",
+    "editing.refile": "edit_items", "editing.approve": "approve",
+    "editing.withdraw": "approve", "editing.approve_selection": "approve",
+    "editing.download": "download", "editing.zip_download": "download",
+    "agenda.listing": "view", "agenda.add": "manage_agenda", "agenda.change": "manage_agenda",
+    "agenda.remove": "manage_agenda", "agenda.set_current": "manage_agenda",
 }
 
 
@@ -143,6 +149,7 @@ def fill(rule: Rule, sha: str) -> str:
     """The rule's URL with plausible values: a real item, its month and folder, a derivative
     that exists, a user that does not, a device that does not."""
     values = {"sha256": sha, "month": MONTH, "folder": FOLDER, "device_id": "mic-usb-1",
+              "slug": "no-existe",
               "filename": "app.css",
               "name": "thumb" if rule.endpoint == "media.derivative" else "nadie"}
     url = re.sub(r"<(?:[^:<>]+:)?(\w+)>", lambda m: values[m[1]], rule.rule)
@@ -161,6 +168,16 @@ WRITES: dict[str, dict[str, Any]] = {
     "api.record": {"json": {"action": "start"}},
     "auth.account": {"data": {"current": "no-es-la-clave", "new": "otra-clave-123"}},
     "auth.api_password": {"json": {"current": "no-es-la-clave", "new": "otra-clave-123"}},
+    "editing.edit": {"json": {"rating": 9}},
+    "editing.edit_selection": {"json": {"sha256": ["0" * 64], "changes": {"rating": 1}}},
+    "editing.refile": {"json": {"sha256": ["0" * 64], "activity": "no-existe"}},
+    "editing.approve": {"json": {}}, "editing.withdraw": {"json": {}},
+    "editing.approve_selection": {"json": {"sha256": ["0" * 64], "approved": True}},
+    "editing.zip_download": {"json": {"sha256": ["0" * 64]}},
+    "agenda.add": {"json": {"title": ""}},
+    "agenda.change": {"json": {"end": "no-es-fecha"}},
+    "agenda.remove": {},
+    "agenda.set_current": {"json": {"activity": "no-existe"}},
 }
 # Ending the session is tested on its own (test_web.py); here it would log the tester out.
 SKIP_FOR_ROLES = {"auth.logout", "auth.api_logout"}

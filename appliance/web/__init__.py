@@ -24,7 +24,7 @@ LANGUAGE_COOKIE = "acopio_lang"
 
 
 def create_app(config: Config) -> Flask:
-    from appliance.web import admin, api, auth, browse, media
+    from appliance.web import admin, agenda, api, auth, browse, editing, media
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config.update(
@@ -35,7 +35,8 @@ def create_app(config: Config) -> Flask:
     app.extensions[EXTENSION] = WebContext.build(config)
     security.install(app)
     app.before_request(_choose_language)
-    for blueprint in (auth.bp, browse.bp, media.bp, api.bp, admin.bp):
+    for blueprint in (auth.bp, browse.bp, media.bp, api.bp, editing.bp, agenda.bp,
+                      admin.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(security.CsrfError, _csrf_error)

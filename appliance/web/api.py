@@ -54,7 +54,8 @@ def item(sha256: str) -> Response:
     if record is None:
         abort(404)
     previous, following = web().index.neighbours(sha256)
-    return jsonify({**present.item(record), "previous": previous, "next": following})
+    return jsonify({**present.item(record, history=True), "previous": previous,
+                    "next": following})
 
 
 @bp.get("/months")

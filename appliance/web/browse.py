@@ -95,7 +95,8 @@ def item(sha256: str) -> str:
         abort(404)
     previous, following = web().index.neighbours(sha256)
     activity = web().agenda.get(record["activity"]) if record.get("activity") else None
-    return render_template("item.html", item=present.item(record), previous=previous,
+    return render_template("item.html", item=present.item(record, history=True),
+                           previous=previous,
                            following=following, activity=activity)
 
 

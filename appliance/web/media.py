@@ -14,7 +14,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, send_file
 
 from appliance.web.context import web
-from appliance.web.present import check_sha256
+from appliance.web.present import check_sha256, download_name
 from appliance.web.security import requires
 from ingest.derive import plan
 
@@ -55,7 +55,8 @@ def original(sha256: str) -> Response:
     # out of the archive.
     if not path.is_relative_to(archive) or not Path(path).is_file():
         abort(404)
-    response = send_file(path, as_attachment=True, download_name=record["original_name"],
+    response = send_file(path, as_attachment=True,
+                         download_name=download_name(record["original_name"]),
                          conditional=True, etag=True, max_age=None)
     response.headers["Cache-Control"] = IMMUTABLE
     return response

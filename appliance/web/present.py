@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import abort, url_for
 
+from appliance.editorial import history_of, public
 from appliance.web.context import web
 from ingest.derive import plan
 
@@ -27,8 +28,11 @@ def check_month(value: str) -> str:
     return value
 
 
-def item(record: dict[str, Any]) -> dict[str, Any]:
-    out = dict(record)
+def item(record: dict[str, Any], *, history: bool = False) -> dict[str, Any]:
+    """`history` (every change, who and when) only for one item's page, not in lists."""
+    out = public(record)
+    if history:
+        out["history"] = history_of(record)
     derivatives = plan.existing(web().data, record)
     out["derivatives"] = derivatives
     sha = record["sha256"]
@@ -49,3 +53,11 @@ def grid_image(entry: dict[str, Any]) -> str | None:
     waveform; None while the worker has not made it yet."""
     urls = entry["urls"]
     return urls.get("thumb") or urls.get("poster") or urls.get("waveform")
+
+
+def download_name(name: str) -> str:
+    """A file name a browser can take: invalid UTF-8 (kept as surrogate escapes in the
+    catalog), path separators, quotes and control characters become "_"."""
+    cleaned = "".join("_" if c in '/\\"' or ord(c) < 32 or 0xDC80 <= ord(c) <= 0xDCFF
+                      else c for c in name)
+    return cleaned or "acopio"

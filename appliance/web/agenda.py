@@ -1,0 +1,117 @@
+"""The agenda from the web: activities (title, area, place, start, end) and the kit's
+current activity. Everyone sees it; Dirección and Auxiliar keep it (`manage_agenda`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, abort, g, jsonify, request
+
+from appliance.agenda import Activity, AgendaError, check_slug, parse_time, slugify
+from appliance.web.context import web
+from appliance.web.security import error_json, requires
+
+log = logging.getLogger(__name__)
+bp = Blueprint("agenda", __name__, url_prefix="/api/agenda")
+
+TEXT_FIELDS = {"title": 200, "area": 100, "place": 200}
+
+
+def public(activity: Activity) -> dict[str, Any]:
+    return activity.to_record()
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, "expected a JSON object")
+    return body
+
+
+def parse_fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    """Title, area, place, start, end from a form or JSON; bad values are AgendaError."""
+    zone = web().config.zone
+    out: dict[str, Any] = {}
+    for key, limit in TEXT_FIELDS.items():
+        if key in body:
+            value = body[key]
+            if not isinstance(value, str) or len(value) > limit:
+                raise AgendaError(f"{key}: text of at most {limit} characters")
+            out[key] = " ".join(value.split())
+    for key in ("start", "end"):
+        if key in body:
+            if not isinstance(body[key], str):
+                raise AgendaError(f"{key}: an ISO 8601 date-time")
+            out[key] = parse_time(body[key], zone)
+    if not partial:
+        missing = [k for k in ("title", "start", "end") if not out.get(k)]
+        if missing:
+            raise AgendaError(f"missing {', '.join(missing)}")
+    return out
+
+
+def create(body: dict[str, Any]) -> Activity:
+    fields = parse_fields(body, partial=False)
+    slug = body.get("slug") or slugify(fields["title"])
+    if not isinstance(slug, str):
+        raise AgendaError("slug: text")
+    activity = Activity(slug=check_slug(slug), title=fields["title"], start=fields["start"],
+                        end=fields["end"], area=fields.get("area", ""),
+                        place=fields.get("place", ""))
+    web().agenda.add(activity)
+    log.info("%s added activity %s", g.user.name, activity.slug)
+    return activity
+
+
+@bp.get("")
+@requires("view")
+def listing() -> Response:
+    return jsonify({"activities": [public(a) for a in web().agenda.activities()],
+                    "current": web().agenda.current()})
+
+
+@bp.post("")
+@requires("manage_agenda")
+def add() -> Response:
+    try:
+        activity = create(_body())
+    except AgendaError as exc:
+        return error_json(400, "agenda", str(exc))
+    response = jsonify(public(activity))
+    response.status_code = 201
+    return response
+
+
+@bp.patch("/<slug>")
+@requires("manage_agenda")
+def change(slug: str) -> Response:
+    try:
+        activity = web().agenda.update(check_slug(slug), **parse_fields(_body(), partial=True))
+    except AgendaError as exc:
+        return error_json(404 if "no activity" in str(exc) else 400, "agenda", str(exc))
+    log.info("%s changed activity %s", g.user.name, slug)
+    return jsonify(public(activity))
+
+
+@bp.delete("/<slug>")
+@requires("manage_agenda")
+def remove(slug: str) -> Response:
+    try:
+        web().agenda.remove(check_slug(slug))
+    except AgendaError as exc:
+        return error_json(404, "agenda", str(exc))
+    log.info("%s removed activity %s", g.user.name, slug)
+    return jsonify({"ok": True})
+
+
+@bp.post("/current")
+@requires("manage_agenda")
+def set_current() -> Response:
+    """`{"activity": SLUG or null}`: where cards that match no agenda window are filed."""
+    slug = _body().get("activity")
+    if slug is not None and (not isinstance(slug, str) or web().agenda.get(slug) is None):
+        return error_json(400, "agenda", "activity: a slug of the agenda, or null")
+    web().agenda.set_current(slug)
+    log.info("%s set the current activity to %s", g.user.name, slug)
+    return jsonify({"current": slug})

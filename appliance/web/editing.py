@@ -1,0 +1,207 @@
+"""Editing, approving, re-filing and delivering items: the JSON API the editorial pages use.
+
+Handlers stay thin: check the request and the role, call appliance.editorial (or refile,
+delivery), answer. A stale edit comes back as 409 with the fields someone else changed, so
+the page can show them instead of overwriting (see appliance/editorial.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, abort, g, jsonify, request, send_file, stream_with_context
+
+from appliance.editorial import EditConflict, EditError, Editor, NotFound
+from appliance.web import present
+from appliance.web.context import web
+from appliance.web.security import error_json, requires
+
+log = logging.getLogger(__name__)
+bp = Blueprint("editing", __name__, url_prefix="/api")
+
+MAX_SELECTION = 5000
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, "expected a JSON object")
+    return body
+
+
+def _selection(body: dict[str, Any], limit: int = MAX_SELECTION) -> list[str]:
+    shas = body.get("sha256")
+    if not isinstance(shas, list) or not shas or not all(isinstance(s, str) for s in shas):
+        abort(400, "sha256 must be a non-empty list of content hashes")
+    if len(shas) > limit:
+        abort(413, f"at most {limit} items at once")
+    for sha in shas:
+        if not present.SHA256.match(sha):
+            abort(400, f"not a content hash: {sha[:80]!r}")
+    return list(dict.fromkeys(shas))
+
+
+def _editor() -> Editor:
+    return Editor(web().data)
+
+
+def _conflict(exc: EditConflict) -> Response:
+    response = jsonify({"error": "conflict", "message": str(exc), "fields": exc.fields,
+                        "revision": exc.revision})
+    response.status_code = 409
+    return response
+
+
+@bp.patch("/items/<sha256>")
+@requires("edit_items")
+def edit(sha256: str) -> Response:
+    """Any of caption, tags, people, credit, place, pick, rating (and add_tags,
+    remove_tags); with `base_revision`, fields changed by someone else since then are a 409."""
+    present.check_sha256(sha256)
+    changes = _body()
+    base = changes.pop("base_revision", None)
+    if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
+        abort(400, "base_revision must be a whole number")
+    try:
+        record = _editor().edit(sha256, changes, by=g.user.name, base_revision=base)
+    except NotFound:
+        abort(404)
+    except EditError as exc:
+        return error_json(400, "invalid", str(exc))
+    except EditConflict as exc:
+        return _conflict(exc)
+    return jsonify(present.item(record, history=True))
+
+
+@bp.post("/items/batch")
+@requires("edit_items")
+def edit_selection() -> Response:
+    """The same change on a selection: `{"sha256": [...], "changes": {...}}`."""
+    body = _body()
+    shas = _selection(body)
+    changes = body.get("changes")
+    if not isinstance(changes, dict) or not changes:
+        abort(400, "changes must be an object of fields")
+    try:
+        records = _editor().edit_many(shas, changes, by=g.user.name)
+    except NotFound as exc:
+        return error_json(404, "not_found", f"no item {exc}")
+    except EditError as exc:
+        return error_json(400, "invalid", str(exc))
+    log.info("%s edited %d items (%s)", g.user.name, len(records), ", ".join(changes))
+    return jsonify({"items": present.items(records)})
+
+
+def _approval(shas: list[str], approve: bool) -> Response:
+    editor = _editor()
+    try:
+        records = (editor.approve if approve else editor.withdraw)(shas, by=g.user.name)
+    except NotFound as exc:
+        return error_json(404, "not_found", f"no item {exc}")
+    log.info("%s %s %d items", g.user.name, "approved" if approve else "withdrew",
+             len(records))
+    return jsonify({"items": present.items(records)})
+
+
+@bp.post("/items/<sha256>/approve")
+@requires("approve")
+def approve(sha256: str) -> Response:
+    present.check_sha256(sha256)
+    response = _approval([sha256], True)
+    if response.status_code == 200:
+        response.set_data(jsonify(response.get_json()["items"][0]).get_data())
+    return response
+
+
+@bp.post("/items/<sha256>/withdraw")
+@requires("approve")
+def withdraw(sha256: str) -> Response:
+    present.check_sha256(sha256)
+    response = _approval([sha256], False)
+    if response.status_code == 200:
+        response.set_data(jsonify(response.get_json()["items"][0]).get_data())
+    return response
+
+
+@bp.post("/items/approval")
+@requires("approve")
+def approve_selection() -> Response:
+    """`{"sha256": [...], "approved": true|false}` for a selection."""
+    body = _body()
+    if not isinstance(body.get("approved"), bool):
+        abort(400, "approved must be true or false")
+    return _approval(_selection(body), body["approved"])
+
+
+@bp.post("/items/refile")
+@requires("edit_items")
+def refile() -> Response:
+    """`{"sha256": [...], "activity": SLUG or null}`: move items to an agenda activity (or
+    back to their day's sin-actividad); the files move in the archive."""
+    from appliance.refile import RefileError, Refiler
+
+    body = _body()
+    shas = _selection(body, limit=500)
+    activity = body.get("activity")
+    if activity is not None and not isinstance(activity, str):
+        abort(400, "activity must be a slug or null")
+    try:
+        records = Refiler(web().config).refile(shas, activity, by=g.user.name)
+    except RefileError as exc:
+        return error_json(400, "refile", str(exc))
+    log.info("%s re-filed %d items to %s", g.user.name, len(records), activity)
+    return jsonify({"items": present.items(records)})
+
+
+@bp.get("/items/<sha256>/download")
+@requires("download")
+def download(sha256: str) -> Response:
+    """`variant=original` (the file as archived) or `web` (the web-size JPEG)."""
+    from appliance.delivery import web_copy
+
+    present.check_sha256(sha256)
+    variant = request.args.get("variant", "original")
+    if variant not in ("original", "web"):
+        abort(400, "variant must be original or web")
+    record = web().index.get(sha256)
+    if record is None:
+        abort(404)
+    if variant == "original":
+        from appliance.web.media import original
+
+        return original(sha256)
+    try:
+        path = web_copy(web().config, web().data, record)
+    except ValueError as exc:
+        return error_json(400, "variant", str(exc))
+    stem = record["original_name"].rsplit(".", 1)[0]
+    return send_file(path, mimetype="image/jpeg", as_attachment=True,
+                     download_name=present.download_name(f"{stem}-web.jpg"),
+                     conditional=True, etag=True, max_age=None)
+
+
+@bp.post("/zip")
+@requires("download")
+def zip_download() -> Response:
+    """`{"sha256": [...], "variant": "original"|"web"}`: a ZIP streamed as it is made."""
+    from appliance.delivery import zip_name, zip_stream
+
+    body = _body()
+    shas = _selection(body, limit=web().config.editorial.zip_max_items)
+    variant = body.get("variant", "original")
+    if variant not in ("original", "web"):
+        abort(400, "variant must be original or web")
+    records = []
+    for sha in shas:
+        record = web().index.get(sha)
+        if record is None:
+            return error_json(404, "not_found", f"no item {sha}")
+        records.append(record)
+    log.info("%s downloads a ZIP of %d items (%s)", g.user.name, len(records), variant)
+    stream = zip_stream(web().data, records, variant=variant, config=web().config)
+    response = Response(stream_with_context(stream), mimetype="application/zip")
+    response.headers["Content-Disposition"] = \
+        f'attachment; filename="{zip_name(records)}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
