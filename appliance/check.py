@@ -6,10 +6,13 @@ temp files left by a crash, and checks the hash index. Repair never deletes an o
 damaged shard is moved aside and rebuilt from the files of its folder (and the edit log, for
 what people wrote about them), uncatalogued files
 are adopted, the index is rebuilt, and only crash debris (unlocked temp files) is removed.
+A re-filing that a crash interrupted (appliance.refile) is finished first by repair, and
+otherwise reported as `refile_interrupted`, its files not counted as uncatalogued.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from appliance import refile
 from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
 from appliance.config import Config
 from appliance.datadir import DataDir
@@ -56,15 +60,60 @@ def check(config: Config, *, deep: bool = False, repair: bool = False,
     data = DataDir.at(config.data_dir)
     catalog = Catalog(data)
     report = Report()
-    folders = _archive_folders(data) | set(catalog.folder_keys())
-    for key in sorted(folders):
-        if progress:
-            progress(key)
-        report.folders += 1
-        _check_folder(config, data, catalog, key, report, deep=deep, repair=repair)
-    _check_index(data, catalog, report, repair=repair)
-    _check_state_debris(data, report, repair=repair)
+    # -- re-filing (appliance.refile): no re-filing moves a file while folders are compared;
+    # one a crash interrupted is finished first (--repair) or reported as refile_interrupted,
+    # and the names it involves are not reported as uncatalogued (nor adopted) meanwhile.
+    with refile.exclusive(data) if data.state.is_dir() else contextlib.nullcontext():
+        refiling = _Refiling(refile.Refiler(config, data, catalog), report, repair=repair)
+        # -- end re-filing --
+        folders = _archive_folders(data) | set(catalog.folder_keys())
+        for key in sorted(folders):
+            if progress:
+                progress(key)
+            report.folders += 1
+            _check_folder(config, data, catalog, key, report, deep=deep, repair=repair,
+                          refiling=refiling.paths)
+        refiling.retry()  # a recovery that a damaged shard stopped, once it is rebuilt
+        _check_index(data, catalog, report, repair=repair, refiling=refiling.shas)
+        _check_state_debris(data, report, repair=repair)
     return report
+
+
+# -- re-filing (appliance.refile) -----------------------------------------------------------
+
+
+class _Refiling:
+    """Re-filings a crash interrupted: finished with --repair, else reported. `paths` and
+    `shas` are what they still involve, left out of the other findings."""
+
+    def __init__(self, refiler: refile.Refiler, report: Report, *, repair: bool) -> None:
+        self.refiler = refiler
+        self.repair = repair
+        self.findings: dict[str, Finding] = {}
+        pending = refiler.interrupted()
+        for item in pending:
+            finding = Finding("refile_interrupted", item.path, item.detail)
+            self.findings[item.path] = finding
+            report.findings.append(finding)
+        if repair and pending:
+            refiler.recover(locked=True)
+        self._update()
+
+    def retry(self) -> None:
+        if self.repair and self.pending:
+            self.refiler.recover(locked=True)
+            self._update()
+
+    def _update(self) -> None:
+        self.pending = self.refiler.interrupted() if self.findings else []
+        left = {item.path for item in self.pending}
+        for path, finding in self.findings.items():
+            finding.repaired = path not in left
+        self.paths = frozenset(p for item in self.pending for p in item.archive_paths)
+        self.shas = frozenset(s for item in self.pending for s in item.sha256s)
+
+
+# -- end re-filing ----------------------------------------------------------------------------
 
 
 def _archive_folders(data: DataDir) -> set[str]:
@@ -79,7 +128,7 @@ def _archive_folders(data: DataDir) -> set[str]:
 
 
 def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, report: Report,
-                  *, deep: bool, repair: bool) -> None:
+                  *, deep: bool, repair: bool, refiling: frozenset[str] = frozenset()) -> None:
     folder = data.archive / key
     shard_rel = data.relative(catalog.shard_path(key))
     try:
@@ -104,7 +153,9 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            report.findings.append(Finding("missing_file", rel, "catalogued but not in archive"))
+            if rel not in refiling:  # renamed by an interrupted re-filing: reported as such
+                report.findings.append(
+                    Finding("missing_file", rel, "catalogued but not in archive"))
             continue
         if size != item["size"]:
             report.findings.append(Finding(
@@ -125,7 +176,7 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
                         entry.unlink(missing_ok=True)
                         finding.repaired = True
                     report.findings.append(finding)
-            elif rel not in catalogued:
+            elif rel not in catalogued and rel not in refiling:  # (an interrupted re-filing)
                 strays.append(entry)
     for entry in strays:
         report.findings.append(
@@ -180,7 +231,8 @@ def _describe_files(config: Config, data: DataDir, key: str, files: list[Path]
     return out
 
 
-def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: bool) -> None:
+def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: bool,
+                 refiling: frozenset[str] = frozenset()) -> None:
     """Every catalogued item has its index entry, and every entry points at an item."""
     wanted: dict[str, dict[str, str]] = {}
     for key in catalog.folder_keys():
@@ -190,6 +242,8 @@ def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: boo
         except (CorruptStateError, SchemaTooNewError):
             continue  # already reported with its folder
     for sha256, entry in wanted.items():
+        if sha256 in refiling:
+            continue  # an interrupted re-filing: its item may be in two shards until finished
         if catalog.by_hash.get(sha256) != entry:
             finding = Finding("index_entry_missing", entry["archive_path"], sha256)
             if repair:
@@ -197,7 +251,7 @@ def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: boo
                 finding.repaired = True
             report.findings.append(finding)
     for sha256 in list(catalog.by_hash.keys()):
-        if sha256 not in wanted:
+        if sha256 not in wanted and sha256 not in refiling:
             finding = Finding("index_entry_stale", f"state/index/sha256/{sha256[:2]}/{sha256}",
                               "indexes no catalogued item")
             if repair:
@@ -208,7 +262,11 @@ def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: boo
 
 def _check_state_debris(data: DataDir, report: Report, *, repair: bool) -> None:
     temps = [*data.state.rglob(TEMP_PREFIX + "*"), *data.staging.glob(TEMP_PREFIX + "*")]
+    refiling = refile.journal_dir(data)
     for path in sorted(temps):
+        if refiling in path.parents:
+            continue  # a re-filing's, reported (and removed) with it
+
         if is_debris(path):
             finding = Finding("stray_temp", data.relative(path), "left by an interrupted write")
             if repair:

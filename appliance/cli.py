@@ -77,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "role must allow it)")
     e.add_argument("--json", action="store_true", help="print the item as JSON")
     e.set_defaults(handler=cmd_items_set)
+    # -- re-filing (appliance.refile) --
+    e = items_sub.add_parser("refile", help="move items to another activity (the files move)")
+    e.add_argument("sha256", nargs="+", metavar="SHA256", help="the items' content hashes")
+    where = e.add_mutually_exclusive_group(required=True)
+    where.add_argument("--activity", dest="refile_activity", metavar="SLUG",
+                       help="an agenda activity (its folder is dated by its first day)")
+    where.add_argument("--unsorted", action="store_true",
+                       help="back to the capture day's sin-actividad folder")
+    e.add_argument("--as", dest="as_user", required=True, metavar="USER",
+                   help="the web UI user this is done as (recorded in the history; their "
+                        "role must allow editing items)")
+    e.add_argument("--json", action="store_true", help="print the moved items as JSON")
+    e.set_defaults(handler=cmd_items_refile)
+    # -- end re-filing --
 
     p = sub.add_parser("check", help="compare the catalog with the archive")
     p.add_argument("--deep", action="store_true", help="re-hash every file")
@@ -346,6 +360,34 @@ def cmd_items_set(config: Config, args: argparse.Namespace) -> int:
         print(f"{record['sha256'][:12]}  revision {record['revision']}"
               + ("  approved" if record.get("approved") else ""))
     return EXIT_OK
+
+
+# -- re-filing (appliance.refile) --
+def cmd_items_refile(config: Config, args: argparse.Namespace) -> int:
+    from appliance.accounts import Users, allowed
+    from appliance.editorial import public
+    from appliance.refile import Refiler
+    from ingest.derive import plan
+
+    data = DataDir.at(config.data_dir)
+    user = Users(data.state).get(args.as_user)
+    if user is None or user.disabled:
+        raise ValueError(f"--as {args.as_user!r}: no such user (see `acopio users list`)")
+    if not allowed(user.role, "edit_items"):
+        raise ValueError(f"{user.name} ({user.role}) may not re-file items")
+    records = Refiler(config, data).refile(
+        args.sha256, None if args.unsorted else args.refile_activity, by=user.name)
+    if args.json:
+        items = [public(r) for r in records]
+        for item in items:
+            item["derivatives"] = plan.existing(data, item)
+        _print_json(items)
+    else:
+        for record in records:
+            print(f"{record['sha256'][:12]}  {record['archive_path']}")
+        print(f"{len(records)} items re-filed")
+    return EXIT_OK
+# -- end re-filing --
 
 
 def _is_month(text: str) -> bool:

@@ -111,6 +111,7 @@ class Service:
     def run(self) -> int:
         self.data.ensure()
         self._check_unclean_stop()
+        self._recover_refiles()  # -- re-filing (appliance.refile) --
         atomic_write(self.flag, json.dumps({
             "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(),
             "roles": list(self.roles)}).encode())
@@ -136,6 +137,24 @@ class Service:
             log.exception("role %s failed; stopping the service", name)
             self.failed.append(name)
             self.stop.set()  # let systemd restart the whole service
+
+    # -- re-filing (appliance.refile) -------------------------------------------------------
+
+    def _recover_refiles(self) -> None:
+        """Finish the re-filings a crash interrupted, before any role touches the archive.
+        Never fatal: what cannot be finished now stays for `acopio check --repair`."""
+        from appliance.refile import Refiler
+
+        try:
+            handled = Refiler(self.config, self.data, lock_timeout=10.0).recover()
+        except Exception as exc:
+            log.warning("interrupted re-filings could not be finished (%s); run `acopio "
+                        "check --repair`", exc)
+            return
+        if handled:
+            log.info("finished interrupted re-filings of %d items", len(handled))
+
+    # -- end re-filing -----------------------------------------------------------------------
 
     def _check_unclean_stop(self) -> None:
         if not self.flag.exists():
