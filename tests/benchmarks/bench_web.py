@@ -996,7 +996,8 @@ def code_line() -> str:
                               text=True).stdout.strip()
 
     digest = hashlib.sha256()
-    sources = [REPO / "appliance" / "query.py", REPO / "ingest" / "derive" / "plan.py",
+    sources = [*sorted((REPO / "appliance" / "query").glob("*.py")),
+               REPO / "ingest" / "derive" / "plan.py",
                *sorted((REPO / "appliance" / "web").rglob("*.py")),
                *sorted((REPO / "appliance" / "web" / "templates").glob("*.html"))]
     for path in sources:

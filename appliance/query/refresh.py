@@ -1,0 +1,277 @@
+"""Bringing the index file up to date with the catalog shards and the agenda.
+
+Why apart: this is the index's only writer, and the part that must stay cheap when nothing
+changed. A table notes each shard's (mtime_ns, size, inode) as last read, so a refresh with
+nothing new costs one stat per shard file and of `agenda.json`, no lock and no write. A shard
+that changed is re-read (through `Catalog.read_shard`, so migrations apply) and its folder's
+rows replaced in one transaction, keeping the rows whose record did not change. The agenda's
+activities (title, area, place) live in their own table, joined at query time, so an agenda
+edit never re-reads a shard: it only rewrites the FTS title of that activity's items.
+
+Locks: one Refresher runs in one thread at a time (the ItemIndex's lock) and in one process
+at a time (an flock on `query.sqlite.lock`, waited for only when asked to: a reader never
+waits for another process's refresh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from appliance import storage
+from appliance.agenda import Agenda
+from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
+from appliance.datadir import DataDir
+from appliance.fsutil import file_lock
+from appliance.query import rows
+from appliance.query.schema import analyze_if_grown, header_ok, open_index, transaction
+from appliance.query.text import tokens
+
+log = logging.getLogger(__name__)
+
+Stat = tuple[int, int, int]  # (mtime_ns, size, inode)
+
+# Rows written per refresh transaction (whole folders; the last one may pass it).
+_BATCH_ROWS = 20_000
+
+
+class Refresher:
+    """The writer of one index file, and what it last read of the shards and the agenda."""
+
+    def __init__(self, data: DataDir, zone: ZoneInfo, path: Path, lock_path: Path) -> None:
+        self.data = data
+        self.zone = zone
+        self.path = path
+        self.lock_path = lock_path
+        self.catalog = Catalog(data)
+        self.agenda_path = data.state / "agenda.json"
+        self.writer: sqlite3.Connection | None = None
+        self.db_ino: int | None = None  # the file our connections opened
+        self.generation = 0  # bumped when that file is replaced: pooled readers reopen
+        self._known: dict[str, Stat] = {}  # the shards table, in memory
+        self._agenda_known: Stat | None = None
+        self._warned: dict[str, Stat | None] = {}
+
+    def run(self, *, wait: bool) -> int:
+        """Read what changed; the number of shards (re)read. Without `wait`, nothing is done
+        while another process refreshes."""
+        shards = self._scan_shards()
+        agenda = stat(self.agenda_path)
+        db = stat(self.path)
+        if (self.writer is not None and db is not None and db[2] == self.db_ino
+                and shards == self._known and agenda == self._agenda_known
+                and header_ok(self.path)):
+            return 0  # nothing changed: no lock, no write
+        with exclusive(self.lock_path, wait=wait) as locked:
+            if not locked:
+                return 0  # another process is writing; readers see what it commits
+            conn = self._open()
+            self._load_known(conn)
+            if agenda != self._agenda_known:
+                self._refresh_agenda(conn, agenda)
+            changed = [(key, st) for key, st in shards.items() if self._known.get(key) != st]
+            count = self._refresh_shards(conn, changed)
+            gone = [key for key in self._known if key not in shards]
+            if gone:
+                with transaction(conn):
+                    for key in gone:
+                        rows.delete_folder(conn, key)
+                        conn.execute("DELETE FROM shards WHERE folder = ?", (key,))
+                for key in gone:
+                    self._known.pop(key, None)
+            if count or gone:
+                analyze_if_grown(conn)
+            return count
+
+    def discard(self, ino: int | None) -> None:
+        """Drop a damaged index file (unless another process has replaced it already), so
+        that the next run builds a new one."""
+        with file_lock(self.lock_path):
+            self.close()
+            st = stat(self.path)
+            if st is not None and st[2] == ino:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.writer.close()
+            self.writer = None
+
+    def _open(self) -> sqlite3.Connection:
+        """The writer connection: kept while its file stays; else the file opened again,
+        checked, rebuilt if need be (schema.open_index). Called under the flock."""
+        st = stat(self.path)
+        if self.writer is not None and st is not None and st[2] == self.db_ino \
+                and header_ok(self.path):
+            return self.writer
+        self.close()
+        self.writer = open_index(self.path, self.zone)
+        st = stat(self.path)
+        if (st[2] if st else None) != self.db_ino:
+            self.db_ino = st[2] if st else None
+            self.generation += 1
+        self._known, self._agenda_known = {}, None
+        return self.writer
+
+    def _scan_shards(self) -> dict[str, Stat]:
+        """{folder key: stat} of every shard file, as Catalog names them."""
+        found: dict[str, Stat] = {}
+        for year in _scandir(self.data.catalog):
+            if not year.is_dir(follow_symlinks=False):
+                continue
+            for month in _scandir(Path(year.path)):
+                if not month.is_dir(follow_symlinks=False):
+                    continue
+                for entry in _scandir(Path(month.path)):
+                    if not entry.name.endswith(".json"):
+                        continue
+                    key = f"{year.name}/{month.name}/{entry.name[:-5]}"
+                    if not is_folder_key(key):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    found[key] = (st.st_mtime_ns, st.st_size, st.st_ino)
+        return found
+
+    def _load_known(self, conn: sqlite3.Connection) -> None:
+        """The shards table and agenda stat as committed (another process may have moved
+        them on since we last looked)."""
+        self._known = {row[0]: (row[1], row[2], row[3]) for row in
+                       conn.execute("SELECT folder, mtime_ns, size, ino FROM shards")}
+        row = conn.execute("SELECT value FROM meta WHERE key = 'agenda'").fetchone()
+        self._agenda_known = tuple(json.loads(row[0])) if row else None  # type: ignore[assignment]
+
+    def _refresh_agenda(self, conn: sqlite3.Connection, st: Stat | None) -> None:
+        try:
+            activities = Agenda(self.data.state).activities() if st else []
+        except (storage.CorruptStateError, ValueError, KeyError, TypeError) as exc:
+            if self._warned.get("agenda") != st:
+                log.warning("agenda %s could not be read (%s); keeping the activities as "
+                            "last read", self.agenda_path, exc)
+                self._warned["agenda"] = st
+            return
+        self._warned.pop("agenda", None)
+        text = rows.storable
+        new = {a.slug: (text(a.title), text(a.area), text(a.place)) for a in activities}
+        old = {row[0]: (row[1], row[2], row[3]) for row in
+               conn.execute("SELECT slug, title, area, place FROM activities")}
+        with transaction(conn):
+            conn.execute("DELETE FROM activities")
+            conn.executemany("INSERT INTO activities VALUES (?, ?, ?, ?)",
+                             [(slug, *values) for slug, values in new.items()])
+            for slug in set(old) | set(new):
+                title = new.get(slug, ("",))[0]
+                if title != old.get(slug, ("",))[0]:
+                    conn.execute(
+                        "UPDATE fts SET title = ? WHERE rowid IN "
+                        "(SELECT id FROM items WHERE activity = ?)",
+                        (" ".join(tokens(title)), slug))
+            if st is None:
+                conn.execute("DELETE FROM meta WHERE key = 'agenda'")
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('agenda', ?)",
+                             (json.dumps(st),))
+        self._agenda_known = st
+
+    def _refresh_shards(self, conn: sqlite3.Connection, changed: list[tuple[str, Stat]]) -> int:
+        """Re-read the changed shards and replace their folders' rows. Each folder changes
+        whole within one transaction; a transaction gathers folders up to _BATCH_ROWS rows
+        (a first build commits a few dozen times, not once per shard)."""
+        count = 0
+        pending: list[tuple[str, Stat]] = []
+        rows_in_batch = 0
+        titles = dict(conn.execute("SELECT slug, title FROM activities").fetchall())
+        next_id = (conn.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
+        try:
+            for key, st in changed:
+                records = self._read_shard(key, st)
+                if records is None:
+                    continue
+                if not conn.in_transaction:
+                    conn.execute("BEGIN IMMEDIATE")
+                next_id = rows.replace_folder(conn, key, records, titles, self.zone,
+                                              next_id, has_rows=key in self._known)
+                conn.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?)", (key, *st))
+                pending.append((key, st))
+                rows_in_batch += len(records)
+                if rows_in_batch >= _BATCH_ROWS:
+                    conn.execute("COMMIT")
+                    count += self._committed(pending)
+                    rows_in_batch = 0
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+            count += self._committed(pending)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return count
+
+    def _committed(self, pending: list[tuple[str, Stat]]) -> int:
+        for key, st in pending:
+            self._known[key] = st
+        count = len(pending)
+        pending.clear()
+        return count
+
+    def _read_shard(self, key: str, st: Stat) -> list[dict[str, Any]] | None:
+        try:
+            records = self.catalog.read_shard(key)
+        except (storage.CorruptStateError, SchemaTooNewError, ValueError, OSError) as exc:
+            # Keep what we had; not marked as read, so the next refresh tries again.
+            if self._warned.get(key) != st:
+                log.warning("catalog shard %s could not be read (%s); the query index keeps "
+                            "its previous items until it can", key, exc)
+                self._warned[key] = st
+            return None
+        self._warned.pop(key, None)
+        return records
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, *, wait: bool) -> Iterator[bool]:
+    """The refresh's inter-process lock (fsutil.file_lock's flock); with wait=False, False
+    at once when another process holds it."""
+    if wait:
+        with file_lock(path):
+            yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def stat(path: Path) -> Stat | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            return list(entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
