@@ -133,6 +133,11 @@ GUARDED: dict[str, str | None] = {
     "editing.download": "download", "editing.zip_download": "download",
     "agenda.listing": "view", "agenda.add": "manage_agenda", "agenda.change": "manage_agenda",
     "agenda.remove": "manage_agenda", "agenda.set_current": "manage_agenda",
+    "desk.agenda": "view", "desk.activity": "view", "desk.agenda_add": "manage_agenda",
+    "desk.activity_change": "manage_agenda", "desk.activity_remove": "manage_agenda",
+    "desk.set_current": "manage_agenda", "desk.item_edit": "edit_items",
+    "desk.item_approval": "approve", "desk.item_refile": "edit_items",
+    "desk.zip_download": "download",
 }
 
 
@@ -149,7 +154,8 @@ def fill(rule: Rule, sha: str) -> str:
     """The rule's URL with plausible values: a real item, its month and folder, a derivative
     that exists, a user that does not, a device that does not."""
     values = {"sha256": sha, "month": MONTH, "folder": FOLDER, "device_id": "mic-usb-1",
-              "slug": "no-existe",
+              # an activity's page that exists (GET); writes to it get one that does not
+              "slug": SLUG if rule.endpoint == "desk.activity" else "no-existe",
               "filename": "app.css",
               "name": "thumb" if rule.endpoint == "media.derivative" else "nadie"}
     url = re.sub(r"<(?:[^:<>]+:)?(\w+)>", lambda m: values[m[1]], rule.rule)
@@ -178,6 +184,14 @@ WRITES: dict[str, dict[str, Any]] = {
     "agenda.change": {"json": {"end": "no-es-fecha"}},
     "agenda.remove": {},
     "agenda.set_current": {"json": {"activity": "no-existe"}},
+    "desk.agenda_add": {"data": {"title": ""}},
+    "desk.activity_change": {"data": {"end": "no-es-fecha"}},
+    "desk.activity_remove": {"data": {}},
+    "desk.set_current": {"data": {"activity": "no-existe"}},
+    "desk.item_edit": {"data": {"rating": "9"}},
+    "desk.item_approval": {"data": {}},
+    "desk.item_refile": {"data": {"activity": "no-existe"}},
+    "desk.zip_download": {"data": {"sha256": "0" * 64}},
 }
 # Ending the session is tested on its own (test_web.py); here it would log the tester out.
 SKIP_FOR_ROLES = {"auth.logout", "auth.api_logout"}
@@ -271,8 +285,11 @@ def test_each_role_is_refused_what_it_may_not_do(web: WebApp, archive: Archive) 
                 if method == "GET":
                     assert response.status_code == 200, where
                 passed += 1
-    # designer: record; everyone but the director: users (page and API)
-    assert refused == 1 + 4 * 7
+    # designer: record; everyone but the director: users (page and API) and approval (one,
+    # withdraw, a selection, the page's form); designer: editing (PATCH, batch, re-file,
+    # the page's edit and re-file forms); everyone but director and assistant: the agenda
+    # (API: add, change, remove, current; pages: the same four)
+    assert refused == 1 + 4 * 7 + 4 * 4 + 5 + 3 * 8
     assert passed > refused
     # The refused roles were refused for real, not for a missing session.
     for browser in clients.values():

@@ -24,7 +24,7 @@ LANGUAGE_COOKIE = "acopio_lang"
 
 
 def create_app(config: Config) -> Flask:
-    from appliance.web import admin, agenda, api, auth, browse, editing, media
+    from appliance.web import admin, agenda, api, auth, browse, desk, editing, media
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config.update(
@@ -36,7 +36,7 @@ def create_app(config: Config) -> Flask:
     security.install(app)
     app.before_request(_choose_language)
     for blueprint in (auth.bp, browse.bp, media.bp, api.bp, editing.bp, agenda.bp,
-                      admin.bp):
+                      desk.bp, admin.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(security.CsrfError, _csrf_error)

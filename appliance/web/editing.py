@@ -46,6 +46,12 @@ def _editor() -> Editor:
     return Editor(web().data)
 
 
+def _written() -> None:
+    """Read a write into the query index at once: the page or item fetched next (the
+    editor's script reloads parts of the page) must show it, and carry its revision."""
+    web().index.refresh(force=True)
+
+
 def _conflict(exc: EditConflict) -> Response:
     response = jsonify({"error": "conflict", "message": str(exc), "fields": exc.fields,
                         "revision": exc.revision})
@@ -71,6 +77,7 @@ def edit(sha256: str) -> Response:
         return error_json(400, "invalid", str(exc))
     except EditConflict as exc:
         return _conflict(exc)
+    _written()
     return jsonify(present.item(record, history=True))
 
 
@@ -90,6 +97,7 @@ def edit_selection() -> Response:
     except EditError as exc:
         return error_json(400, "invalid", str(exc))
     log.info("%s edited %d items (%s)", g.user.name, len(records), ", ".join(changes))
+    _written()
     return jsonify({"items": present.items(records)})
 
 
@@ -101,6 +109,7 @@ def _approval(shas: list[str], approve: bool) -> Response:
         return error_json(404, "not_found", f"no item {exc}")
     log.info("%s %s %d items", g.user.name, "approved" if approve else "withdrew",
              len(records))
+    _written()
     return jsonify({"items": present.items(records)})
 
 
@@ -151,6 +160,7 @@ def refile() -> Response:
     except RefileError as exc:
         return error_json(400, "refile", str(exc))
     log.info("%s re-filed %d items to %s", g.user.name, len(records), activity)
+    _written()
     return jsonify({"items": present.items(records)})
 
 
@@ -202,6 +212,6 @@ def zip_download() -> Response:
     stream = zip_stream(web().data, records, variant=variant, config=web().config)
     response = Response(stream_with_context(stream), mimetype="application/zip")
     response.headers["Content-Disposition"] = \
-        f'attachment; filename="{zip_name(records)}"'
+        f'attachment; filename="{zip_name(records, variant=variant, config=web().config)}"'
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -57,7 +57,8 @@ def grid_image(entry: dict[str, Any]) -> str | None:
 
 def download_name(name: str) -> str:
     """A file name a browser can take: invalid UTF-8 (kept as surrogate escapes in the
-    catalog), path separators, quotes and control characters become "_"."""
-    cleaned = "".join("_" if c in '/\\"' or ord(c) < 32 or 0xDC80 <= ord(c) <= 0xDCFF
+    catalog), path separators and control characters become "_". Quotes stay: the header
+    is written quoted and escaped (werkzeug), and the name is kept as it was."""
+    cleaned = "".join("_" if c in "/\\" or ord(c) < 32 or 0xDC80 <= ord(c) <= 0xDCFF
                       else c for c in name)
     return cleaned or "acopio"
