@@ -229,6 +229,41 @@ class EditorialConfig:
 
 
 @dataclass(frozen=True)
+class SyncConfig:
+    hub_url: str = _setting(
+        "", "URL of the headquarters hub (http:// or https://); empty: find one on the LAN "
+        "with zeroconf.")
+    bandwidth_kbps: int = _setting(
+        0, "Upload cap in KiB/s (0: no cap); keeps a phone hotspot usable.", _non_negative)
+    chunk_mb: int = _setting(8, "Upload chunk size in MiB (at most this is sent again after "
+                             "a cut).", _positive)
+    pause_during_import: bool = _setting(
+        True, "Hold uploads while a card or camera is importing.")
+    poll_s: float = _setting(30.0, "Seconds between rounds when everything is sent.",
+                             _positive)
+    retry_max_s: float = _setting(
+        300.0, "Longest wait between retries after an error (exponential backoff with "
+        "jitter).", _positive)
+    evict_below_mb: int = _setting(
+        0, "When the archive disk has less than this many MiB free, originals the hub has "
+        "acknowledged may be removed from the kit (0: never).", _non_negative)
+    ca_file: str = _setting(
+        "", "CA certificate (PEM) that signs the hub's HTTPS certificate; empty: the "
+        "system's.")
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    host: str = _setting("0.0.0.0", "Address the hub listens on.")
+    port: int = _setting(8090, "TCP port of the hub (sync and its web UI).", _port)
+    max_upload_gb: float = _setting(
+        64.0, "Largest single file a kit may upload, in GiB.", _positive)
+    pair_code_minutes: float = _setting(
+        60.0, "Minutes a pairing code from `acopio hub pair` stays valid.", _positive)
+    zeroconf: bool = _setting(True, "Advertise the hub on the LAN (_acopio-hub._tcp).")
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = _setting(
         DEFAULT_DATA_DIR, "Folder holding the archive, the catalog and all state."
@@ -242,6 +277,8 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     web: WebConfig = field(default_factory=WebConfig)
     editorial: EditorialConfig = field(default_factory=EditorialConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
 
     @property
     def zone(self) -> ZoneInfo:
