@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated roles (default: devices,inbox,recordings,worker,web)")
     p.set_defaults(handler=cmd_run)
 
+    from sync.hub import commands as hub_commands
+    from sync.kit import commands as sync_commands
+
+    hub_commands.add_parsers(sub)  # acopio hub ...
+    sync_commands.add_parsers(sub)  # acopio sync ...
+
     p = sub.add_parser("serve", help="serve the web UI alone (what `run` runs as its web role)")
     p.add_argument("--host", help="address to listen on (default: the web.host setting)")
     p.add_argument("--port", type=int, help="TCP port (default: the web.port setting)")

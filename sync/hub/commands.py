@@ -1,0 +1,9 @@
+"""`acopio hub ...` commands (registered by appliance/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add `acopio hub` and its subcommands to the CLI."""
