@@ -70,7 +70,9 @@ class Appliance:
         self._reader: threading.Thread | None = None
         self.setup_code: str | None = None
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, *, setup_code: bool = True) -> None:
+        """Start and wait until it listens; with `setup_code` (no user exists yet) also until
+        it has printed its one-time setup code (a kit with users prints none)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance", "--data-dir", str(self.data_dir), "run",
@@ -88,11 +90,12 @@ class Appliance:
                 for line in list(self.stdout):
                     if m := SETUP_CODE.search(line):
                         self.setup_code = m.group(1)
-            if self.setup_code and self._listening():
+            if (self.setup_code or not setup_code) and self._listening():
                 return
             time.sleep(0.05)
-        pytest.fail(self.failure("the appliance did not print its setup code and listen "
-                                 f"on {self.url} within {timeout:.0f} s"))
+        waited = "print its setup code and listen" if setup_code else "listen"
+        pytest.fail(self.failure(f"the appliance did not {waited} on {self.url} within "
+                                 f"{timeout:.0f} s"))
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -196,6 +199,11 @@ class PageWatch:
     expected: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
 
     _not_modified: list[Any] = field(default_factory=list)
+    # A navigation that turns into a download (a form post answered with an attachment)
+    # ends, for chromium, as an aborted navigation: kept aside, and a failure only if no
+    # download of that URL started.
+    _aborted_navigations: list[str] = field(default_factory=list)
+    _downloads: set[str] = field(default_factory=set)
     _navigations: int = 0
     _started_at: dict[Any, int] = field(default_factory=dict)
 
@@ -228,6 +236,7 @@ class PageWatch:
         page.on("pageerror", lambda exc: self.page_errors.append(f"{page.url}: {exc}"))
         page.on("requestfailed", self._on_failed)
         page.on("response", self._on_response)
+        page.on("download", lambda download: self._downloads.add(download.url))
 
     def _on_console(self, message: Any) -> None:
         if message.type == "error":
@@ -246,6 +255,9 @@ class PageWatch:
             # Leaving a page (a link, logout, a reload) cancels its requests still running:
             # the status poll and the live grid's fetch.
             if self._started_at.get(request, self._navigations) < self._navigations:
+                return
+            if request.is_navigation_request():
+                self._aborted_navigations.append(request.url)
                 return
         self.failed.append(f"{request.method} {request.url}: {error}")
 
@@ -269,6 +281,8 @@ class PageWatch:
         return ([f"console {c}" for c in console]
                 + [f"page error {e}" for e in self.page_errors]
                 + [f"request failed {f}" for f in self.failed]
+                + [f"request failed {u}: net::ERR_ABORTED (navigation, no download)"
+                   for u in self._aborted_navigations if u not in self._downloads]
                 + [f"HTTP {b}" for b in self.bad_responses]
                 + [f"request to another host {u}" for u in self.foreign])
 

@@ -249,6 +249,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "select.zip_web": "ZIP para web",
         "select.working": "Trabajando…",
         "select.done_n": "Listo: {count} elementos.",
+        "select.done_n.one": "Listo: 1 elemento.",
         "select.failed": "No se pudo: {message}",
         "select.empty": "Seleccione al menos un elemento.",
         "select.keys": "Mayús+clic selecciona un rango; Ctrl+A toda la página; P, X, U y 0–5 "
@@ -525,6 +526,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "select.zip_web": "ZIP web size",
         "select.working": "Working…",
         "select.done_n": "Done: {count} items.",
+        "select.done_n.one": "Done: 1 item.",
         "select.failed": "Failed: {message}",
         "select.empty": "Select at least one item.",
         "select.keys": "Shift+click selects a range; Ctrl+A the whole page; P, X, U and 0–5 "

@@ -540,7 +540,8 @@
         const items = data.items || [];
         for (const item of items) updateCell(item);
         if (action === "describe") for (const input of bar.querySelectorAll("[data-field]")) input.value = "";
-        say(fmt(messages["select.done_n"], {count: items.length.toLocaleString(lang())}));
+        say(items.length === 1 ? messages["select.done_n.one"]
+                               : fmt(messages["select.done_n"], {count: items.length.toLocaleString(lang())}));
       } catch (error) {
         say(fmt(messages["select.failed"], {message: String(error.message || error)}), true);
       } finally {
