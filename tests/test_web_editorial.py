@@ -478,8 +478,16 @@ def test_the_zip_of_a_selection_is_a_plain_form_post_streamed(web: WebApp,
             assert archive.read(entry) == (web.data_dir / by_name[name]["archive_path"]
                                            ).read_bytes()
 
-    web_zip = browser.post("/descargas/zip", data={"csrf_token": browser.csrf,
-                                                   "sha256": shas[:1], "variant": "web"})
+    # Web-size copies are for publishing: only approved items, unless Dirección asks.
+    web_form = {"csrf_token": browser.csrf, "sha256": shas[:1], "variant": "web"}
+    refused = browser.post("/descargas/zip", data=web_form)
+    assert refused.status_code == 409 and "plaza.jpg" in text(refused)
+    one = browser.get(f"/api/items/{shas[0]}/download?variant=web")
+    assert one.status_code == 409 and "not approved" in one.get_json()["message"]
+    director = web.user_and_login("dora", "director")
+    assert director.get(f"/api/items/{shas[0]}/download?variant=web").status_code == 200
+    assert director.write("POST", f"/api/items/{shas[0]}/approve").status_code == 200
+    web_zip = browser.post("/descargas/zip", data=web_form)
     assert web_zip.status_code == 200
     assert "-web.zip" in web_zip.headers["Content-Disposition"]
     with zipfile.ZipFile(io.BytesIO(web_zip.get_data())) as archive:

@@ -70,6 +70,8 @@ def _http_error(exc: HTTPException) -> Response:
         g.t = t
         key = f"error.{status}"
         message = t(key) if key in t.messages else exc.name
+        if status == 409 and exc.description != type(exc).description:
+            message = exc.description or message  # a handler's own (translated) reason
         response = Response(render_template("error.html", status=status, message=message),
                             status=status, mimetype="text/html")
     if status == 429 and getattr(exc, "retry_after", None):

@@ -21,6 +21,9 @@ bp = Blueprint("browse", __name__)
 
 KINDS = ("photo", "raw", "video", "audio", "other")
 STATUSES = ("ok", "problems")
+PICKS = ("picked", "rejected", "none")  # "none": neither picked nor rejected
+APPROVALS = {"yes": True, "no": False}
+RATINGS = ("0", "1", "2", "3", "4", "5")  # rating_min: rated at least this
 
 
 def page_number() -> int:
@@ -109,6 +112,15 @@ def search_query(page: int, limit: int) -> ItemQuery:
         abort(400, f"unknown kind {kind!r}")
     if status is not None and status not in STATUSES:
         abort(400, f"unknown status {status!r}")
+    pick = args.get("pick") or None
+    if pick is not None and pick not in PICKS:
+        abort(400, f"unknown pick {pick!r}: use one of {', '.join(PICKS)}")
+    rating_min = args.get("rating_min") or None
+    if rating_min is not None and rating_min not in RATINGS:
+        abort(400, "rating_min must be a whole number from 0 to 5")
+    approved = args.get("approved") or None
+    if approved is not None and approved not in APPROVALS:
+        abort(400, "approved must be yes or no")
     month = args.get("month") or None
     if month is not None and not present.MONTH.match(month):
         abort(400, "month must be YYYY-MM")  # a bad filter is a 400 (check_month's 404 is
@@ -122,7 +134,10 @@ def search_query(page: int, limit: int) -> ItemQuery:
     return ItemQuery(q=q, kind=kind, status=status, month=month,
                      activity=args.get("activity") or None,
                      camera=args.get("camera") or None, area=args.get("area") or None,
-                     date_from=date_from, date_to=date_to, order="imported",
+                     date_from=date_from, date_to=date_to, pick=pick,
+                     rating_min=int(rating_min) if rating_min is not None else None,
+                     approved=APPROVALS[approved] if approved is not None else None,
+                     order="imported",
                      limit=limit, offset=(page - 1) * limit)
 
 

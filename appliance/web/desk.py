@@ -24,7 +24,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from werkzeug.datastructures import MultiDict
@@ -35,6 +34,7 @@ from appliance.query import ItemQuery
 from appliance.web import agenda as agenda_api
 from appliance.web import browse, present
 from appliance.web.context import web
+from appliance.web.editing import stream_zip
 from appliance.web.security import requires, safe_next
 
 log = logging.getLogger(__name__)
@@ -323,28 +323,7 @@ def zip_download() -> Response:
         abort(413)
     if not all(present.SHA256.match(sha) for sha in shas):
         abort(400)
-    variant = request.form.get("variant", "original")
-    if variant not in ("original", "web"):
-        abort(400)
-    records = []
-    for sha in dict.fromkeys(shas):
-        record = web().index.get(sha)
-        if record is None:
-            abort(404)
-        records.append(record)
-    from appliance.delivery import TooManyItems, zip_name, zip_stream
-
-    config = web().config
-    try:  # what zip_stream can check is checked before the first byte goes out
-        stream = zip_stream(web().data, records, variant=variant, config=config)
-    except TooManyItems:
-        abort(413)
-    log.info("%s downloads a ZIP of %d items (%s)", g.user.name, len(records), variant)
-    name = zip_name(records, variant=variant, config=config)
-    response = Response(stream_with_context(stream), mimetype="application/zip")
-    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return stream_zip(shas, request.form.get("variant", "original"))
 
 
 # -- for the templates -------------------------------------------------------------------

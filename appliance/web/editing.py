@@ -15,7 +15,7 @@ from flask import Blueprint, Response, abort, g, jsonify, request, send_file, st
 from appliance.editorial import EditConflict, EditError, Editor, NotFound
 from appliance.web import present
 from appliance.web.context import web
-from appliance.web.security import error_json, requires
+from appliance.web.security import can, error_json, is_api, requires
 
 log = logging.getLogger(__name__)
 bp = Blueprint("editing", __name__, url_prefix="/api")
@@ -164,6 +164,19 @@ def refile() -> Response:
     return jsonify({"items": present.items(records)})
 
 
+def check_publishable(records: list[dict[str, Any]], variant: str) -> None:
+    """Only approved items leave as web-size copies (the social-media variant), except for
+    those who approve (design: Dirección decides what may be published). Originals are
+    staff material and follow the `download` permission alone."""
+    if variant != "web" or can("approve"):
+        return
+    pending = [r["original_name"] for r in records if not r.get("approved")]
+    if pending:
+        names = ", ".join(pending[:5]) + (" …" if len(pending) > 5 else "")
+        abort(409, f"not approved for publication: {names}" if is_api()
+              else g.t("error.not_approved", names=names))
+
+
 @bp.get("/items/<sha256>/download")
 @requires("download")
 def download(sha256: str) -> Response:
@@ -181,6 +194,7 @@ def download(sha256: str) -> Response:
         from appliance.web.media import original
 
         return original(sha256)
+    check_publishable([record], variant)
     try:
         path = web_copy(web().config, web().data, record)
     except ValueError as exc:
@@ -191,27 +205,36 @@ def download(sha256: str) -> Response:
                      conditional=True, etag=True, max_age=None)
 
 
+def stream_zip(shas: list[str], variant: str) -> Response:
+    """A ZIP of the items, streamed as it is made (for the API and the page's form)."""
+    from appliance.delivery import TooManyItems, zip_name, zip_stream
+
+    if variant not in ("original", "web"):
+        abort(400, "variant must be original or web")
+    records = []
+    for sha in dict.fromkeys(shas):
+        record = web().index.get(sha)
+        if record is None:
+            abort(404, f"no item {sha}")
+        records.append(record)
+    check_publishable(records, variant)
+    config = web().config
+    try:  # what zip_stream can check is checked before the first byte goes out
+        stream = zip_stream(web().data, records, variant=variant, config=config)
+    except TooManyItems as exc:
+        abort(413, str(exc))
+    log.info("%s downloads a ZIP of %d items (%s)", g.user.name, len(records), variant)
+    response = Response(stream_with_context(stream), mimetype="application/zip")
+    response.headers["Content-Disposition"] = \
+        f'attachment; filename="{zip_name(records, variant=variant, config=config)}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.post("/zip")
 @requires("download")
 def zip_download() -> Response:
     """`{"sha256": [...], "variant": "original"|"web"}`: a ZIP streamed as it is made."""
-    from appliance.delivery import zip_name, zip_stream
-
     body = _body()
     shas = _selection(body, limit=web().config.editorial.zip_max_items)
-    variant = body.get("variant", "original")
-    if variant not in ("original", "web"):
-        abort(400, "variant must be original or web")
-    records = []
-    for sha in shas:
-        record = web().index.get(sha)
-        if record is None:
-            return error_json(404, "not_found", f"no item {sha}")
-        records.append(record)
-    log.info("%s downloads a ZIP of %d items (%s)", g.user.name, len(records), variant)
-    stream = zip_stream(web().data, records, variant=variant, config=web().config)
-    response = Response(stream_with_context(stream), mimetype="application/zip")
-    response.headers["Content-Disposition"] = \
-        f'attachment; filename="{zip_name(records, variant=variant, config=web().config)}"'
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return stream_zip(shas, body.get("variant", "original"))

@@ -153,6 +153,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.429": "Demasiadas solicitudes. Espere un momento.",
         "error.500": "Error interno. Quedó registrado en el equipo.",
         "error.csrf": "La página caducó. Recárguela e intente de nuevo.",
+        "error.not_approved": "Solo los elementos aprobados por Dirección se descargan en "
+                              "tamaño web. Falta aprobar: {names}",
         "error.host": "Nombre de equipo no permitido.",
         "error.back": "Volver al inicio",
         "footer.kit": "Equipo {name}",
@@ -430,6 +432,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.429": "Too many requests. Wait a moment.",
         "error.500": "Internal error. It was logged on the box.",
         "error.csrf": "The page expired. Reload it and try again.",
+        "error.not_approved": "Only items approved by the director download at web size. "
+                              "Not approved yet: {names}",
         "error.host": "Host name not allowed.",
         "error.back": "Back to the start",
         "footer.kit": "Kit {name}",
