@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 import multiprocessing
+import re
 import sqlite3
 import threading
 import time
@@ -20,9 +21,11 @@ from appliance import storage
 from appliance.agenda import Activity, Agenda
 from appliance.catalog import Catalog
 from appliance.datadir import DataDir
+from appliance.editorial import Editor
 from appliance.fsutil import file_lock
 from appliance.query import ItemIndex, ItemQuery, fts_query, rows, schema
 from appliance.query.text import tokens
+from tests.webclient import web_app
 
 # The module that runs searches (its thresholds are patched to try every way at small sizes).
 SEARCH = importlib.import_module("appliance.query.search")
@@ -182,10 +185,170 @@ def test_paging_total_and_validation(index: ItemIndex, data: DataDir) -> None:
     assert index.search(ItemQuery(limit=10, offset=100)) == ([], 25)
     assert index.search(ItemQuery(kind="photo", limit=1, offset=24))[1] == 25
     for bad in ({"status": "broken"}, {"limit": 0}, {"limit": 501}, {"offset": -1},
-                {"order": "random"}, {"limit": True}):
+                {"order": "random"}, {"limit": True}, {"pick": "maybe"}, {"pick": "Picked"},
+                {"pick": ""}, {"rating_min": 6}, {"rating_min": -1}, {"rating_min": True},
+                {"rating_min": "3"}, {"rating_min": 2.0}, {"approved": "yes"},
+                {"approved": 1}, {"approved": 0}):
         with pytest.raises(ValueError):
             ItemQuery(**bad)
     assert ItemQuery(limit=500).limit == 500
+    assert ItemQuery(pick="none", rating_min=0, approved=False).rating_min == 0
+
+
+# -- what people added -------------------------------------------------------------------
+
+
+@pytest.fixture
+def reviewed(data: DataDir, archive: dict) -> dict[int, dict]:
+    """The archive as people left it: picks, ratings, people, credits, places and approvals,
+    written by appliance.editorial into the real shards."""
+    editor = Editor(data, clock=lambda: "2026-05-25T10:00:00+00:00")
+    editor.edit(sha(1), {"pick": "picked", "rating": 4, "people": ["José Ramírez"],
+                         "credit": "Foto: Lucía Peña", "place": "Salón del Pleno"}, by="ana")
+    editor.edit(sha(2), {"pick": "rejected", "rating": 1}, by="ana")
+    editor.edit(sha(3), {"rating": 2}, by="ana")
+    editor.edit(sha(5), {"credit": "Cortesía Protección Civil"}, by="ana")
+    editor.edit(sha(6), {"pick": "picked", "rating": 5, "people": ["Niña Muñoz", "Ángel"],
+                         "place": "Explanada Municipal"}, by="ana")
+    editor.approve([sha(1), sha(6), sha(4)], by="direccion")
+    editor.withdraw([sha(4)], by="direccion")  # approved_at is set, approved is not
+    catalog = Catalog(data)
+    return {n: next(r for r in catalog.read_shard(r["folder"]) if r["sha256"] == sha(n))
+            for n, r in archive.items()}
+
+
+def test_each_editorial_filter(index: ItemIndex, reviewed: dict) -> None:
+    s = {n: sha(n) for n in reviewed}
+    assert index.get(s[6]) == reviewed[6]  # the record as edited, history and all
+    assert search(index, pick="picked") == [s[6], s[1]]  # newest import first
+    assert search(index, pick="picked", order="captured") == [s[1], s[6]]
+    assert search(index, pick="rejected") == [s[2]]
+    assert set(search(index, pick="none")) == {s[3], s[4], s[5], s[7]}
+    assert len(search(index, rating_min=0)) == 7
+    assert set(search(index, rating_min=1)) == {s[1], s[2], s[3], s[6]}
+    assert set(search(index, rating_min=2)) == {s[1], s[3], s[6]}
+    assert search(index, rating_min=3) == search(index, rating_min=4) == [s[6], s[1]]
+    assert search(index, rating_min=5) == [s[6]]
+    assert search(index, approved=True) == [s[6], s[1]]
+    assert set(search(index, approved=False)) == {s[2], s[3], s[4], s[5], s[7]}
+    # with each other, and with the other filters
+    assert search(index, pick="picked", approved=True, rating_min=5) == [s[6]]
+    assert search(index, pick="rejected", approved=True) == []
+    assert search(index, pick="none", rating_min=1) == [s[3]]
+    assert search(index, pick="picked", kind="photo", camera="Canon EOS R6") == [s[1]]
+    assert search(index, approved=False, status="problems") == [s[4]]
+    assert search(index, pick="none", kind="video") == [s[3]]
+    assert search(index, rating_min=1, month="2026-05", area="Presidencia",
+                  order="captured") == [s[3], s[1], s[2]]
+    assert search(index, pick="picked", folder=FERIA) == [s[6]]
+    assert search(index, approved=True, date_to=date(2026, 5, 10)) == [s[1]]
+    assert search(index, approved=False, activity="feria-del-libro") == [s[5]]
+    # with free text
+    assert search(index, q="dsc", pick="picked") == [s[6], s[1]]
+    assert set(search(index, q="canon", rating_min=2)) == {s[1], s[3]}
+    assert search(index, q="feria", approved=False) == [s[5]]
+    assert set(search(index, q="gobierno", pick="none")) == {s[3], s[4]}
+    assert search(index, q="dsc", pick="picked", month="2026-05", rating_min=5) == [s[6]]
+    # paging
+    records, total = index.search(ItemQuery(rating_min=1, limit=2, offset=2))
+    assert total == 4 and len(records) == 2
+    assert index.search(ItemQuery(approved=True, offset=2)) == ([], 2)
+
+
+def test_text_search_over_people_credit_and_place(index: ItemIndex, data: DataDir,
+                                                  reviewed: dict) -> None:
+    s = {n: sha(n) for n in reviewed}
+    for typed in ("ramirez", "José", "JOSE RAMÍREZ", "jose ram"):  # people
+        assert search(index, q=typed) == [s[1]], typed
+    for typed in ("lucia pena", "Lucía Peña", "peña"):  # credit
+        assert search(index, q=typed) == [s[1]], typed
+    assert search(index, q="cortesia proteccion") == [s[5]]
+    assert search(index, q="salon pleno") == [s[1]]  # place
+    assert search(index, q="explanada") == [s[6]]
+    assert search(index, q="muñoz") == search(index, q="munoz") == [s[6]]
+    assert search(index, q="angel nina") == [s[6]]
+    assert search(index, q="ramirez feria") == []  # every word, in one item
+    # an edit takes the old words away
+    Editor(data).edit(sha(1), {"people": ["Ana Gómez"], "credit": ""}, by="ana")
+    index.refresh(force=True)
+    assert search(index, q="ramirez") == search(index, q="lucia") == []
+    assert search(index, q="gomez") == [s[1]]
+
+
+def test_an_edit_shows_within_the_refresh_interval(data: DataDir, archive: dict) -> None:
+    editor = Editor(data)
+    with ItemIndex(data, ZONE, refresh_interval_s=0.2) as index:
+        assert search(index, pick="picked") == [] and index.search(ItemQuery())[1] == 7
+        editor.edit(sha(2), {"pick": "picked", "rating": 3, "people": ["José Ramírez"]},
+                    by="ana")
+        time.sleep(0.25)
+        assert search(index, pick="picked") == [sha(2)]  # refreshed by itself
+        assert search(index, rating_min=3) == search(index, q="ramirez") == [sha(2)]
+        assert index.get(sha(2))["pick"] == "picked"
+        editor.approve([sha(2)], by="direccion")
+        time.sleep(0.25)
+        assert search(index, approved=True) == [sha(2)]
+        editor.withdraw([sha(2)], by="direccion")
+        editor.edit(sha(2), {"pick": None, "rating": 0}, by="ana")
+        time.sleep(0.25)
+        assert search(index, approved=True) == search(index, pick="picked") == []
+        assert search(index, rating_min=1) == []
+        assert len(search(index, pick="none")) == 7
+    # only the edited item's shard is read again, and only its row rewritten
+    with ItemIndex(data, ZONE, refresh_interval_s=3600) as index:
+        index.refresh(force=True)
+        with sqlite3.connect(data.state / "query.sqlite") as conn:
+            before = dict(conn.execute("SELECT sha256, id FROM items"))
+        conn.close()
+        editor.edit(sha(6), {"rating": 4}, by="ana")
+        assert index.refresh(force=True) == 1
+        with sqlite3.connect(data.state / "query.sqlite") as conn:
+            after = dict(conn.execute("SELECT sha256, id FROM items"))
+        conn.close()
+        assert {k for k in before if before[k] != after[k]} == {sha(6)}
+        assert search(index, rating_min=4) == [sha(6)]
+        assert search(index, rating_min=4, kind="photo") == [sha(6)]
+        feria = next(f for f in index.folders("2026-05") if f["folder"] == FERIA)
+        assert feria["count"] == 2
+
+
+def test_the_search_form_and_the_api_take_the_editorial_filters(data: DataDir,
+                                                                reviewed: dict) -> None:
+    """browse.search_query, behind /buscar and /api/items: pick, rating_min, approved; a
+    value it does not know is a 400, never a 500 nor a filter ignored."""
+    s = {n: sha(n) for n in reviewed}
+    with web_app(data.root) as web:
+        browser = web.user_and_login("ana", "photographer")
+
+        def api(query: str) -> list[str]:
+            response = browser.get("/api/items?" + query)
+            assert response.status_code == 200, response.get_data(as_text=True)
+            body = response.get_json()
+            assert body["total"] == len(body["items"])
+            return [item["sha256"] for item in body["items"]]
+
+        assert api("pick=picked") == [s[6], s[1]]
+        assert api("pick=rejected") == [s[2]]
+        assert set(api("pick=none")) == {s[3], s[4], s[5], s[7]}
+        assert set(api("rating_min=2")) == {s[1], s[3], s[6]}
+        assert api("rating_min=5") == [s[6]]
+        assert len(api("rating_min=0")) == len(api("pick=&rating_min=&approved=")) == 7
+        assert api("approved=yes") == [s[6], s[1]]
+        assert set(api("approved=no")) == {s[2], s[3], s[4], s[5], s[7]}
+        assert api("pick=picked&approved=yes&rating_min=5&kind=photo") == [s[6]]
+        assert api("q=ramirez&pick=picked") == [s[1]]
+        assert api("q=ramirez&pick=rejected") == []
+        page = browser.get("/buscar?q=dsc&pick=picked&rating_min=5&approved=yes")
+        assert page.status_code == 200
+        assert re.findall(r'href="/item/([0-9a-f]{64})"', page.get_data(as_text=True)) \
+            == [s[6]]
+        for bad in ("pick=maybe", "pick=PICKED", "pick=null", "rating_min=6",
+                    "rating_min=-1", "rating_min=x", "rating_min=2.5", "rating_min=%EF%BC%93",
+                    "approved=true", "approved=1", "approved=s%C3%AD"):
+            refused = browser.get("/api/items?" + bad)
+            assert refused.status_code == 400, bad
+            assert refused.get_json()["error"] == "bad_request", bad
+            assert browser.get("/buscar?q=dsc&" + bad).status_code == 400, bad
 
 
 # -- how searches are run ----------------------------------------------------------------
@@ -216,9 +379,30 @@ def many(data: DataDir) -> list[dict]:
                 n, folder, kind=kind, name=name, camera=CAMERAS[(f + i // 20) % 4],
                 problems=[{"code": "damaged", "detail": "x"}] if n % 13 == 0 else None,
                 captured=f"{day}T{8 + i // 10:02d}:{i % 10 * 5:02d}:00-06:00",
-                imported=f"{day + timedelta(days=f * 7 % 5)}T20:00:{i % 3:02d}-06:00"))
+                imported=f"{day + timedelta(days=f * 7 % 5)}T20:00:{i % 3:02d}-06:00",
+                **review_of(f, n)))
         write_shard(catalog, folder, records)
         out += records
+    return out
+
+
+PEOPLE = ("José Ramírez", "Lucía Peña", "Ana Gómez")
+
+
+def review_of(f: int, n: int) -> dict[str, Any]:
+    """The editorial fields of item n of folder f in `many`: two events in three reviewed
+    (picks, ratings, people, credits, places), approvals in a few of them only, so that they
+    lie together, far down the newest-first order."""
+    if f % 3 == 1:
+        return {}
+    pick = "picked" if n % 7 == 0 else "rejected" if n % 11 == 0 else None
+    out: dict[str, Any] = {
+        "pick": pick, "rating": n % 5 + 1 if pick == "picked" else 1 if n % 13 == 0 else 0,
+        "approved": pick == "picked" and f % 5 == 0,
+        "people": [PEOPLE[n % 3]] if n % 17 == 0 else []}
+    if pick == "picked":
+        out["credit"] = f"Comunicación Social / {PEOPLE[n % 2]}"
+        out["place"] = ("Plaza Principal", "Explanada Municipal")[n % 2]
     return out
 
 
@@ -234,10 +418,14 @@ def reference(records: list[dict], data: DataDir, query: ItemQuery) -> list[str]
     def found(r: dict) -> bool:
         local = when(r["captured_at"]).astimezone(ZONE).date()
         agenda = activities.get(r["activity"])
-        text = [r.get("caption") or "", r["activity"], r["original_name"],
+        text = [r.get("caption") or "", r.get("credit") or "", r.get("place") or "",
+                *r.get("people", []), r["activity"], r["original_name"],
                 rows.camera_name(r["camera"]) or "", agenda.title if agenda else ""]
         found_words = [t for part in text for t in tokens(part)]
         return all((
+            query.pick is None or (r.get("pick") or "none") == query.pick,
+            query.rating_min is None or r.get("rating", 0) >= query.rating_min,
+            query.approved is None or r.get("approved", False) == query.approved,
             query.kind is None or r["kind"] == query.kind,
             query.camera is None or rows.camera_name(r["camera"]) == query.camera,
             query.status is None or (query.status == "problems") == bool(r["problems"]),
@@ -272,6 +460,20 @@ MIXED = [
     {"q": "jornada", "status": "problems"}, {"q": "zoom", "area": "Cultura", "kind": "audio"},
     {"q": "informe dsc", "kind": "raw"}, {"q": "iphone", "kind": "photo", "status": "ok"},
     {"q": "nikon", "activity": "evento-2"}, {"q": "numero 1"},
+    # what people added
+    {"pick": "picked"}, {"pick": "rejected"}, {"pick": "none"}, {"rating_min": 0},
+    {"rating_min": 1}, {"rating_min": 4}, {"approved": True}, {"approved": False},
+    {"pick": "picked", "kind": "photo"}, {"pick": "none", "kind": "audio"},
+    {"approved": True, "kind": "video"}, {"approved": False, "camera": "Apple iPhone 13"},
+    {"rating_min": 2, "status": "ok", "camera": "Canon EOS R6"},
+    {"pick": "picked", "approved": False, "rating_min": 3}, {"pick": "rejected", "rating_min": 1},
+    {"approved": True, "month": "2025-01"}, {"pick": "none", "area": "Cultura"},
+    {"rating_min": 1, "date_from": date(2025, 3, 1), "date_to": date(2025, 5, 31)},
+    {"pick": "picked", "folder": "2025/01/2025-01-03_evento-0"},
+    {"q": "dsc", "pick": "picked"}, {"q": "jornada", "rating_min": 2},
+    {"q": "vid", "approved": False, "kind": "video"}, {"q": "ramirez"}, {"q": "lucia pena"},
+    {"q": "plaza principal", "approved": True}, {"q": "comunicacion", "month": "2025-03"},
+    {"q": "explanada", "activity": "evento-6", "pick": "picked"},
 ]
 
 
@@ -294,10 +496,21 @@ def test_every_way_of_searching_finds_the_same(index: ItemIndex, data: DataDir, 
                 assert (shas(found), total) == (expected[offset:offset + limit],
                                                 len(expected)), query
                 statements += [sql for sql, _ in index.explain(query)]
-    ways = {"walk": "INDEXED BY items_", "fts leads": "NOT INDEXED",
-            "filter leads": "+id IN", "sort": "SELECT id FROM items WHERE"}
-    used = {way for way, mark in ways.items() if any(mark in sql for sql in statements)}
-    assert used == set(ways) if small else used >= {"walk", "fts leads", "sort"}
+    ways = {
+        "walk": r"INDEXED BY items_(imported|captured) ", "fts leads": "NOT INDEXED",
+        "filter leads": r"\+id IN", "sort": "^SELECT id FROM items WHERE",
+        "counted from the summaries": "FROM folder_marks",
+        # the filter matching fewest items leads the count, or a sort
+        "lead counts": r"^SELECT count\(\*\) FROM items INDEXED BY",
+        "lead sorts": r"^SELECT id FROM items INDEXED BY items_(kind|camera|problems|rating"
+                      r"|pick .* ORDER BY captured|approved .* ORDER BY captured)",
+        # a pick's or an approval's own index newest first; a rating's, merged
+        "editorial walk": r"^SELECT id FROM items INDEXED BY items_(pick|approved) "
+                          r".* ORDER BY imported",
+        "ratings merged": "UNION ALL"}
+    used = {way for way, mark in ways.items()
+            if any(re.search(mark, sql) for sql in statements)}
+    assert used == set(ways) if small else used >= set(ways) - {"filter leads"}
 
 
 COMMON = [
@@ -311,25 +524,68 @@ COMMON = [
     {"month": "2025-03", "kind": "photo"}, {"activity": "evento-3"},
     {"activity": "evento-3", "kind": "video", "status": "ok"},
     {"folder": "2025/01/2025-01-12_evento-1"},
+    # what people added, alone, together and with the others
+    {"pick": "picked"}, {"pick": "none"}, {"rating_min": 3}, {"approved": True},
+    {"approved": False}, {"pick": "none", "kind": "photo"}, {"pick": "picked", "kind": "video"},
+    {"approved": True, "kind": "photo", "status": "ok"}, {"approved": False, "status": "problems"},
+    {"rating_min": 2, "camera": "Apple iPhone 13"}, {"rating_min": 1, "kind": "photo"},
+    {"pick": "picked", "approved": False, "rating_min": 3}, {"pick": "rejected", "rating_min": 1},
+    {"approved": True, "month": "2025-03"}, {"pick": "rejected", "activity": "evento-3"},
+    {"rating_min": 1, "area": "Cultura"},
+    {"pick": "none", "date_from": date(2025, 3, 1), "date_to": date(2025, 3, 31)},
+    {"approved": False, "camera": "Canon EOS R6", "kind": "photo"},
+    {"pick": "picked", "folder": "2025/01/2025-01-03_evento-0"},
 ]
+BROAD = {"kind", "camera", "status", "pick", "rating_min", "approved"}
 
 
 @pytest.mark.parametrize("filters", COMMON, ids=lambda f: "+".join(f))
 def test_counting_a_filter_reads_an_index_not_the_rows(index: ItemIndex, data: DataDir,
                                                        many: list, filters: dict) -> None:
     """Counting every match must not read a table row per match (28 ms at 100,000 items for
-    kind=photo&status=problems): each count is answered by a covering index."""
+    kind=photo&status=problems): each count is answered by a covering index, or, for one
+    broad filter alone, by adding up the folder summaries."""
     index.refresh(force=True)
     with sqlite3.connect(data.state / "query.sqlite") as conn:  # the planner has statistics
         assert conn.execute("SELECT count(*) FROM sqlite_stat1 WHERE tbl = 'items'"
                             ).fetchone()[0] > 0
     conn.close()
-    counts = [plan for sql, plan in index.explain(ItemQuery(**filters))
-              if sql.startswith("SELECT count(*) FROM items")]
+    statements = index.explain(ItemQuery(**filters))
+    counts = [plan for sql, plan in statements if sql.startswith("SELECT count(*) FROM items")]
+    if len(filters) == 1 and set(filters) <= BROAD:
+        assert not counts and "FROM folder_marks" in statements[0][0], statements
+        return
     assert len(counts) == 1
     items = [step for step in counts[0] if " items " in f" {step} "]
     assert items and all(step.startswith("SEARCH items USING COVERING INDEX")
                          for step in items), counts
+
+
+@pytest.mark.parametrize("filters", [
+    {"pick": "picked"}, {"pick": "none"}, {"approved": True}, {"approved": False},
+    {"approved": True, "kind": "photo"}, {"pick": "rejected", "camera": "Canon EOS R6"},
+    {"pick": "picked", "approved": False, "status": "ok"}, {"rating_min": 3},
+    {"rating_min": 1, "kind": "raw"}, {"rating_min": 2, "approved": True, "pick": "picked"},
+], ids=lambda f: "+".join(f))
+def test_an_editorial_filters_page_comes_from_its_own_index(index: ItemIndex, many: list,
+                                                            filters: dict) -> None:
+    """Picks, ratings and approvals lie together (an event reviewed at a time; in `many`
+    the approvals are the oldest items of all): the page, newest first, never walks the
+    whole archive looking for them, nor sorts them all. It reads the index of the filter
+    that matches fewest items, which lists them newest first (a minimum rating: one run per
+    rating, merged)."""
+    for offset in (0, 5):
+        statements = index.explain(ItemQuery(offset=offset, limit=5, **filters))
+        page = [plan for sql, plan in statements if sql.startswith("SELECT id")]
+        assert len(page) == 1
+        steps = page[0]
+        assert not any("items_imported" in step or step.startswith("SCAN items")
+                       or step == "USE TEMP B-TREE FOR ORDER BY" for step in steps), steps
+        searched = [step for step in steps if step.startswith("SEARCH items USING")]
+        assert searched and all(re.search(r"INDEX items_(pick|approved|rating) ", step)
+                                for step in searched), steps
+        if "rating_min" in filters and "items_rating" in searched[0]:
+            assert "MERGE (UNION ALL)" in steps
 
 
 def test_text_searches_are_counted_by_the_fts(index: ItemIndex, many: list) -> None:
@@ -570,16 +826,19 @@ def test_an_index_of_another_schema_is_rebuilt(data: DataDir, archive: dict,
     build left them): rebuilt from the shards, never a failing query."""
     path = data.state / "query.sqlite"
     expected = set(search_once(data))
-    assert user_version(path) == schema.SCHEMA_VERSION == 2
-    with sqlite3.connect(path) as conn:  # as schema 1 left it
-        conn.execute("PRAGMA user_version = 1")
-    conn.close()
-    with caplog.at_level(logging.WARNING, logger="appliance.query"), \
-            ItemIndex(data, ZONE) as index:
-        assert set(search(index)) == expected
-        assert search(index, q="dsc", kind="raw") == [sha(5)]
-    assert any("schema 1" in r.getMessage() for r in caplog.records)
-    assert user_version(path) == 2
+    assert user_version(path) == schema.SCHEMA_VERSION == 3
+    for old in (1, 2):  # as schema 1 left it; as schema 2 (no editorial columns) left it
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"PRAGMA user_version = {old}")
+        conn.close()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="appliance.query"), \
+                ItemIndex(data, ZONE) as index:
+            assert set(search(index)) == expected
+            assert search(index, q="dsc", kind="raw") == [sha(5)]
+            assert len(search(index, pick="none", approved=False)) == 7
+        assert any(f"schema {old}" in r.getMessage() for r in caplog.records)
+        assert user_version(path) == 3
     caplog.clear()
     with sqlite3.connect(path) as conn:  # the same number on the tables of another layout
         conn.executescript("""
@@ -688,13 +947,22 @@ def test_an_empty_catalog(index: ItemIndex) -> None:
 
 def test_odd_records_do_not_break_the_index(index: ItemIndex, data: DataDir) -> None:
     odd = record(1, name="caf\udce9 \udcff.jpg", captured="not a time", imported="never",
-                 camera={"make": None, "model": "X100"}, tags=["ok", 3, None], caption=None)
-    Catalog(data).upsert(INFORME, [odd, record(2, size=None, problems=None)])
+                 camera={"make": None, "model": "X100"}, tags=["ok", 3, None], caption=None,
+                 pick="maybe", rating=7, approved="yes", approved_at="yesterday",
+                 people="José", credit=5, place=["x"])
+    odder = record(2, size=None, problems=None, pick=["picked"], rating=True, approved=1,
+                   people=[None, "Niña"])
+    Catalog(data).upsert(INFORME, [odd, odder, record(3, rating=2.0, pick={"a": 1})])
     assert index.get(sha(1)) == odd  # surrogates of undecodable names round-trip
     assert search(index, q="caf") == [sha(1)]
     assert index.cameras() == ["X100"]
-    assert set(search(index, order="captured")) == {sha(1), sha(2)}
-    assert index.search(ItemQuery(date_from=date(2000, 1, 1)))[1] == 1
+    assert set(search(index, order="captured")) == {sha(1), sha(2), sha(3)}
+    assert index.search(ItemQuery(date_from=date(2000, 1, 1)))[1] == 2
+    # what is not a pick, a rating or an approval as editorial writes them counts as none
+    assert len(search(index, pick="none")) == len(search(index, approved=False)) == 3
+    assert search(index, pick="picked") == search(index, rating_min=1) == []
+    assert search(index, approved=True) == search(index, q="jose") == []
+    assert search(index, q="nina") == [sha(2)]
 
 
 # -- concurrency ------------------------------------------------------------------------
@@ -810,7 +1078,10 @@ def test_speed_with_20000_items(data: DataDir) -> None:
                 camera=(CANON, NIKON, None)[n % 3],
                 captured=f"{day}T{8 + i // 60:02d}:{i % 60:02d}:00-06:00",
                 imported=f"{day}T20:{i // 60:02d}:{i % 60:02d}-06:00",
-                caption="Comunicación social" if n % 7 == 0 else ""))
+                caption="Comunicación social" if n % 7 == 0 else "",
+                pick="picked" if n % 9 == 0 else None, rating=n % 11 % 6,
+                approved=n % 9 == 0 and shard % 4 == 0,
+                people=["José Ramírez"] if n % 13 == 0 else []))
         write_shard(catalog, folder, records)
     with ItemIndex(data, ZONE) as index:
         start = time.perf_counter()
@@ -823,6 +1094,10 @@ def test_speed_with_20000_items(data: DataDir) -> None:
         for query in (ItemQuery(), ItemQuery(offset=600), ItemQuery(order="captured"),
                       ItemQuery(folder=folder, order="captured"), ItemQuery(kind="video"),
                       ItemQuery(q="comunicacion"), ItemQuery(q="dsc"), ItemQuery(q="dsc_001"),
-                      ItemQuery(q="canon", month=month)):
+                      ItemQuery(q="canon", month=month), ItemQuery(pick="picked"),
+                      ItemQuery(pick="none", kind="photo"), ItemQuery(approved=True),
+                      ItemQuery(approved=False, camera="Canon EOS R6", offset=600),
+                      ItemQuery(rating_min=4), ItemQuery(q="ramirez", rating_min=2),
+                      ItemQuery(pick="picked", approved=True, kind="photo")):
             assert index.search(query)[1] > 0
             assert best_ms(lambda q=query: index.search(q)) < 50, query

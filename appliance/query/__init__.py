@@ -4,8 +4,9 @@ Why: the catalog is one TinyDB shard per archive folder (design decision 3), whi
 for writing and for repair but cannot answer "newest imports first" or a text search over
 100,000 items within a web request, and holding every record in memory costs too much. So
 the web process keeps `state/query.sqlite`: one row per item with the columns the filters and
-orders need (indexed), the whole record as JSON text in a table apart (returned as stored),
-an FTS5 table for free text, and small per-folder summaries for the archive pages.
+orders need (indexed; people's pick, rating and approval among them), the whole record as
+JSON text in a table apart (returned as stored), an FTS5 table for free text, and small
+per-folder summaries for the archive pages.
 
 It is a cache, never a truth. The shards stay the only thing ingest writes and nothing but
 this package writes `query.sqlite`; deleting it, finding it damaged or of another schema
@@ -22,8 +23,8 @@ Reading order:
 
 from appliance.query.index import ItemIndex
 from appliance.query.schema import SCHEMA_VERSION
-from appliance.query.search import KINDS, MAX_LIMIT, ORDERS, STATUSES, ItemQuery
+from appliance.query.search import KINDS, MAX_LIMIT, ORDERS, PICKS, STATUSES, ItemQuery
 from appliance.query.text import fts_query
 
-__all__ = ["KINDS", "MAX_LIMIT", "ORDERS", "SCHEMA_VERSION", "STATUSES", "ItemIndex",
-           "ItemQuery", "fts_query"]
+__all__ = ["KINDS", "MAX_LIMIT", "ORDERS", "PICKS", "SCHEMA_VERSION", "STATUSES",
+           "ItemIndex", "ItemQuery", "fts_query"]

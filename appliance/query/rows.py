@@ -16,17 +16,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+from appliance.query.schema import PICKS
 from appliance.query.text import item_facets, tokens
 
 # Sort key of a time that cannot be parsed (never written by ingest): before everything.
 NO_TIME = -(2**62)
+# How many of Row's fields are the items table's columns (after its id).
+COLUMNS = 16
+_PICK_NAMES = {code: name for name, code in PICKS.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
 class Row(NamedTuple):
-    """One item as the items table holds it (the first 12 fields, in column order), its
-    record as stored, and the raw times the folder summary shows."""
+    """One item as the items table holds it (the first COLUMNS fields, in column order),
+    its record as stored, and the raw times the folder summary shows."""
 
     sha256: str
     folder: str
@@ -40,6 +44,10 @@ class Row(NamedTuple):
     captured_ts: int
     captured_date: str | None
     imported_ts: int
+    pick: int  # schema.PICKS
+    rating: int
+    approved: int
+    approved_ts: int
     record: str
     captured_at: Any
     imported_at: Any
@@ -71,10 +79,9 @@ def replace_folder(conn: sqlite3.Connection, key: str, records: list[dict[str, A
     conn.executemany("DELETE FROM records WHERE id = ?", stale)
     conn.executemany("DELETE FROM items WHERE id = ?", stale)
     conn.executemany(
-        "INSERT INTO items (id, sha256, folder, month, activity, kind, camera, size,"
-        " problems, archive_path, captured_ts, captured_date, imported_ts)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(i, *row[:12]) for i, row, _ in new])
+        f"INSERT INTO items (id, {', '.join(Row._fields[:COLUMNS])})"
+        f" VALUES ({', '.join('?' * (COLUMNS + 1))})",
+        [(i, *row[:COLUMNS]) for i, row, _ in new])
     conn.executemany("INSERT INTO records (id, record) VALUES (?, ?)",
                      [(i, row.record) for i, row, _ in new])
     conn.executemany("INSERT INTO fts (rowid, body, title, facets) VALUES (?, ?, ?, ?)",
@@ -105,12 +112,15 @@ def _write_summary(conn: sqlite3.Connection, key: str, found: dict[str, Any]) ->
                      [(key, kind, n, b) for kind, (n, b) in found["kinds"].items()])
     conn.executemany("INSERT INTO folder_cameras VALUES (?, ?)",
                      [(key, camera) for camera in found["cameras"]])
+    conn.executemany("INSERT INTO folder_marks VALUES (?, ?, ?)",
+                     [(key, mark, n) for mark, n in found["marks"].items()])
 
 
 def _delete_summary(conn: sqlite3.Connection, key: str) -> None:
     conn.execute("DELETE FROM folders WHERE folder = ?", (key,))
     conn.execute("DELETE FROM folder_kinds WHERE folder = ?", (key,))
     conn.execute("DELETE FROM folder_cameras WHERE folder = ?", (key,))
+    conn.execute("DELETE FROM folder_marks WHERE folder = ?", (key,))
 
 
 def item_rows(key: str, records: list[dict[str, Any]], titles: dict[str, str],
@@ -129,35 +139,48 @@ def item_rows(key: str, records: list[dict[str, Any]], titles: dict[str, str],
         imported_ts, _ = timestamp(record.get("imported_at"), zone)
         problems = record.get("problems")
         size = record.get("size")
+        pick = record.get("pick")
+        pick = pick if pick in ("picked", "rejected") else "none"
+        rating = record.get("rating")
+        if isinstance(rating, bool) or not isinstance(rating, int) or not 0 <= rating <= 5:
+            rating = 0
+        approved = record.get("approved") is True
         row = Row(
             storable(record["sha256"]), key, month, activity,
             storable(record.get("kind") or "other"), storable(camera) if camera else None,
             size if isinstance(size, int) and not isinstance(size, bool) else 0,
             len(problems) if isinstance(problems, list) else 0,
             storable(record.get("archive_path")), captured_ts, captured_date, imported_ts,
+            PICKS[pick], rating, int(approved), timestamp(record.get("approved_at"), zone)[0],
             json.dumps(record, ensure_ascii=True, separators=(",", ":")),
             record.get("captured_at"), record.get("imported_at"),
         )
         rows.append(row)
-        tags = record.get("tags")
-        parts = [record.get("caption"), activity, record.get("original_name"), camera]
-        if isinstance(tags, list):
-            parts.extend(tags)
+        parts = [record.get(field) for field in ("caption", "credit", "place")]
+        parts += [activity, record.get("original_name"), camera]
+        for field in ("tags", "people"):
+            values = record.get(field)
+            if isinstance(values, list):
+                parts.extend(values)
         body = " ".join(" ".join(tokens(p)) for p in parts if isinstance(p, str))
         if activity not in folded_titles:
             folded_titles[activity] = " ".join(tokens(titles.get(activity, "")))
         texts.append((body, folded_titles[activity],
-                      item_facets(row.kind, row.problems, row.camera)))
+                      item_facets(row.kind, row.problems, row.camera, pick, rating,
+                                  approved)))
     return rows, texts
 
 
 def summary(rows: list[Row]) -> dict[str, Any]:
     """What the archive pages show of a folder, worked out once per shard read."""
     kinds: dict[str, list[int]] = {}
+    found: dict[str, int] = {}
     for row in rows:
         entry = kinds.setdefault(row.kind, [0, 0])
         entry[0] += 1
         entry[1] += row.size
+        for mark in marks(row):
+            found[mark] = found.get(mark, 0) + 1
 
     def in_order(r: Row) -> tuple:
         return r.captured_ts, r.archive_path, r.sha256
@@ -167,12 +190,29 @@ def summary(rows: list[Row]) -> dict[str, Any]:
     rank = {"photo": 0, "video": 1}  # the cover: the first photo, else video, else any
     cover = min(rows, key=lambda r: (rank.get(r.kind, 2), *in_order(r)), default=None)
     return {
-        "count": len(rows), "kinds": kinds,
+        "count": len(rows), "kinds": kinds, "marks": found,
         "cameras": {row.camera for row in rows if row.camera},
         "first_captured": first.captured_at if first else None,
         "last_imported": last.imported_at if last else None,
         "cover": cover.sha256 if cover else None,
     }
+
+
+def marks(row: Row) -> list[str]:
+    """The folder_marks an item counts in: its kind and camera, its status if it has
+    problems, its pick if any, its approval if approved, and "rating:k" for each k from 1 to
+    its rating. ("status:ok", "pick:none" and "approved:no" are the rest of the folder.)"""
+    found = [f"kind:{row.kind}"]
+    if row.camera:
+        found.append(f"camera:{row.camera}")
+    if row.problems:
+        found.append("status:problems")
+    if row.pick:
+        found.append(f"pick:{_PICK_NAMES[row.pick]}")
+    if row.approved:
+        found.append("approved:yes")
+    found += [f"rating:{k}" for k in range(1, row.rating + 1)]
+    return found
 
 
 def camera_name(camera: Any) -> str | None:

@@ -10,7 +10,8 @@ SCHEMA changes.
 The tables: one narrow row per item (`items`) with the columns the filters and orders need,
 indexed so that a count reads an index alone; the whole record as JSON text apart
 (`records`, returned as stored); an FTS5 table for free text; small per-folder summaries for
-the archive pages; the agenda's activities; and what each shard was when last read.
+the archive pages and for counting by one filter; the agenda's activities; and what each
+shard was when last read.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from zoneinfo import ZoneInfo
 log = logging.getLogger(__name__)
 
 # Bump when SCHEMA changes: an index with another user_version is rebuilt.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "query.sqlite"
+
+# The items table's pick codes (a small integer keeps the many indexes that carry it small).
+PICKS = {"none": 0, "picked": 1, "rejected": 2}
 
 # Below this many items, SQLite plans without statistics (see analyze_if_grown).
 ANALYZE_FROM = 1000
@@ -64,33 +68,53 @@ CREATE TABLE items (
     archive_path TEXT NOT NULL,
     captured_ts INTEGER NOT NULL,
     captured_date TEXT,
-    imported_ts INTEGER NOT NULL
+    imported_ts INTEGER NOT NULL,
+    -- what people added (appliance.editorial): pick as PICKS codes (0 neither, 1 picked,
+    -- 2 rejected), rating 0-5, approved 0/1 and when it was last approved or withdrawn
+    pick INTEGER NOT NULL,
+    rating INTEGER NOT NULL,
+    approved INTEGER NOT NULL,
+    approved_ts INTEGER NOT NULL
 );
 -- The whole records apart: the items rows stay narrow, so scans and sorts stay fast.
 CREATE TABLE records (id INTEGER PRIMARY KEY, record TEXT NOT NULL);
 -- The orders pages are listed in, with the filter columns: a search with many matches
 -- walks one of them, checking the filters without reading a row.
 CREATE INDEX items_imported ON items (imported_ts DESC, captured_ts DESC, sha256,
-                                      kind, problems, camera, captured_date, activity, month);
+                                      kind, problems, camera, pick, rating, approved,
+                                      captured_date, activity, month);
 CREATE INDEX items_captured ON items (captured_ts, archive_path, sha256,
-                                      kind, problems, camera);
-CREATE INDEX items_folder ON items (folder, captured_ts, archive_path, sha256);
+                                      kind, problems, camera, pick, rating, approved);
+CREATE INDEX items_folder ON items (folder, captured_ts, archive_path, sha256,
+                                    kind, problems, camera, pick, rating, approved);
 -- The filters: each index starts with the column it narrows by and carries the columns
 -- the filters used with it check, so counting the matches reads that index alone (a
 -- "covering" index) instead of a table row per match.
-CREATE INDEX items_kind ON items (kind, problems, camera);
-CREATE INDEX items_camera ON items (camera, kind, problems);
-CREATE INDEX items_problems ON items (problems, kind, camera);
-CREATE INDEX items_date ON items (captured_date, activity, kind, problems, camera);
--- An event's or a month's items are also listed newest first straight from their index.
+CREATE INDEX items_kind ON items (kind, problems, camera, pick, rating, approved);
+CREATE INDEX items_camera ON items (camera, kind, problems, pick, rating, approved);
+CREATE INDEX items_problems ON items (problems, kind, camera, pick, rating, approved);
+CREATE INDEX items_date ON items (captured_date, activity, kind, problems, camera,
+                                  pick, rating, approved);
+-- An event's, a month's, a pick's or an approval's items are also listed newest first
+-- straight from their index.
 CREATE INDEX items_activity ON items (activity, imported_ts DESC, captured_ts DESC,
-                                      kind, problems, camera, captured_date);
+                                      kind, problems, camera, pick, rating, approved,
+                                      captured_date);
 CREATE INDEX items_month ON items (month, imported_ts DESC, captured_ts DESC,
-                                   kind, problems, camera, captured_date, activity);
+                                   kind, problems, camera, pick, rating, approved,
+                                   captured_date, activity);
+CREATE INDEX items_pick ON items (pick, imported_ts DESC, captured_ts DESC,
+                                  kind, problems, camera, rating, approved);
+CREATE INDEX items_approved ON items (approved, imported_ts DESC, captured_ts DESC,
+                                      kind, problems, camera, pick, rating);
+-- A minimum rating is a range; its items newest first are merged from one run per rating.
+CREATE INDEX items_rating ON items (rating, imported_ts DESC, captured_ts DESC,
+                                    kind, problems, camera, pick, approved);
 CREATE INDEX items_sha256 ON items (sha256);
--- body: the item's own words; title: its activity's agenda title; facets: one token per
--- kind, status and camera (facet_token), so a text search with those filters is answered
--- by the FTS alone.
+-- body: the item's own words (caption, tags, people, credit, place, file name, camera,
+-- activity slug); title: its activity's agenda title; facets: one token per kind, status,
+-- camera, pick, approval and rating step (text.item_facets), so a text search with those
+-- filters is answered by the FTS alone.
 CREATE VIRTUAL TABLE fts USING fts5 (
     body, title, facets,
     tokenize = 'unicode61 remove_diacritics 2',
@@ -118,6 +142,16 @@ CREATE TABLE folder_cameras (
     folder TEXT NOT NULL,
     camera TEXT NOT NULL,
     PRIMARY KEY (camera, folder)
+);
+-- How many of a folder's items each broad filter value matches (rows.marks: "kind:photo",
+-- "camera:Canon EOS R6", "status:problems", "pick:picked", "pick:rejected", "approved:yes",
+-- "rating:3" for rated 3 or more): a search by one such filter is counted by adding these
+-- up, and of several, the one matching fewest items leads (search.py).
+CREATE TABLE folder_marks (
+    folder TEXT NOT NULL,
+    mark TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (mark, folder)
 );
 """
 

@@ -6,8 +6,9 @@ search is typed (search.py), or "comunicacion" would not find "Comunicación". T
 the query alike, so "dsc_00" finds DSC_0012.JPG; each typed word is a quoted prefix phrase,
 so nothing typed is ever FTS syntax.
 
-Facets: each item's FTS row also holds one token for its kind, its status and its camera
-(facet_token), in a column of its own. A search with free text and those filters is then
+Facets: each item's FTS row also holds one token for its kind, its status, its camera, its
+pick and its approval, and one per rating step it reaches ("at least 1" .. "at least 5"), in
+a column of its own (facet_token). A search with free text and those filters is then
 answered by the FTS alone, without reading a table row per match (search.py).
 """
 
@@ -72,10 +73,20 @@ def facet_token(name: str, value: str) -> str:
     return f"zz{digest}"
 
 
-def item_facets(kind: str, problems: int, camera: str | None) -> str:
-    """The facets column of an item: its kind, status and camera as facet tokens."""
+def item_facets(kind: str, problems: int, camera: str | None, pick: str = "none",
+                rating: int = 0, approved: bool = False) -> str:
+    """The facets column of an item: its kind, status, camera, pick ("picked", "rejected",
+    "none") and approval as facet tokens, and one "rating at least k" token for each k from
+    1 to its rating (so that a minimum rating is one token too: rating_facet)."""
     parts = [facet_token("kind", kind),
-             facet_token("status", "problems" if problems else "ok")]
+             facet_token("status", "problems" if problems else "ok"),
+             facet_token("pick", pick), facet_token("approved", "yes" if approved else "no")]
     if camera:
         parts.append(facet_token("camera", camera))
+    parts += [rating_facet(k) for k in range(1, rating + 1)]
     return " ".join(parts)
+
+
+def rating_facet(minimum: int) -> str:
+    """The facet token of the items rated `minimum` or more (1-5)."""
+    return facet_token("rating", str(minimum))

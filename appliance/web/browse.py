@@ -146,7 +146,8 @@ def search_query(page: int, limit: int) -> ItemQuery:
 def search() -> str:
     page = page_number()
     searched = any(request.args.get(k) for k in
-                   ("q", "kind", "status", "from", "to", "camera", "area", "activity", "month"))
+                   ("q", "kind", "status", "from", "to", "camera", "area", "activity", "month",
+                    "pick", "rating_min", "approved"))
     result = paged(search_query(page, web().config.web.page_size), page) if searched else None
     return render_template("search.html", result=result, args=request.args,
                            cameras=web().index.cameras(), areas=web().index.areas(),
