@@ -23,7 +23,9 @@ MAX_REQUEST_BYTES = 1024 * 1024  # forms and JSON only; nothing is uploaded thro
 LANGUAGE_COOKIE = "acopio_lang"
 
 
-def create_app(config: Config) -> Flask:
+def create_app(config: Config, *, hub: bool = False) -> Flask:
+    """The web UI; `hub=True` is headquarters mode (`acopio hub`): the same UI over every
+    kit's items, plus the kits' sync protocol under /sync/ (sync.hub.web)."""
     from appliance.web import admin, agenda, api, auth, browse, desk, editing, media
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
@@ -38,6 +40,12 @@ def create_app(config: Config) -> Flask:
     for blueprint in (auth.bp, browse.bp, media.bp, api.bp, editing.bp, agenda.bp,
                       desk.bp, admin.bp):
         app.register_blueprint(blueprint)
+    app.config["ACOPIO_HUB"] = hub
+    if hub:
+        from sync.hub.ledger import Hub
+        from sync.hub.web import install
+
+        install(app, Hub(config))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(security.CsrfError, _csrf_error)
     app.register_error_handler(security.HostError, _host_error)

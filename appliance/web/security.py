@@ -34,6 +34,9 @@ PUBLIC_ENDPOINTS = frozenset({
     "static", "auth.login", "auth.setup", "auth.api_login", "auth.api_setup",
     "auth.language",
 })
+# Blueprints that authenticate each request with a Bearer token of their own (the hub's
+# /sync/ protocol, registered only in headquarters mode), not with the session cookie.
+TOKEN_BLUEPRINTS = frozenset({"sync"})
 CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
        "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
@@ -50,7 +53,7 @@ class HostError(Exception):
 
 
 def is_api() -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/sync/"))  # /sync/: the hub (sync.hub.web)
 
 
 def requires(permission: str) -> Callable[[F], F]:
@@ -115,6 +118,8 @@ def check_csrf() -> None:
 def before_request() -> Response | None:
     if not host_allowed(request.host, web().allowed_hosts):
         raise HostError(request.host)
+    if request.blueprint in TOKEN_BLUEPRINTS:
+        return None  # a kit's Bearer token, checked by the blueprint; no cookies, no CSRF
     load_session()
     if g.user is None and request.endpoint not in PUBLIC_ENDPOINTS:
         if is_api() or request.endpoint is None:

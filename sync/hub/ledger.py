@@ -1,0 +1,556 @@
+"""The hub's archive of every kit: verified uploads placed, records merged (no Flask here).
+
+The hub's data folder is an ordinary Acopio data folder: originals in the same layout
+(`archive/YYYY/MM/<folder>/<name>`), the same catalog shards, so `acopio items`, `acopio
+check`, the query index and the web UI work on it unchanged. A hub record is the kit's
+record (merged, see sync.merge) plus `kits` (the kits that sent the original, verified) and
+`sources` (per kit, its own `archive_path`). The same content from two kits is one file and
+one record.
+
+Ownership is proof of possession: a kit owns an item once the hub has received the whole
+original from that kit and verified it. Records a kit sends for content it does not own yet
+(metadata before originals, or content another kit already sent) are kept apart, per kit, in
+`state/hub/pending/<kit>/` and merged into the catalog when that kit's upload of it is
+verified. So knowing a hash never lets a kit read, claim or change another kit's item; the
+price is that a kit sends content the hub already has (stored once all the same).
+
+`state/hub/` beside the usual state: `kits.json` and `pairing.json` (sync.hub.kits),
+`uploads/<kit>/` (sync.hub.uploads), `pending/<kit>/ab/<sha256>` (records waiting for their
+original), `changes.sqlite` (sync.hub.changes), `corrupt/` (originals that failed a
+re-verification, moved out of the archive, never deleted), `spool/` (request bodies being
+received, see sync.hub.server), `tmp/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy as _copy
+import errno
+import fcntl
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tinydb import Query
+
+from appliance import storage
+from appliance.agenda import Agenda
+from appliance.catalog import Catalog, is_folder_key
+from appliance.config import Config
+from appliance.datadir import DataDir
+from appliance.fsutil import fsync_dir, temp_name
+from appliance.keyindex import KeyIndex
+from ingest import copy, filing, kinds, records
+from sync.hub.changes import ChangeFeed
+from sync.hub.kits import Kits, check_kit_name
+from sync.hub.uploads import Upload, UploadError, Uploads, is_sha256
+
+log = logging.getLogger(__name__)
+
+HUB_NODE = "hub"  # the hub's node name in hybrid logical clock stamps
+# Where the original lies at the hub: the hub's own, never taken from a kit's record.
+PLACEMENT = ("archive_path", "folder", "activity", "filed_by")
+# Only the hub writes these.
+HUB_ONLY = ("kits", "sources", "derivatives")
+# Not sent back to kits in the change feed: where the file lies at the hub, and the hub's
+# bookkeeping. `folder` and `activity` are sent (merged fields: a re-filing at either end
+# moves the file at the other), except for an item the hub described from its file because
+# the kit's record had not come yet (its filing is not news to the kit).
+NOT_SENT = ("archive_path", "filed_by", *HUB_ONLY, "described_by")
+MAX_RECORD_BYTES = 256 * 1024
+UPLOAD_IDLE_DAYS = 30  # an upload nobody wrote to for this long is deleted at start
+DONE_MARKER_DAYS = 1  # "already here" uploads answered at creation
+
+
+class RecordError(ValueError):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Hub:
+    def __init__(self, config: Config, data: DataDir | None = None) -> None:
+        self.config = config
+        self.data = data or DataDir.at(config.data_dir)
+        self.data.ensure()
+        self.state = self.data.state / "hub"
+        self.tmp = self.state / "tmp"
+        for path in (self.state, self.tmp, self.state / "uploads", self.state / "pending"):
+            path.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(self.data)
+        self.kits = Kits(self.state, code_minutes=config.hub.pair_code_minutes)
+        self.uploads = Uploads(self.state / "uploads", self.tmp)
+        self.agenda = Agenda(self.data.state)
+        self.feed = ChangeFeed(self.catalog, self.state / "changes.sqlite", self.agenda.path)
+        self.max_upload = int(config.hub.max_upload_gb * 1024**3)
+        # One writer of hub records at a time (placing, merging, dropping), per process;
+        # the catalog's shard locks keep other processes (the UI, the CLI) consistent.
+        self.lock = threading.RLock()
+        self._local = threading.local()
+        self._clock: Any = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @property
+    def reader(self) -> copy.ReadBack:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = copy.ReadBack()
+        return reader
+
+    @property
+    def clock(self) -> Any:
+        if self._clock is None:
+            from sync.hlc import Clock
+
+            self._clock = Clock(self.data.state, HUB_NODE)  # shared with the hub's UI
+        return self._clock
+
+    def pending(self, kit: str) -> KeyIndex:
+        return KeyIndex(self.state / "pending" / check_kit_name(kit), self.tmp)
+
+    def record(self, sha256: str) -> dict[str, Any] | None:
+        """The catalog record of `sha256` (None when the hub has none)."""
+        entry = self.catalog.lookup(sha256)
+        folder = entry.get("folder") if entry else None
+        if isinstance(folder, str) and is_folder_key(folder):
+            for record in self.catalog.read_shard(folder):
+                if record.get("sha256") == sha256:
+                    return record
+        return None
+
+    def original_path(self, record: dict[str, Any]) -> Path | None:
+        """The archived file of a record, checked to lie inside the archive."""
+        try:
+            path = (self.data.root / record["archive_path"]).resolve()
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not path.is_relative_to(self.data.archive.resolve()) or not path.is_file():
+            return None
+        return path
+
+    def owned(self, kit: str, sha256: str) -> dict[str, Any] | None:
+        """The record, when `kit` owns that content and its original is in the archive."""
+        if not is_sha256(sha256):
+            return None
+        record = self.record(sha256)
+        if record is None or kit not in (record.get("kits") or []):
+            return None
+        return record if self.original_path(record) is not None else None
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def create_upload(self, kit: str, length: int, metadata: dict[str, str]) -> Upload:
+        sha = metadata.get("sha256", "").lower()
+        if not is_sha256(sha):
+            raise UploadError(400, "bad_metadata", "Upload-Metadata must carry `sha256`: the "
+                              "hex SHA-256 of the whole file")
+        metadata["sha256"] = sha
+        if length > self.max_upload:
+            raise UploadError(413, "too_large", f"Upload-Length {length} is over the hub's "
+                              f"limit of {self.max_upload} bytes (hub.max_upload_gb)")
+        self._check_space(length)
+        record = self.owned(kit, sha)
+        if record is not None and record.get("size") == length:
+            # Sent before by this kit (its acknowledgement was lost): nothing to send.
+            return self.uploads.create(kit, length, metadata, done=True)
+        upload = self.uploads.create(kit, length, metadata)
+        if length == 0:
+            self.finish(upload)
+        return upload
+
+    def _check_space(self, length: int) -> None:
+        st = os.statvfs(self.uploads.root)
+        free = st.f_bavail * st.f_frsize
+        reserve = self.config.ingest.min_free_mb * 1024 * 1024
+        if free - length < reserve:
+            log.warning("refused an upload of %d bytes: %d MiB free, reserve %d MiB "
+                        "(ingest.min_free_mb)", length, free // 2**20,
+                        self.config.ingest.min_free_mb)
+            raise UploadError(507, "insufficient_storage",
+                              f"the hub's disk cannot take {length} bytes now "
+                              f"({free // 2**20} MiB free); try later")
+
+    def drop_idle_uploads(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        dropped = 0
+        for upload in list(self.uploads.all()):
+            limit = DONE_MARKER_DAYS if upload.done else UPLOAD_IDLE_DAYS
+            if now - upload.updated > limit * 86400:
+                with contextlib.suppress(UploadError), \
+                        self.uploads.locked(upload.kit, upload.id) as current:
+                    self.uploads.delete(current)
+                    dropped += 1
+        return dropped
+
+    def finish(self, upload: Upload) -> dict[str, Any]:
+        """An upload whose last byte arrived: hash it from the disk, then keep it (placed and
+        catalogued) only when it is the announced content. Call under the upload's lock."""
+        path = self.uploads.data_path(upload)
+        actual, size = self.reader.sha256(path)
+        if actual != upload.sha256 or size != upload.length:
+            self.uploads.delete(upload)
+            log.warning("kit %s: upload %s of %s bytes has SHA-256 %s, not the announced %s; "
+                        "dropped (the kit sends it again)", upload.kit, upload.id, size,
+                        actual, upload.sha256)
+            raise UploadError(460, "checksum_mismatch",
+                              f"the whole file's SHA-256 is {actual}, not the announced "
+                              f"{upload.sha256}; the upload was dropped: start again",
+                              offset=0)
+        with self.lock:
+            record = self._keep(upload, path)
+        self.uploads.mark_done(upload)
+        return record
+
+    def _keep(self, upload: Upload, path: Path) -> dict[str, Any]:
+        kit, sha = upload.kit, upload.sha256
+        pending = self.pending(kit)
+        mine = pending.get(sha)
+        existing = self.record(sha)
+        if existing is not None and self.original_path(existing) is not None:
+            # Already here (another kit sent it, or this one before): one file, one more kit.
+            self._merge_owned(sha, kit, mine, add_owner=True)
+            pending.remove(sha)
+            log.info("kit %s sent %s, already in the archive: catalogued for it too",
+                     kit, sha[:12])
+            return self.record(sha) or existing
+        base = _copy.deepcopy(mine) if mine else None
+        if existing is not None:
+            # A record whose original went missing (dropped as corrupt, deleted by hand).
+            from sync.merge import merge_record
+
+            kept = {k: v for k, v in existing.items() if k not in PLACEMENT}
+            base = merge_record(kept, base) if base else kept
+        if base is None:
+            base = self._describe(upload, path)
+        folder = base.get("folder") if isinstance(base.get("folder"), str) else ""
+        if existing is not None:
+            folder = existing["folder"]  # a record whose file went missing: same shard
+        elif not is_folder_key(folder):
+            folder = self._describe(upload, path)["folder"]
+        activity = folder.split("_", 1)[1]
+        dest = self.data.archive / folder
+        dest.mkdir(parents=True, exist_ok=True)
+        name = copy.safe_name(os.fsencode(str(base.get("original_name")
+                                              or upload.metadata.get("filename")
+                                              or "sin-nombre")))
+        final = self._place(path, dest, name, sha, upload.length)
+        record = dict(base)
+        record.update({
+            "sha256": sha, "size": upload.length,
+            "archive_path": self.data.relative(final), "folder": folder,
+            "activity": activity,
+            "filed_by": record.get("filed_by") or "hub",
+        })
+        sources = dict(existing.get("sources") or {}) if existing else {}
+        sources[kit] = mine.get("archive_path") if mine else sources.get(kit)
+        kits_list = sorted({*(existing.get("kits") or [] if existing else []), kit})
+        record["kits"] = kits_list
+        record["sources"] = sources
+        if existing is not None:
+            self.catalog.update(folder, [sha], lambda _old: record)
+            self.catalog.by_hash.put(sha, {"folder": folder,
+                                           "archive_path": record["archive_path"]})
+        else:
+            self.catalog.upsert(folder, [record])
+        pending.remove(sha)
+        self._enqueue_derivatives(record)
+        log.info("kit %s: %s verified and archived as %s", kit, sha[:12],
+                 record["archive_path"])
+        return record
+
+    def _describe(self, upload: Upload, path: Path) -> dict[str, Any]:
+        """A record made from the file itself, as an import would (no record from the kit
+        yet): metadata, capture time, filed by the hub's agenda."""
+        name = upload.metadata.get("filename") or "sin-nombre"
+        kind = upload.metadata.get("kind")
+        if kind not in ("photo", "raw", "video", "audio", "other"):
+            kind = kinds.kind_of(name) or "other"
+        now = _now()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            description = records.describe(fd, kind, self.config, now)
+        finally:
+            os.close(fd)
+        where = filing.choose(description.captured_at, agenda=self.agenda.activities(),
+                              zone=self.config.zone)
+        record = records.make_record(
+            sha256=upload.sha256, size=upload.length, kind=kind, original_name=name,
+            source_path=name, archive_path="", folder=where.folder_key,
+            activity=where.activity, filed_by=where.reason, description=description,
+            imported_at=now, import_id=f"hub-{upload.id[:12]}")
+        record["described_by"] = HUB_NODE
+        return record
+
+    def _place(self, path: Path, dest: Path, name: str, sha: str, size: int) -> Path:
+        """Link the verified upload into the archive without copying and without replacing
+        a file: a name in archive/.incoming (same inode), then ingest's `place`."""
+        staging = self.data.staging
+        staging.mkdir(parents=True, exist_ok=True)
+        temp_path = staging / temp_name()
+        try:
+            os.link(path, temp_path)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_file(path, temp_path)  # the archive is on another filesystem
+        fd = os.open(temp_path, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        temp = copy.TempCopy(temp_path, fd, sha, size)
+
+        def same(candidate: Path) -> bool:
+            try:
+                return candidate.stat().st_size == size and \
+                    self.reader.sha256(candidate)[0] == sha
+            except OSError:
+                return False
+
+        final, _adopted = copy.place(temp, dest, name, same_content=same)
+        return final
+
+    def _enqueue_derivatives(self, record: dict[str, Any]) -> None:
+        from ingest.derive import plan
+
+        try:
+            plan.enqueue(self.data, [record])
+        except (OSError, storage.CorruptStateError) as exc:
+            log.warning("could not queue derivatives for %s (%s); `acopio derive --rebuild`",
+                        record["sha256"][:12], exc)
+
+    def finish_interrupted(self) -> int:
+        """At start: uploads whose last byte was acknowledged but that a crash stopped
+        before they were placed. Returns how many were kept."""
+        kept = 0
+        for upload in list(self.uploads.all()):
+            if upload.done or not upload.complete:
+                continue
+            try:
+                with self.uploads.locked(upload.kit, upload.id) as current:
+                    self.finish(current)
+                    kept += 1
+            except UploadError as exc:
+                log.warning("interrupted upload %s of kit %s: %s", upload.id, upload.kit,
+                            exc.message)
+        return kept
+
+    # -- objects ---------------------------------------------------------------------------
+
+    def object_status(self, kit: str, sha256: str, *, verify: bool = False
+                      ) -> dict[str, Any] | None:
+        """What the kit may know of `sha256`: None unless it owns it. With `verify`, the
+        original is read back from the disk and hashed now; a mismatch drops it (moved to
+        state/hub/corrupt/) so that the kits send it again."""
+        record = self.owned(kit, sha256)
+        if record is None:
+            return None
+        answer = {"sha256": sha256, "size": record.get("size"), "verified": True,
+                  "kits": list(record.get("kits") or [])}
+        if not verify:
+            return answer
+        path = self.original_path(record)
+        assert path is not None
+        actual, size = self.reader.sha256(path)
+        if actual == sha256 and size == record.get("size"):
+            answer["checked_at"] = _now().isoformat(timespec="seconds")
+            return answer
+        self.drop_corrupt(sha256, actual, size)
+        return {**answer, "verified": False, "actual_sha256": actual, "actual_size": size}
+
+    def drop_corrupt(self, sha256: str, actual: str, size: int) -> None:
+        with self.lock:
+            record = self.record(sha256)
+            if record is None:
+                return
+            path = self.original_path(record)
+            log.error(
+                "CORRUPT ORIGINAL at the hub: %s should have SHA-256 %s (%s bytes) but reads "
+                "%s (%s bytes) from the disk; moved out of the archive to state/hub/corrupt/ "
+                "and its record set aside until a kit sends it again (kits: %s). Check the "
+                "disk.", record.get("archive_path"), sha256, record.get("size"), actual, size,
+                ", ".join(record.get("kits") or []))
+            if path is not None:
+                corrupt = self.state / "corrupt"
+                corrupt.mkdir(parents=True, exist_ok=True)
+                target = corrupt / f"{time.strftime('%Y%m%dT%H%M%S')}-{sha256[:16]}-{path.name}"
+                os.rename(path, target)
+                fsync_dir(corrupt)
+                fsync_dir(path.parent)
+            # The merged record (people's work at the hub included) waits in each owner's
+            # pending records, so whichever kit sends the original again restores it whole.
+            kept = {k: v for k, v in record.items() if k not in (*PLACEMENT, *HUB_ONLY)}
+            kept["folder"] = record.get("folder")
+            for kit in record.get("kits") or []:
+                with contextlib.suppress(ValueError):
+                    self.pending(kit).put(sha256, {**kept, "archive_path":
+                                                   (record.get("sources") or {}).get(kit)})
+            shard = self.catalog.shard_path(record["folder"])
+            with storage.transaction(shard, self.data.tmp) as db:
+                db.table("items").remove(Query().sha256 == sha256)
+            self.catalog.by_hash.remove(sha256)
+
+    # -- records ---------------------------------------------------------------------------
+
+    def receive_records(self, kit: str, batch: list[Any]) -> list[dict[str, Any]]:
+        """Merge a kit's records: into the catalog for items it owns, else into its pending
+        records. Returns per record its `status` (`merged`, `pending` or `refused`)."""
+        from sync.merge import merge_record
+
+        results = []
+        for raw in batch:
+            try:
+                remote = self._clean(raw)
+            except RecordError as exc:
+                sha = raw.get("sha256") if isinstance(raw, dict) else None
+                results.append({"sha256": sha if isinstance(sha, str) else None,
+                                "status": "refused", "message": str(exc)})
+                continue
+            sha = remote["sha256"]
+            with self.lock:
+                if self.owned(kit, sha) is not None:
+                    self._merge_owned(sha, kit, remote)
+                    results.append({"sha256": sha, "status": "merged"})
+                else:
+                    pending = self.pending(kit)
+                    merged = merge_record(pending.get(sha), remote)
+                    merged["archive_path"] = remote.get("archive_path")
+                    pending.put(sha, merged)
+                    results.append({"sha256": sha, "status": "pending"})
+        return results
+
+    def _merge_owned(self, sha: str, kit: str, remote: dict[str, Any] | None, *,
+                     add_owner: bool = False) -> None:
+        """Merge a kit's record into the catalog record of an item it owns (or now owns:
+        `add_owner`), through sync.merge (edit log, clock); the hub's file follows a merged
+        change of folder (a re-filing on a kit) with `Refiler.follow`."""
+        from appliance.fields import FILING, IMPORT_FACTS
+        from sync.merge import merge_into_catalog
+
+        entry = self.catalog.lookup(sha)
+        folder = entry["folder"] if entry else None
+        if not isinstance(folder, str):
+            return
+
+        def own(local: dict[str, Any]) -> dict[str, Any] | None:
+            out = dict(local)
+            if add_owner:
+                out["kits"] = sorted({*(local.get("kits") or []), kit})
+            sources = dict(local.get("sources") or {})
+            if remote is not None or kit not in sources:
+                sources[kit] = remote.get("archive_path") if remote is not None \
+                    else sources.get(kit)
+            out["sources"] = sources
+            if remote is not None and local.get("described_by") == HUB_NODE:
+                # Made from the file before the kit's record came: the kit's facts and
+                # filing are the item's.
+                out.update({k: remote[k] for k in (*IMPORT_FACTS, *FILING) if k in remote})
+                edited = dict(out.get("edited") or {})
+                for key in FILING:
+                    edited.pop(key, None)
+                out["edited"] = edited
+                del out["described_by"]
+            return None if out == local else out
+
+        self.catalog.update(folder, [sha], own)
+        if remote is None:
+            return
+        changed = merge_into_catalog(self.catalog, [remote], clock=self.clock)
+        moved = [r["sha256"] for r in changed if r.get("folder") != folder]
+        if not moved:
+            record = self.record(sha)
+            moved = [sha] if record is not None and record.get("folder") != folder else []
+        if moved:
+            from appliance.refile import RefileError, Refiler
+
+            try:
+                Refiler(self.config, self.data, lock_timeout=30.0).follow(moved)
+            except RefileError as exc:
+                log.warning("the hub could not follow a re-filing of %s: %s", sha[:12], exc)
+
+    def _clean(self, raw: Any) -> dict[str, Any]:
+        from sync.merge import check_record, stamps_of
+
+        if not isinstance(raw, dict):
+            raise RecordError("a record must be a JSON object")
+        size = raw.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise RecordError("a record needs `size`: a byte count")
+        if len(storage.dump_json(raw)) > MAX_RECORD_BYTES:
+            raise RecordError(f"a record may have at most {MAX_RECORD_BYTES} bytes of JSON")
+        try:
+            check_record(raw)
+            for stamp in stamps_of(raw):
+                self.clock.check(stamp)
+        except ValueError as exc:
+            raise RecordError(str(exc)) from None
+        return {k: v for k, v in raw.items() if k not in (*HUB_ONLY, "described_by")}
+
+    def receive_agenda(self, batch: list[Any]) -> list[str]:
+        """Merge a kit's agenda activities into the hub's (per field, by stamp); the slugs
+        whose record changed."""
+        return self.agenda.merge(batch, clock=self.clock)
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def changes(self, kit: str, since: str | None, limit: int) -> dict[str, Any]:
+        rows, agenda_changed, cursor, more = self.feed.changes(kit, since, limit)
+        by_folder: dict[str, list[str]] = {}
+        for sha, folder in rows:
+            by_folder.setdefault(folder, []).append(sha)
+        found: dict[str, dict[str, Any]] = {}
+        for folder, shas in by_folder.items():
+            wanted = set(shas)
+            with contextlib.suppress(storage.CorruptStateError, OSError, ValueError):
+                for record in self.catalog.read_shard(folder):
+                    if record.get("sha256") in wanted and kit in (record.get("kits") or []):
+                        found[record["sha256"]] = for_kit(record)
+        out = [found[sha] for sha, _ in rows if sha in found]
+        return {"records": out, "agenda": self.feed.agenda() if agenda_changed else None,
+                "cursor": cursor, "more": more}
+
+    def kit_summary(self) -> list[dict[str, Any]]:
+        """Each paired kit with how many items it owns and how many records wait."""
+        counts: dict[str, int] = {}
+        for record in self.catalog.items():
+            for kit in record.get("kits") or []:
+                counts[kit] = counts.get(kit, 0) + 1
+        out = []
+        for kit in self.kits.list():
+            uploads = [u for u in self.uploads.all() if u.kit == kit.name and not u.done]
+            out.append({**kit.to_public(), "items": counts.get(kit.name, 0),
+                        "pending_records": sum(1 for _ in self.pending(kit.name).keys()),  # noqa: SIM118
+                        "uploads_in_progress": len(uploads)})
+        return out
+
+    def close(self) -> None:
+        self.feed.close()
+
+
+def _editorial() -> tuple[str, ...]:
+    from appliance.fields import ALL
+
+    return ALL
+
+
+def for_kit(record: dict[str, Any]) -> dict[str, Any]:
+    """A hub record as the change feed sends it: without the hub's own placement and
+    bookkeeping (the kit keeps its own folder and file name)."""
+    hidden = NOT_SENT if record.get("described_by") != HUB_NODE else (*NOT_SENT, *PLACEMENT)
+    out = {k: v for k, v in record.items() if k not in hidden}
+    edited = out.get("edited")
+    if isinstance(edited, dict):
+        out["edited"] = {k: v for k, v in edited.items() if k not in hidden}
+    return out
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        while chunk := fin.read(4 * 1024 * 1024):
+            fout.write(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())

@@ -1,0 +1,682 @@
+"""The headquarters hub (`acopio hub`) as kits see it: a real hub process on a real socket,
+pairing through its CLI, uploads with tuspy (the standard tus 1.0 client the kits use), the
+metadata routes, and the faults (kill -9 mid-upload, corrupt bytes on the hub's disk,
+malformed requests)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tusclient.client import TusClient
+from tusclient.exceptions import TusUploadFailed
+from tusclient.uploader import Uploader
+
+from tests.cards import exif_jpeg
+from tests.conftest import REPO, run_cli
+from tests.webclient import free_port, server_env
+
+HUB_ENV = {"ACOPIO_HUB_ZEROCONF": "false"}
+CODE_LINE = re.compile(r"^\d{4}-\d{4}-\d{4}$")
+
+
+class Sha256Uploader(Uploader):
+    """tuspy's uploader with per-chunk SHA-256 checksums (its default is SHA-1)."""
+
+    CHECKSUM_ALGORITHM_PAIR = ("sha256", hashlib.sha256)
+
+
+class Hub:
+    """A real `acopio hub --host 127.0.0.1 --port P` process on a data folder."""
+
+    def __init__(self, data_dir: Path, port: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.env = {**HUB_ENV, **(env or {})}
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "--data-dir", str(self.data_dir), "hub",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO, env=server_env(self.env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"acopio hub exited with {proc.returncode}:\n{self.stderr()}")
+            with contextlib.suppress(OSError):
+                status, _, _ = self.request("GET", "/sync/whoami")
+                if status:
+                    return proc
+            time.sleep(0.05)
+        proc.kill()
+        raise AssertionError(f"acopio hub did not answer:\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def restart(self) -> None:
+        self.proc = self._start()
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("acopio hub ignored SIGTERM") from None
+        self.log.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    # -- requests ----------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None
+                ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, body: Any = None, token: str | None = None
+             ) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        status, _, raw = self.request(method, path, None if body is None
+                                      else json.dumps(body).encode(), headers)
+        return status, json.loads(raw) if raw else None
+
+    def pair_code(self, env: dict[str, str] | None = None) -> str:
+        done = run_cli("--data-dir", self.data_dir, "hub", "pair", env={**self.env,
+                                                                         **(env or {})})
+        assert done.returncode == 0, done.stderr.decode()
+        last = done.stdout.decode().rstrip("\n").split("\n")[-1]
+        assert CODE_LINE.match(last), done.stdout.decode()
+        return last
+
+    def pair(self, kit: str) -> str:
+        status, body = self.json("POST", "/sync/pair", {"code": self.pair_code(), "kit": kit})
+        assert status == 200, body
+        assert body["kit"] == kit
+        return str(body["token"])
+
+    def items(self) -> list[dict[str, Any]]:
+        done = run_cli("--data-dir", self.data_dir, "items", "--json")
+        assert done.returncode == 0, done.stderr.decode()
+        return list(json.loads(done.stdout))
+
+
+def tus(hub: Hub, token: str) -> TusClient:
+    return TusClient(f"{hub.url}/sync/files/", headers={"Authorization": f"Bearer {token}"})
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def uploader(client: TusClient, path: Path, *, chunk: int = 1 << 20, sha: str | None = None,
+             url: str | None = None, cls: type[Uploader] = Uploader) -> Uploader:
+    return cls(file_path=str(path), client=client, url=url, chunk_size=chunk,
+               upload_checksum=True,
+               metadata={"sha256": sha or sha256_of(path), "filename": path.name})
+
+
+def random_file(path: Path, size: int, seed: int = 1) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(random.Random(seed).randbytes(size))
+    return path
+
+
+def tus_headers(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0", **extra}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def create_upload(hub: Hub, token: str, length: int, sha: str, name: str = "f.bin") -> str:
+    status, headers, body = hub.request("POST", "/sync/files/", b"", tus_headers(
+        token, **{"Upload-Length": str(length),
+                  "Upload-Metadata": f"sha256 {b64(sha)},filename {b64(name)}"}))
+    assert status == 201, body
+    return str(headers["Location"])
+
+
+def head_offset(hub: Hub, token: str, location: str) -> int | None:
+    status, headers, _ = hub.request("HEAD", location, None, tus_headers(token))
+    assert headers["Tus-Resumable"] == "1.0.0"
+    return int(headers["Upload-Offset"]) if status == 200 else None
+
+
+@contextlib.contextmanager
+def running_hub(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Hub]:
+    hub = Hub(data_dir, env=env)
+    try:
+        yield hub
+    finally:
+        hub.close()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    with running_hub(tmp_path_factory.mktemp("hub") / "data") as served:
+        yield served
+
+
+# -- pairing -------------------------------------------------------------------------------
+
+
+def test_pairing_codes_tokens_and_revocation(tmp_path: Path) -> None:
+    # (a hub whose disk is "full": ingest.min_free_mb far above what is free)
+    with running_hub(tmp_path / "hub", env={"ACOPIO_INGEST_MIN_FREE_MB": "999999999"}) as hub:
+        code = hub.pair_code()
+        assert hub.json("GET", "/sync/whoami")[0] == 401
+        status, body = hub.json("POST", "/sync/pair", {"code": code, "kit": "kit-norte"})
+        assert status == 200, body
+        token = body["token"]
+        assert len(token) >= 43
+        assert hub.json("GET", "/sync/whoami", token=token) == (
+            200, {"kit": "kit-norte", "hub": "acopio"})
+        # a code works once
+        again = hub.json("POST", "/sync/pair", {"code": code, "kit": "kit-sur"})
+        assert again[0] == 403 and again[1]["error"] == "pairing_refused"
+        assert hub.json("POST", "/sync/pair", {"code": "0000-0000-0000", "kit": "x"})[0] == 403
+        assert hub.json("POST", "/sync/pair", {"code": "nope", "kit": "x"})[0] == 403
+        bad_name = hub.json("POST", "/sync/pair", {"code": hub.pair_code(), "kit": "Kit Sur"})
+        assert bad_name[0] == 400, bad_name
+        # an expired code (valid 0.01 minutes)
+        short = hub.pair_code(env={"ACOPIO_HUB_PAIR_CODE_MINUTES": "0.01"})
+        time.sleep(0.8)
+        assert hub.json("POST", "/sync/pair", {"code": short, "kit": "kit-sur"})[0] == 403
+        # the hub keeps only hashes: of tokens (SHA-256) and codes (scrypt)
+        state = hub.data_dir / "state" / "hub"
+        kits_file = (state / "kits.json").read_text()
+        assert token not in kits_file
+        assert hashlib.sha256(token.encode()).hexdigest() in kits_file
+        assert code.replace("-", "") not in (state / "pairing.json").read_text()
+        assert (state / "kits.json").stat().st_mode & 0o077 == 0
+        # wrong tokens
+        assert hub.json("GET", "/sync/whoami", token=token + "x")[0] == 401
+        status, headers, _ = hub.request("GET", "/sync/whoami", None,
+                                         {"Authorization": f"Basic {token}"})
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        # no room for an upload: 507, before a byte is sent
+        status, _, body = hub.request("POST", "/sync/files/", b"", tus_headers(
+            token, **{"Upload-Length": "1000", "Upload-Metadata": f"sha256 {b64('a' * 64)}"}))
+        assert status == 507 and json.loads(body)["error"] == "insufficient_storage"
+        # revoked: 401 at once, on every route
+        done = run_cli("--data-dir", hub.data_dir, "hub", "revoke", "kit-norte", env=HUB_ENV)
+        assert done.returncode == 0, done.stderr.decode()
+        assert hub.json("GET", "/sync/whoami", token=token)[0] == 401
+        assert hub.request("POST", "/sync/files/", b"", tus_headers(
+            token, **{"Upload-Length": "1"}))[0] == 401
+        listed = run_cli("--data-dir", hub.data_dir, "hub", "kits", "--json", env=HUB_ENV)
+        kits = json.loads(listed.stdout)
+        assert [(k["kit"], k["revoked"]) for k in kits] == [("kit-norte", True)]
+        assert run_cli("--data-dir", hub.data_dir, "hub", "revoke", "nadie",
+                       env=HUB_ENV).returncode == 2
+        # five wrong codes from one address: throttled
+        for _ in range(6):
+            status, _ = hub.json("POST", "/sync/pair", {"code": "1111-1111-1111", "kit": "k"})
+        assert status == 429
+
+
+# -- uploads -------------------------------------------------------------------------------
+
+
+def test_tuspy_uploads_land_in_the_archive_layout(hub: Hub, tmp_path: Path) -> None:
+    token = hub.pair("kit-cultura")
+    client = tus(hub, token)
+    photo = exif_jpeg(tmp_path / "card" / "DSC_0001.JPG", "2026:11:10 10:00:00", "-06:00",
+                      size=(640, 480))
+    big = random_file(tmp_path / "card" / "grande.bin", 20 * 1024 * 1024)
+    up = uploader(client, photo, chunk=4096, cls=Sha256Uploader)
+    up.upload()
+    assert up.offset == photo.stat().st_size
+    up = uploader(client, big, chunk=4 * 1024 * 1024)  # tuspy's default: SHA-1 per chunk
+    up.upload()
+    items = {i["original_name"]: i for i in hub.items()}
+    jpeg = items["DSC_0001.JPG"]
+    assert jpeg["archive_path"] == \
+        "archive/2026/11/2026-11-10_sin-actividad/DSC_0001.JPG"
+    assert jpeg["kits"] == ["kit-cultura"] and jpeg["kind"] == "photo"
+    assert jpeg["captured_at"].startswith("2026-11-10T10:00:00")
+    stored = hub.data_dir / items["grande.bin"]["archive_path"]
+    assert re.fullmatch(r"archive/\d{4}/\d{2}/\d{4}-\d{2}-\d{2}_sin-actividad/grande\.bin",
+                        items["grande.bin"]["archive_path"])
+    assert sha256_of(stored) == sha256_of(big) == items["grande.bin"]["sha256"]
+    assert (hub.data_dir / jpeg["archive_path"]).read_bytes() == photo.read_bytes()
+    # acknowledged: a verified 200 for the kit that sent it
+    status, body = hub.json("GET", f"/sync/objects/{jpeg['sha256']}?verify=1", token=token)
+    assert status == 200 and body["verified"] is True and body["kits"] == ["kit-cultura"]
+    # no bytes left behind; the finished uploads still answer their full offset
+    uploads = hub.data_dir / "state/hub/uploads/kit-cultura"
+    assert not list(uploads.glob("*.bin"))
+    assert head_offset(hub, token, up.url.removeprefix(hub.url)) == big.stat().st_size
+    check = run_cli("--data-dir", hub.data_dir, "check")
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+    # the same kit sending it again: the creation answers "complete" at once
+    again = uploader(client, photo)
+    again.upload()
+    assert again.offset == photo.stat().st_size
+    assert len([i for i in hub.items() if i["sha256"] == jpeg["sha256"]]) == 1
+
+
+def test_resume_from_the_hubs_offset(hub: Hub, tmp_path: Path) -> None:
+    token = hub.pair("kit-resume")
+    client = tus(hub, token)
+    path = random_file(tmp_path / "video.mov", 5 * 1024 * 1024 + 123, seed=2)
+    first = uploader(client, path, chunk=1024 * 1024)
+    for _ in range(3):
+        first.upload_chunk()
+    assert first.offset == 3 * 1024 * 1024
+    assert head_offset(hub, token, first.url.removeprefix(hub.url)) == 3 * 1024 * 1024
+    # a new uploader (the kit restarted) with the same URL asks the offset and goes on
+    second = uploader(client, path, chunk=1024 * 1024, url=first.url)
+    assert second.offset == 3 * 1024 * 1024
+    second.upload()
+    [item] = [i for i in hub.items() if i["original_name"] == "video.mov"]
+    assert sha256_of(hub.data_dir / item["archive_path"]) == sha256_of(path)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_upload_keeps_the_acknowledged_offset(tmp_path: Path) -> None:
+    path = random_file(tmp_path / "entrevista.wav", 6 * 1024 * 1024, seed=3)
+    sha = sha256_of(path)
+    with running_hub(tmp_path / "hub") as hub:
+        token = hub.pair("kit-crash")
+        client = tus(hub, token)
+        up = uploader(client, path, chunk=1024 * 1024)
+        up.upload_chunk()
+        up.upload_chunk()
+        acked = up.offset
+        assert acked == 2 * 1024 * 1024
+        # a PATCH cut in the middle of its body, then kill -9
+        location = up.url.removeprefix(hub.url)
+        sock = socket.create_connection(("127.0.0.1", hub.port))
+        request = (f"PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   f"Authorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\n"
+                   "Content-Type: application/offset+octet-stream\r\n"
+                   f"Upload-Offset: {acked}\r\nContent-Length: {1024 * 1024}\r\n\r\n")
+        with open(path, "rb") as f:
+            f.seek(acked)
+            sock.sendall(request.encode() + f.read(300_000))
+        time.sleep(0.3)
+        hub.kill9()
+        sock.close()
+        hub.restart()
+        assert head_offset(hub, token, location) == acked
+        resumed = uploader(client, path, chunk=1024 * 1024, url=up.url)
+        assert resumed.offset == acked
+        resumed.upload()
+        status, body = hub.json("GET", f"/sync/objects/{sha}?verify=1", token=token)
+        assert status == 200 and body["verified"], body
+        [item] = [i for i in hub.items() if i["sha256"] == sha]
+        assert sha256_of(hub.data_dir / item["archive_path"]) == sha
+        # kill -9 after the last byte was acknowledged is kept at the next start too
+        other = random_file(tmp_path / "otro.bin", 300_000, seed=4)
+        location = create_upload(hub, token, other.stat().st_size, sha256_of(other), "otro.bin")
+        upload_id = location.rsplit("/", 1)[1]
+        meta = hub.data_dir / "state/hub/uploads/kit-crash" / f"{upload_id}.json"
+        stale = create_upload(hub, token, 10, "12" * 32).rsplit("/", 1)[1]
+        stale_meta = meta.with_name(f"{stale}.json")
+        hub.kill9()
+        # an upload nobody touched for 40 days goes at the next start
+        stale_state = json.loads(stale_meta.read_text())
+        stale_meta.write_text(json.dumps({**stale_state,
+                                          "updated": time.time() - 40 * 86400}))
+        # as if killed right after acknowledging the last PATCH, before placing the file
+        (meta.with_suffix(".bin")).write_bytes(other.read_bytes())
+        state = json.loads(meta.read_text())
+        meta.write_text(json.dumps({**state, "offset": other.stat().st_size}))
+        hub.restart()
+        assert any(i["sha256"] == sha256_of(other) for i in hub.items())
+        assert json.loads(meta.read_text())["done"] is True
+        assert not meta.with_suffix(".bin").exists()
+        assert not stale_meta.exists() and not stale_meta.with_suffix(".bin").exists()
+
+
+def test_checksum_mismatches(hub: Hub, tmp_path: Path) -> None:
+    token = hub.pair("kit-checksum")
+    data = os.urandom(200_000)
+    sha = hashlib.sha256(data).hexdigest()
+    location = create_upload(hub, token, len(data), sha)
+    wrong = base64.b64encode(hashlib.sha1(b"something else").digest()).decode()
+    status, headers, body = hub.request("PATCH", location, data[:100_000], tus_headers(
+        token, **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
+                  "Upload-Checksum": f"sha1 {wrong}"}))
+    assert status == 460, body
+    assert json.loads(body)["error"] == "checksum_mismatch"
+    assert head_offset(hub, token, location) == 0  # the chunk was dropped
+    right = base64.b64encode(hashlib.sha256(data[:100_000]).digest()).decode()
+    status, headers, _ = hub.request("PATCH", location, data[:100_000], tus_headers(
+        token, **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
+                  "Upload-Checksum": f"sha256 {right}"}))
+    assert status == 204 and headers["Upload-Offset"] == "100000"
+    # a whole file that is not what was announced: 460 on the last PATCH, nothing kept
+    path = tmp_path / "mentira.jpg"
+    path.write_bytes(os.urandom(50_000))
+    liar = uploader(tus(hub, token), path, chunk=20_000, sha="ab" * 32)
+    with pytest.raises(TusUploadFailed) as failed:
+        liar.upload()
+    assert failed.value.status_code == 460
+    assert head_offset(hub, token, liar.url.removeprefix(hub.url)) is None
+    assert not any(i["original_name"] == "mentira.jpg" for i in hub.items())
+    assert hub.json("GET", f"/sync/objects/{'ab' * 32}", token=token)[0] == 404
+
+
+def test_two_kits_one_file_and_uploads_kept_apart(hub: Hub, tmp_path: Path) -> None:
+    a, b = hub.pair("kit-a"), hub.pair("kit-b")
+    path = random_file(tmp_path / "cabildo.mp4", 700_000, seed=5)
+    sha = sha256_of(path)
+    # kit b may not see or touch kit a's upload in progress
+    half = uploader(tus(hub, a), path, chunk=300_000)
+    half.upload_chunk()
+    location = half.url.removeprefix(hub.url)
+    assert head_offset(hub, b, location) is None
+    patch = hub.request("PATCH", location, b"x", tus_headers(
+        b, **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "300000"}))
+    assert patch[0] == 404
+    assert hub.request("DELETE", location, None, tus_headers(b))[0] == 404
+    assert hub.json("GET", f"/sync/objects/{sha}", token=b)[0] == 404
+    half.upload()
+    assert hub.json("GET", f"/sync/objects/{sha}", token=b)[0] == 404  # a's, not b's
+    assert hub.request("GET", f"/sync/objects/{sha}/content", None,
+                       {"Authorization": f"Bearer {b}"})[0] == 404
+    uploader(tus(hub, b), path, chunk=300_000).upload()
+    [item] = [i for i in hub.items() if i["sha256"] == sha]
+    assert item["kits"] == ["kit-a", "kit-b"]
+    stored = hub.data_dir / item["archive_path"]
+    assert stored.stat().st_nlink == 1
+    assert [p for p in (hub.data_dir / "archive").rglob("cabildo*")] == [stored]
+    status, body = hub.json("GET", f"/sync/objects/{sha}", token=b)
+    assert status == 200 and body["kits"] == ["kit-a", "kit-b"]
+    # an original comes back to a kit that owns it, with Range
+    status, _, content = hub.request("GET", f"/sync/objects/{sha}/content", None, {
+        "Authorization": f"Bearer {b}", "Range": "bytes=100-199"})
+    assert status == 206 and content == path.read_bytes()[100:200]
+    # termination: the temp files go
+    location = create_upload(hub, a, 1000, "cd" * 32)
+    upload_id = location.rsplit("/", 1)[1]
+    folder = hub.data_dir / "state/hub/uploads/kit-a"
+    assert (folder / f"{upload_id}.bin").exists()
+    assert hub.request("DELETE", location, None, tus_headers(a))[0] == 204
+    assert not list(folder.glob(f"{upload_id}*"))
+    assert head_offset(hub, a, location) is None
+
+
+def test_malformed_requests_get_clear_errors(hub: Hub) -> None:
+    token = hub.pair("kit-malo")
+    sha = "ef" * 32
+    ok_meta = f"sha256 {b64(sha)}"
+
+    def post(**headers: str) -> tuple[int, Any, Any]:
+        status, got, body = hub.request("POST", "/sync/files/", b"", {
+            "Authorization": f"Bearer {token}", **headers})
+        return status, got, json.loads(body) if body else None
+
+    status, headers, _ = post(**{"Upload-Length": "10", "Upload-Metadata": ok_meta})
+    assert status == 412 and headers["Tus-Version"] == "1.0.0"
+    assert post(**{"Tus-Resumable": "0.2.2", "Upload-Length": "10"})[0] == 412
+    for length in ("-5", "abc", "1e3", ""):
+        status, _, body = post(**{"Tus-Resumable": "1.0.0", "Upload-Length": length,
+                                  "Upload-Metadata": ok_meta})
+        assert status == 400, (length, body)
+    assert post(**{"Tus-Resumable": "1.0.0", "Upload-Metadata": ok_meta})[0] == 400
+    status, _, body = post(**{"Tus-Resumable": "1.0.0", "Upload-Length": str(65 * 1024**3),
+                              "Upload-Metadata": ok_meta})
+    assert status == 413 and body["error"] == "too_large"
+    for metadata in ("sha256 !!!notbase64", "sha256", f"filename {b64('x.jpg')}",
+                     f"sha256 {b64('not-a-hash')}", f"sha256 {b64(sha)},sha256 {b64(sha)}",
+                     "a b c"):
+        status, _, body = post(**{"Tus-Resumable": "1.0.0", "Upload-Length": "10",
+                                  "Upload-Metadata": metadata})
+        assert status == 400, (metadata, body)
+        assert body["error"] == "bad_metadata"
+    location = create_upload(hub, token, 10, sha)
+
+    def patch(body: bytes, **headers: str) -> tuple[int, Any]:
+        sent = {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
+                **headers}
+        status, _, raw = hub.request("PATCH", location, body, tus_headers(token, **sent))
+        return status, json.loads(raw) if raw else None
+
+    assert patch(b"12345", **{"Content-Type": "application/octet-stream"})[0] == 415
+    assert patch(b"12345", **{"Upload-Offset": "3"})[0] == 409
+    assert patch(b"12345", **{"Upload-Offset": "x"})[0] == 400
+    assert patch(b"12345678901")[0] == 413
+    assert patch(b"12345", **{"Upload-Checksum": "md5 AAAA"}) == (400, {
+        "error": "unsupported_checksum",
+        "message": "checksum algorithm 'md5' is not supported (use sha1, sha256)"})
+    assert patch(b"12345", **{"Upload-Checksum": "sha256 ***"})[0] == 400
+    assert patch(b"12345", **{"Upload-Checksum": "sha256"})[0] == 400
+    status, headers, _ = hub.request("PATCH", location, b"12345", {
+        "Authorization": f"Bearer {token}", "Content-Type": "application/offset+octet-stream",
+        "Upload-Offset": "0"})
+    assert status == 412
+    assert head_offset(hub, token, location) == 0
+    assert patch(b"12345")[0] == 204
+    assert head_offset(hub, token, location) == 5
+    unknown = hub.request("PATCH", "/sync/files/" + "0" * 32, b"1", tus_headers(
+        token, **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}))
+    assert unknown[0] == 404
+    for sneaky in ("/sync/files/../../kits.json", "/sync/files/..%2f..%2fkits.json",
+                   "/sync/files/" + "0" * 31 + "/"):
+        assert hub.request("HEAD", sneaky, None, tus_headers(token))[0] in (401, 404)
+    assert hub.json("POST", "/sync/records", {"records": "nope"}, token=token)[0] == 400
+    assert hub.json("GET", "/sync/changes?limit=0", token=token)[0] == 400
+    assert hub.json("GET", "/sync/objects/XYZ", token=token)[0] == 400
+    status, headers, _ = hub.request("OPTIONS", "/sync/files/", None,
+                                     {"Authorization": f"Bearer {token}"})
+    assert status == 204
+    assert headers["Tus-Version"] == "1.0.0"
+    assert headers["Tus-Extension"] == "creation,checksum,termination"
+    assert headers["Tus-Checksum-Algorithm"] == "sha1,sha256"
+    assert headers["Tus-Max-Size"] == str(64 * 1024**3)
+    # a foreign Host name (DNS rebinding) is refused before anything else
+    assert hub.request("GET", "/sync/whoami", None, {"Host": "evil.example",
+                                                     "Authorization": f"Bearer {token}"}
+                       )[0] == 400
+    assert hub.alive()
+    assert hub.json("GET", "/sync/whoami", token=token)[0] == 200
+
+
+# -- metadata ------------------------------------------------------------------------------
+
+
+def kit_record(path: Path, folder: str, **fields: Any) -> dict[str, Any]:
+    sha = sha256_of(path)
+    return {"sha256": sha, "size": path.stat().st_size, "kind": "photo",
+            "original_name": path.name, "source_path": f"DCIM/{path.name}",
+            "archive_path": f"archive/{folder}/{path.name}", "folder": folder,
+            "activity": folder.split("_", 1)[1], "filed_by": "agenda",
+            "captured_at": "2026-11-10T10:00:00-06:00", "date_source": "exif",
+            "camera": {"make": "Canon", "model": "Canon EOS R6"}, "gps": None,
+            "orientation": 1, "rotation": 0, "width": 64, "height": 48, "duration": None,
+            "problems": [], "imported_at": "2026-11-10T16:30:00+00:00",
+            "import_id": "20261110T163000Z-abc123", "caption": "", "tags": [], "people": [],
+            "credit": "", "place": "", "pick": None, "rating": 0, "approved": False,
+            "approved_by": None, "approved_at": None, "revision": 0, "edited": {},
+            "history": [], **fields}
+
+
+def test_records_both_ways_each_kit_sees_its_own(hub: Hub, tmp_path: Path) -> None:
+    north, south = hub.pair("kit-norte"), hub.pair("kit-sur")
+    folder = "2026/11/2026-11-10_sesion-de-cabildo"
+    mine = exif_jpeg(tmp_path / "a" / "cabildo.jpg", "2026:11:10 10:00:00", "-06:00",
+                     color=(10, 20, 30))
+    theirs = exif_jpeg(tmp_path / "b" / "plaza.jpg", "2026:11:10 11:00:00", "-06:00",
+                       color=(90, 20, 30))
+    stamp = f"{int(time.time() * 1000)}-0000-kit-norte"
+    record = kit_record(mine, folder, caption="Sesión de Cabildo", revision=1, edited={
+        "caption": {"revision": 1, "by": "foto", "at": "2026-11-10T17:00:00+00:00",
+                    "hlc": stamp}})
+    # metadata before the original: kept, pending
+    status, body = hub.json("POST", "/sync/records", {"records": [record]}, token=north)
+    assert status == 200 and body["results"] == [{"sha256": record["sha256"],
+                                                 "status": "pending"}]
+    status, body = hub.json("GET", f"/sync/objects/{record['sha256']}", token=north)
+    assert status == 404 and body["pending"] is True
+    uploader(tus(hub, north), mine).upload()
+    uploader(tus(hub, south), theirs).upload()
+    items = {i["original_name"]: i for i in hub.items()}
+    stored = items["cabildo.jpg"]
+    # filed where the kit's record says, with the kit's facts and its caption
+    assert stored["archive_path"] == f"archive/{folder}/cabildo.jpg"
+    assert stored["caption"] == "Sesión de Cabildo"
+    assert stored["kits"] == ["kit-norte"]
+    status, body = hub.json("POST", "/sync/records", {"records": [
+        kit_record(theirs, "2026/11/2026-11-10_sin-actividad"),
+        {"sha256": "nothex", "size": 1}]}, token=south)
+    assert [r["status"] for r in body["results"]] == ["merged", "refused"]
+    # the change feed: each kit gets its own items only
+    status, feed = hub.json("GET", "/sync/changes", token=north)
+    assert status == 200
+    assert [r["sha256"] for r in feed["records"]] == [record["sha256"]]
+    sent = feed["records"][0]
+    assert sent["caption"] == "Sesión de Cabildo"
+    assert "sources" not in sent and "kits" not in sent and "archive_path" not in sent
+    status, feed_south = hub.json("GET", "/sync/changes", token=south)
+    assert [r["sha256"] for r in feed_south["records"]] == [sha256_of(theirs)]
+    # nothing new since the cursor
+    status, again = hub.json("GET", f"/sync/changes?since={feed['cursor']}", token=north)
+    assert again["records"] == [] and again["more"] is False
+    # a kit claiming another kit's content by hash gets nothing of it
+    claim = kit_record(mine, folder, caption="vandalismo", edited={"caption": {
+        "revision": 9, "by": "x", "at": "2026-11-11T00:00:00+00:00",
+        "hlc": f"{int(time.time() * 1000) + 5000}-0000-kit-sur"}})
+    status, body = hub.json("POST", "/sync/records", {"records": [claim]}, token=south)
+    assert body["results"][0]["status"] == "pending"
+    assert {i["original_name"]: i for i in hub.items()}["cabildo.jpg"]["caption"] == \
+        "Sesión de Cabildo"
+    status, feed_south = hub.json("GET", f"/sync/changes?since={feed_south['cursor']}",
+                                  token=south)
+    assert feed_south["records"] == []
+    # a newer edit from the owner reaches the hub, and the feed carries it
+    newer = dict(record, caption="Sesión ordinaria de Cabildo", revision=2, edited={
+        "caption": {"revision": 2, "by": "foto", "at": "2026-11-10T18:00:00+00:00",
+                    "hlc": f"{int(time.time() * 1000) + 10}-0000-kit-norte"}})
+    assert hub.json("POST", "/sync/records", {"records": [newer]}, token=north)[1][
+        "results"][0]["status"] == "merged"
+    status, later = hub.json("GET", f"/sync/changes?since={feed['cursor']}", token=north)
+    assert [r["caption"] for r in later["records"]] == ["Sesión ordinaria de Cabildo"]
+    assert later["agenda"] is None
+    # a re-filing on the kit (a newer stamp on the filing) moves the hub's file too
+    moved_to = "2026/11/2026-11-10_informe-anual"
+    refiled = dict(newer, folder=moved_to, activity="informe-anual", revision=3, edited={
+        **newer["edited"], "folder": {"revision": 3, "by": "foto", "hlc": (
+            f"{int(time.time() * 1000) + 20}-0000-kit-norte")},
+        "activity": {"revision": 3, "by": "foto", "hlc": (
+            f"{int(time.time() * 1000) + 20}-0000-kit-norte")}})
+    assert hub.json("POST", "/sync/records", {"records": [refiled]}, token=north)[0] == 200
+    stored = {i["original_name"]: i for i in hub.items()}["cabildo.jpg"]
+    assert stored["archive_path"] == f"archive/{moved_to}/cabildo.jpg"
+    assert (hub.data_dir / stored["archive_path"]).read_bytes() == mine.read_bytes()
+    assert not (hub.data_dir / f"archive/{folder}/cabildo.jpg").exists()
+    # the hub's agenda goes to every kit; a kit's activities merge into it
+    added = run_cli("--data-dir", hub.data_dir, "agenda", "add", "Informe anual",
+                    "--start", "2026-12-01T10:00", "--end", "2026-12-01T12:00",
+                    "--slug", "informe-anual")
+    assert added.returncode == 0, added.stderr.decode()
+    status, page = hub.json("GET", f"/sync/changes?since={later['cursor']}", token=south)
+    assert [a["slug"] for a in page["agenda"]] == ["informe-anual"]
+    assert page["agenda"][0]["edited"]["title"]["hlc"]
+    activity = {"slug": "feria-del-libro", "title": "Feria del libro",
+                "start": "2026-12-05T10:00:00-06:00", "end": "2026-12-05T18:00:00-06:00",
+                "area": "Cultura", "place": "", "added": f"{int(time.time() * 1000)}-0000-kit-sur",
+                "edited": {f: {"hlc": f"{int(time.time() * 1000)}-0000-kit-sur"}
+                           for f in ("title", "start", "end", "area", "place")}}
+    status, body = hub.json("POST", "/sync/records", {"agenda": [activity]}, token=south)
+    assert status == 200 and body["agenda_changed"] == ["feria-del-libro"]
+    listed = run_cli("--data-dir", hub.data_dir, "agenda", "list", "--json")
+    assert {a["slug"] for a in json.loads(listed.stdout)} == {"informe-anual",
+                                                              "feria-del-libro"}
+
+
+def test_verify_finds_corrupt_bytes_and_the_kit_restores_them(hub: Hub,
+                                                               tmp_path: Path) -> None:
+    token = hub.pair("kit-verifica")
+    path = random_file(tmp_path / "audio.flac", 400_000, seed=9)
+    sha = sha256_of(path)
+    uploader(tus(hub, token), path).upload()
+    [item] = [i for i in hub.items() if i["sha256"] == sha]
+    stored = hub.data_dir / item["archive_path"]
+    with open(stored, "r+b") as f:  # one byte flipped on the hub's disk
+        f.seek(1234)
+        byte = f.read(1)
+        f.seek(1234)
+        f.write(bytes([byte[0] ^ 0x01]))
+    assert hub.json("GET", f"/sync/objects/{sha}", token=token)[0] == 200  # not re-read
+    status, body = hub.json("GET", f"/sync/objects/{sha}?verify=1", token=token)
+    assert status == 409 and body["verified"] is False and body["error"] == "corrupt"
+    assert not stored.exists()
+    assert list((hub.data_dir / "state/hub/corrupt").glob(f"*{sha[:16]}*"))
+    assert not any(i["sha256"] == sha for i in hub.items())
+    assert "CORRUPT ORIGINAL" in hub.stderr()
+    assert hub.json("GET", f"/sync/objects/{sha}", token=token)[0] == 404
+    uploader(tus(hub, token), path).upload()  # the kit sends it again
+    status, body = hub.json("GET", f"/sync/objects/{sha}?verify=1", token=token)
+    assert status == 200 and body["verified"] is True
+    [item] = [i for i in hub.items() if i["sha256"] == sha]
+    assert item["kits"] == ["kit-verifica"]
+    assert sha256_of(hub.data_dir / item["archive_path"]) == sha
+
+
+def test_headquarters_web_ui_over_every_kit(hub: Hub, tmp_path: Path) -> None:
+    one, two = hub.pair("kit-uno"), hub.pair("kit-dos")
+    for token, name, color in ((one, "uno.jpg", (1, 2, 3)), (two, "dos.jpg", (3, 2, 1))):
+        photo = exif_jpeg(tmp_path / name, "2026:10:01 12:00:00", "-06:00", color=color)
+        uploader(tus(hub, token), photo).upload()
+    made = run_cli("--data-dir", hub.data_dir, "users", "add", "direccion", "--role",
+                   "director", "--password-stdin", input=b"clave-de-prueba-1\n")
+    assert made.returncode == 0, made.stderr.decode()
+    status, headers, body = hub.request("POST", "/api/login", json.dumps(
+        {"username": "direccion", "password": "clave-de-prueba-1"}).encode(),
+        {"Content-Type": "application/json"})
+    assert status == 200, body
+    cookies = "; ".join(c.split(";")[0] for c in headers.get_all("Set-Cookie"))
+    status, _, body = hub.request("GET", "/api/items?month=2026-10", None, {"Cookie": cookies})
+    assert status == 200, body
+    items = {i["original_name"]: i for i in json.loads(body)["items"]}
+    assert items["uno.jpg"]["kits"] == ["kit-uno"] and items["dos.jpg"]["kits"] == ["kit-dos"]
+    # a kit's token opens no page of the UI, and the UI's session no /sync/ route
+    assert hub.request("GET", "/api/items", None, {"Authorization": f"Bearer {one}"})[0] == 401
+    assert hub.request("GET", "/sync/whoami", None, {"Cookie": cookies})[0] == 401
