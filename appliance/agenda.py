@@ -3,10 +3,18 @@
 Kept in one small TinyDB state file (it grows with the agenda, not the archive). The kit's
 "current activity" lives beside it: at an event the team sets it once and every card that
 does not match an agenda window is filed there.
+
+The agenda syncs with headquarters (README "Metadata both ways", sync/merge.py): every add
+and change stamps the fields it sets with the box's hybrid logical clock
+(`edited[field]["hlc"]`, and `added` for an add), and a removal leaves a tombstone
+`{"slug", "removed": stamp}` instead of deleting, so that a replica that still has the
+activity learns it is gone. Tombstones are hidden from everything here; adding the slug
+again revives it. The current activity is this box's own and does not sync.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import unicodedata
@@ -19,6 +27,9 @@ from zoneinfo import ZoneInfo
 from tinydb import Query
 
 from appliance import storage
+from sync.hlc import Clock, node_name
+
+log = logging.getLogger(__name__)
 
 SIN_ACTIVIDAD = "sin-actividad"
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
@@ -85,13 +96,34 @@ def parse_time(text: str, zone: ZoneInfo) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=zone)
 
 
+FIELDS = ("title", "start", "end", "area", "place")
+
+
+def _removed(record: dict[str, Any]) -> bool:
+    """A tombstone: removed, and not added again since (sync.merge.activity_removed)."""
+    removed = record.get("removed")
+    return isinstance(removed, str) and bool(removed) and str(record.get("added", "")) <= removed
+
+
 class Agenda:
-    def __init__(self, state_dir: Path) -> None:
+    """`node`: this box's name for the sync clock (`kit.name`); only writes use the clock."""
+
+    def __init__(self, state_dir: Path, node: str = "kit", *, hlc: Clock | None = None
+                 ) -> None:
         self.path = state_dir / "agenda.json"
+        self.state_dir = state_dir
+        self.node = node
+        self._hlc = hlc
         # (file identity, activities): a long-lived reader (the web UI) parses the file
         # again only when a write has replaced it. Writes rename a new file into place, so
         # the inode changes with every write.
         self._cache: tuple[tuple[int, int, int], list[Activity]] | None = None
+
+    @property
+    def hlc(self) -> Clock:
+        if self._hlc is None:
+            self._hlc = Clock(self.state_dir, node_name(self.node))
+        return self._hlc
 
     def activities(self) -> list[Activity]:
         try:
@@ -103,10 +135,16 @@ class Agenda:
         if cached is not None and cached[0] == identity:
             return list(cached[1])
         db = storage.snapshot(self.path)
-        activities = sorted(
-            (Activity.from_record(r) for r in db.table("activities").all()),
-            key=lambda a: (a.start, a.slug),
-        )
+        found = []
+        for record in db.table("activities").all():
+            if _removed(record):
+                continue
+            try:
+                found.append(Activity.from_record(record))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("agenda: activity %r unreadable (%s); skipped",
+                            record.get("slug"), exc)
+        activities = sorted(found, key=lambda a: (a.start, a.slug))
         self._cache = (identity, activities)
         return list(activities)
 
@@ -121,9 +159,15 @@ class Agenda:
             raise AgendaError("the activity ends before it starts")
         with storage.transaction(self.path, self.path.parent / "tmp") as db:
             table = db.table("activities")
-            if table.contains(Query().slug == activity.slug):
+            row = table.get(Query().slug == activity.slug)
+            if row is not None and not _removed(row):
                 raise AgendaError(f"an activity {activity.slug!r} already exists")
-            table.insert(activity.to_record())
+            stamp = self.hlc.now()
+            record = {**activity.to_record(), "edited": {f: {"hlc": stamp} for f in FIELDS},
+                      "added": stamp}
+            if row is not None:
+                record["removed"] = row["removed"]  # added again after its removal
+            _put(table, record)
         return activity
 
     def update(self, slug: str, **changes: Any) -> Activity:
@@ -136,7 +180,7 @@ class Agenda:
         with storage.transaction(self.path, self.path.parent / "tmp") as db:
             table = db.table("activities")
             row = table.get(Query().slug == slug)
-            if row is None:
+            if row is None or _removed(row):
                 raise AgendaError(f"no activity {slug!r} in the agenda")
             current = Activity.from_record(dict(row))
             updated = Activity(**{**asdict(current), **changes})
@@ -144,16 +188,72 @@ class Agenda:
                 raise AgendaError("an activity needs a title")
             if updated.end < updated.start:
                 raise AgendaError("the activity ends before it starts")
-            table.update(updated.to_record(), Query().slug == slug)
+            values = updated.to_record()
+            diff = [f for f in FIELDS if values[f] != row.get(f)]
+            if diff:
+                stamp = self.hlc.now()
+                edited = dict(row.get("edited") or {})
+                edited.update({f: {"hlc": stamp} for f in diff})
+                _put(table, {**dict(row), **values, "edited": edited})
         return updated
 
     def remove(self, slug: str) -> None:
         with storage.transaction(self.path, self.path.parent / "tmp") as db:
-            if not db.table("activities").remove(Query().slug == slug):
+            table = db.table("activities")
+            row = table.get(Query().slug == slug)
+            if row is None or _removed(row):
                 raise AgendaError(f"no activity {slug!r} in the agenda")
+            # Every stamp here is older than a new one, so nothing of it outlives the removal.
+            _put(table, {"slug": slug, "removed": self.hlc.now()})
             if self.current() == slug:
                 db.table("kit").truncate()
         # The items already filed under it stay where they are; re-filing is explicit.
+
+    # -- sync ---------------------------------------------------------------------------
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every activity record as stored, tombstones included (what sync sends)."""
+        return [dict(r) for r in storage.snapshot(self.path).table("activities").all()]
+
+    def merge(self, remote_records: Any, *, clock: Clock) -> list[str]:
+        """Merge activity records from another replica (sync.merge.merge_activity) in one
+        write; the slugs whose record changed. Malformed records and stamps the clock
+        refuses are logged and skipped; the others' stamps are observed first. A current
+        activity removed by the merge stops being current."""
+        from sync.merge import check_activity, merge_activity, stamps_of
+
+        valid: list[dict[str, Any]] = []
+        for record in remote_records:
+            try:
+                check_activity(record)
+                for stamp in stamps_of(record):
+                    clock.check(stamp)
+            except ValueError as exc:
+                log.warning("sync: activity not merged: %s", exc)
+                continue
+            valid.append(record)
+        stamps = [s for r in valid for s in stamps_of(r)]
+        if stamps:
+            clock.observe(max(stamps))
+        if not valid:
+            return []
+        changed: list[str] = []
+        with storage.transaction(self.path, self.path.parent / "tmp") as db:
+            table = db.table("activities")
+            by_slug = {r["slug"]: dict(r) for r in table.all()}
+            for record in valid:
+                local = by_slug.get(record["slug"])
+                merged = merge_activity(local, record)
+                if merged != local:
+                    _put(table, merged)
+                    by_slug[merged["slug"]] = merged
+                    if merged["slug"] not in changed:
+                        changed.append(merged["slug"])
+            kit = db.table("kit").get(doc_id=1)
+            current = kit.get("current_activity") if kit else None
+            if current in by_slug and _removed(by_slug[current]):
+                db.table("kit").truncate()
+        return changed
 
     def current(self) -> str | None:
         row = storage.snapshot(self.path).table("kit").get(doc_id=1)
@@ -172,3 +272,9 @@ class Agenda:
         """The activity whose window holds `moment`; the most recently started wins."""
         matches = [a for a in self.activities() if a.contains(moment)]
         return max(matches, key=lambda a: (a.start, a.slug)) if matches else None
+
+
+def _put(table: Any, record: dict[str, Any]) -> None:
+    """Replace the activity's whole record (an update would keep keys the new one drops)."""
+    table.remove(Query().slug == record["slug"])
+    table.insert(record)

@@ -8,14 +8,20 @@ folder, which `acopio check --repair` rebuilds from the files themselves.
 A shard lives at `state/catalog/<YYYY>/<MM>/<folder>.json` for the archive folder
 `archive/<YYYY>/<MM>/<folder>/`. Its `_meta` table holds the schema version; older shards are
 migrated in order when next written, and read through the same migrations meanwhile.
+
+A write can tell a listener what it made (`after_write`, a `ShardWrite`): the records, and
+the shard file's (mtime_ns, size, inode) before and after, both taken under the shard's lock.
+That is how the web process's query index follows its own edits without reading the shard
+again (appliance/query); the catalog knows nothing of who listens.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tinydb import Query, TinyDB
 from tinydb.table import Document
@@ -36,6 +42,38 @@ MIGRATIONS: Mapping[int, Migration] = {
 }
 
 _FOLDER_KEY = re.compile(r"^\d{4}/\d{2}/\d{4}-\d{2}-\d{2}_[a-z0-9][a-z0-9-]{0,79}$")
+
+
+# A shard file's (mtime_ns, size, inode): which version of it a reader or writer saw.
+ShardStat = tuple[int, int, int]
+
+
+class ShardWrite(NamedTuple):
+    """One durable write of a shard, as a listener (the query index) is told of it."""
+
+    folder_key: str
+    # The records this write changed, as stored now; None when any may have (the shard was
+    # migrated to this schema by the write, or records were taken out of it).
+    changed: list[dict[str, Any]] | None
+    records: list[dict[str, Any]]  # every record of the shard after the write
+    before: ShardStat | None  # the file the write read (None: there was none)
+    after: ShardStat  # the file it made
+
+
+def shard_stat(st: os.stat_result) -> ShardStat:
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+class _Stats:
+    """Collects storage.transaction's `written` stats."""
+
+    def __init__(self) -> None:
+        self.before: ShardStat | None = None
+        self.after: ShardStat | None = None
+
+    def __call__(self, before: os.stat_result | None, after: os.stat_result) -> None:
+        self.before = shard_stat(before) if before is not None else None
+        self.after = shard_stat(after)
 
 
 class SchemaTooNewError(RuntimeError):
@@ -116,11 +154,16 @@ class Catalog:
             records = [self.migrations[step](r) for r in records]
         return records
 
-    def upsert(self, folder_key: str, records: Iterable[dict[str, Any]]) -> None:
-        """Insert or replace records (by sha256) in one locked, durable write."""
+    def upsert(self, folder_key: str, records: Iterable[dict[str, Any]], *,
+               after_write: Callable[[ShardWrite], None] | None = None) -> None:
+        """Insert or replace records (by sha256) in one locked, durable write.
+        `after_write` is told of the write once the lock is released."""
         path = self.shard_path(folder_key)
-        with storage.transaction(path, self.data.tmp) as db:
-            self._migrate(db, path)
+        records = list(records)
+        stats = _Stats()
+        with storage.transaction(path, self.data.tmp,
+                                 written=stats if after_write else None) as db:
+            migrated = self._migrate(db, path)
             items = db.table(ITEMS)
             by_sha = {doc["sha256"]: doc.doc_id for doc in items.all()}
             for record in records:
@@ -131,37 +174,61 @@ class Catalog:
                     # Met again (a re-adopted copy): what people wrote about it stays.
                     kept = {k: v for k, v in record.items() if k not in fields.ALL}
                     items.update(kept, doc_ids=[doc_id])
+            everything: list[dict[str, Any]] = items.all() if after_write else []
         self._index(records, folder_key)
+        if after_write is not None and stats.after is not None:
+            upserted = {r["sha256"] for r in records}
+            after_write(ShardWrite(
+                folder_key, None if migrated else
+                [r for r in everything if r.get("sha256") in upserted],
+                everything, stats.before, stats.after))
 
     def update(self, folder_key: str, sha256s: Iterable[str],
                change: Callable[[dict[str, Any]], dict[str, Any] | None], *,
                before_commit: Callable[[list[dict[str, Any]]], None] | None = None,
+               after_write: Callable[[ShardWrite], None] | None = None,
                ) -> dict[str, dict[str, Any]]:
         """Read-modify-write some records of one shard under its lock (an edit).
 
         `change` gets each record and returns its new version, or None to leave it;
         `before_commit` sees the changed records while the lock is held, so whatever it
-        writes (the edit log) is in the same order as the shard's writes. Returns
+        writes (the edit log) is in the same order as the shard's writes; `after_write` is
+        told of the write (when there was one) once the lock is released. Returns
         {sha256: record as it is now} for the records found; an exception writes nothing."""
         path = self.shard_path(folder_key)
         wanted = set(sha256s)
         found: dict[str, dict[str, Any]] = {}
-        with storage.transaction(path, self.data.tmp) as db:
-            self._migrate(db, path)
+        stats = _Stats()
+        listened = after_write is not None
+        everything: list[dict[str, Any]] = []  # the shard as written, for after_write
+        stored: list[dict[str, Any]] = []  # the changed records as written
+        with storage.transaction(path, self.data.tmp,
+                                 written=stats if listened else None) as db:
+            migrated = self._migrate(db, path)
             items = db.table(ITEMS)
             changed = []
-            for doc in items.all():
+            for doc in items.all():  # each a fresh copy (tinydb's Document is a dict)
                 if doc.get("sha256") not in wanted:
+                    if listened:
+                        everything.append(doc)
                     continue
                 new = change(dict(doc))
                 if new is None:
                     found[doc["sha256"]] = dict(doc)
+                    if listened:
+                        everything.append(doc)
                     continue
                 items.update(new, doc_ids=[doc.doc_id])
                 found[doc["sha256"]] = new
                 changed.append(new)
+                if listened:
+                    stored.append({**doc, **new})  # as TinyDB's update leaves it: merged
+                    everything.append(stored[-1])
             if changed and before_commit is not None:
                 before_commit(changed)
+        if after_write is not None and stats.after is not None:
+            after_write(ShardWrite(folder_key, None if migrated else stored, everything,
+                                   stats.before, stats.after))
         return found
 
     def add_problems(self, folder_key: str, sha256: str,

@@ -153,7 +153,9 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            if rel not in refiling:  # renamed by an interrupted re-filing: reported as such
+            # Renamed by an interrupted re-filing (reported as such), or evicted for space
+            # once the hub acknowledged it (sync.kit.evict): neither is lost.
+            if rel not in refiling and not _evicted(data, item["sha256"]):
                 report.findings.append(
                     Finding("missing_file", rel, "catalogued but not in archive"))
             continue
@@ -188,6 +190,14 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
         for finding in report.findings:
             if finding.code == "uncatalogued" and finding.path in done:
                 finding.repaired = True
+
+
+def _evicted(data: DataDir, sha256: str) -> bool:
+    """An original removed from the kit for space once the hub acknowledged it
+    (sync.kit.evict): not lost, so not a finding."""
+    from sync.kit.evict import is_evicted
+
+    return is_evicted(data, sha256)
 
 
 def _rebuild_shard(config: Config, data: DataDir, catalog: Catalog, key: str,

@@ -192,8 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the whole appliance (device watcher, inbox, ...)")
     p.add_argument("--roles", metavar="LIST",
-                   help="comma-separated roles (default: devices,inbox,recordings,worker,web)")
+                   help="comma-separated roles (default: devices,inbox,recordings,worker,web,sync)")
     p.set_defaults(handler=cmd_run)
+
+    # -- mural and informe --
+    p = sub.add_parser("mural", help="the printed mural of a month: PDF and PNG preview")
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help="the month")
+    p.add_argument("--size", default="A2", choices=("A1", "A2", "A3"), help="paper size")
+    p.add_argument("--out", required=True, metavar="FILE.pdf",
+                   help="the PDF to write (the preview goes beside it as FILE.png)")
+    p.add_argument("--json", action="store_true", help="print the layout and report as JSON")
+    p.set_defaults(handler=cmd_mural)
+
+    p = sub.add_parser("informe", help="the month's results report: figures per area, PDF")
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help="the month")
+    p.add_argument("--out", metavar="FILE.pdf", help="write the report as a PDF too")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(handler=cmd_informe)
+    # -- end mural and informe --
 
     from sync.hub import commands as hub_commands
     from sync.kit import commands as sync_commands
@@ -205,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default: the web.host setting)")
     p.add_argument("--port", type=int, help="TCP port (default: the web.port setting)")
     p.set_defaults(handler=cmd_serve)
+
+    # -- the kiosk screen (appliance.kiosk) --
+    p = sub.add_parser("kiosk", help="show the mural's kiosk screen: Chromium full screen on "
+                                     "the box's display")
+    p.add_argument("--url", help="page to show (default: kiosk.url, else this box's "
+                                 "http://127.0.0.1:<web.port>/mural)")
+    p.set_defaults(handler=cmd_kiosk)
+    # -- end kiosk --
     return parser
 
 
@@ -346,7 +370,7 @@ def cmd_items_set(config: Config, args: argparse.Namespace) -> int:
         raise ValueError(f"{user.name} ({user.role}) may not edit items")
     if args.approval and not allowed(user.role, "approve"):
         raise ValueError(f"{user.name} ({user.role}) may not approve or withdraw items")
-    editor = Editor(data)
+    editor = Editor(data, node=config.kit.name)
     try:
         record = editor.edit(args.sha256, changes, by=user.name) if changes else None
         if args.approval == "approve":
@@ -484,6 +508,13 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return serve(config, args.host, args.port)
 
 
+def cmd_kiosk(config: Config, args: argparse.Namespace) -> int:
+    """Wait for the web UI, then become Chromium in kiosk mode (systemd supervises it)."""
+    from appliance.kiosk import launch
+
+    return launch(config, args.url)
+
+
 def cmd_devices_list(config: Config, args: argparse.Namespace) -> int:
     from ingest.devices.capture import Recorder
     from ingest.devices.state import DeviceStates
@@ -533,7 +564,7 @@ def cmd_agenda_add(config: Config, args: argparse.Namespace) -> int:
         area=args.area,
         place=args.place,
     )
-    Agenda(DataDir.at(config.data_dir).state).add(activity)
+    Agenda(DataDir.at(config.data_dir).state, node=config.kit.name).add(activity)
     print(activity.slug)
     return EXIT_OK
 
@@ -550,7 +581,7 @@ def cmd_agenda_list(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_agenda_remove(config: Config, args: argparse.Namespace) -> int:
-    Agenda(DataDir.at(config.data_dir).state).remove(args.slug)
+    Agenda(DataDir.at(config.data_dir).state, node=config.kit.name).remove(args.slug)
     return EXIT_OK
 
 
@@ -715,3 +746,85 @@ def cmd_users_remove(config: Config, args: argparse.Namespace) -> int:
     Users(DataDir.at(config.data_dir).state).remove(args.name)
     print(f"removed {args.name}")
     return EXIT_OK
+
+
+# -- mural and informe --
+
+
+def cmd_mural(config: Config, args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from appliance.mural.content import NoApprovedPhotos
+    from appliance.mural.fonts import FontError
+    from appliance.mural.render import make_mural
+
+    if not _is_month(args.month):
+        raise ValueError(f"--month must be YYYY-MM, got {args.month!r}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".pdf":
+        raise ValueError(f"--out must name a .pdf file, got {args.out!r}")
+    started = time.monotonic()
+    try:
+        made = make_mural(config, DataDir.at(config.data_dir), args.month, args.size, out)
+    except NoApprovedPhotos as exc:
+        print(f"acopio: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except FontError as exc:
+        print(f"acopio: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    report = made.summary
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"{made.pdf}: {report['paper']}, {report['pages']} sheet(s) of "
+              f"{report['width_pt']:.0f} x {report['height_pt']:.0f} pt at {report['dpi']} dpi "
+              f"({report['width']} x {report['height']} px)")
+        print(f"{made.png}: preview")
+        print(f"{report['activities']} activities, {report['photos']} of {report['approved']} "
+              f"approved photos (at most {report['photos_per_activity']} per activity), "
+              f"in {time.monotonic() - started:.1f} s")
+        if report["omitted"]:
+            print(f"left out for room: {len(report['omitted'])} approved photos "
+                  "(each activity shows its best)")
+        for entry in report["ellipsized"]:
+            what = f"caption of {entry['sha256']}" if entry["sha256"] else entry["kind"]
+            print(f"shortened to fit: {what}: {entry['text']}")
+    for sha in report["unavailable"]:
+        print(f"acopio: photo {sha} could not be drawn (missing or damaged): a grey box "
+              "stands in for it", file=sys.stderr)
+    return EXIT_PROBLEM if report["unavailable"] else EXIT_OK
+
+
+def cmd_informe(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from appliance.mural.results import figures, write_pdf
+    from appliance.query import ItemIndex
+
+    if not _is_month(args.month):
+        raise ValueError(f"--month must be YYYY-MM, got {args.month!r}")
+    if args.out and Path(args.out).suffix.lower() != ".pdf":
+        raise ValueError(f"--out must name a .pdf file, got {args.out!r}")
+    data = DataDir.at(config.data_dir)
+    with ItemIndex(data, config.zone) as index:
+        result = figures(index, Agenda(data.state, config.kit.name), config.zone, args.month)
+    if args.out:
+        sheets = write_pdf(config, result, Path(args.out))
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['month_label']}")
+        print(f"{'area':<28} {'activities':>10} {'planned':>8} {'photos':>7} {'videos':>7} "
+              f"{'audio':>6} {'approved':>9}")
+        for row in [*result["areas"], {"area": "total", **result["totals"]}]:
+            name = row["area"] or "(no area)"
+            print(f"{name[:28]:<28} {row['activities']:>10} {row['planned']:>8} "
+                  f"{row['photos']:>7} {row['videos']:>7} {row['audio']:>6} "
+                  f"{row['approved']:>9}")
+        if args.out:
+            print(f"{args.out}: {sheets} sheet(s)")
+    return EXIT_OK
+
+
+# -- end mural and informe --

@@ -15,6 +15,16 @@ revision (the CLI, a script) the last writer wins.
 Every applied change is also appended to a month's edit log (`state/edits/YYYY-MM.jsonl`,
 fsynced): a catalog shard rebuilt from the archive by `acopio check --repair` gets people's
 work back from it, since the files themselves cannot tell what anyone wrote about them.
+
+Sync (README "Metadata both ways"): every change of a merged field (`fields.MERGED`) also
+stamps it with the kit's hybrid logical clock, `edited[field]["hlc"]` (sync/hlc.py), taken
+under the shard's lock, so stamps follow the order in which the writes land. The edit log
+carries the stamps, and what a sync merge changed (action "sync", see `apply_merged`), so a
+replay restores them too.
+
+An Editor's `on_written` listener is told of every shard write it made (catalog.ShardWrite,
+once per call, after all of them): the web process passes its query index's
+`apply_changes`, so the page fetched next shows the edit without the shard being re-read.
 """
 
 from __future__ import annotations
@@ -26,10 +36,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.catalog import Catalog
+from appliance.catalog import Catalog, ShardWrite
 from appliance.datadir import DataDir
-from appliance.fields import EDITABLE, with_defaults
+from appliance.fields import EDITABLE, MERGED, with_defaults
 from appliance.fsutil import file_lock, fsync_dir
+from sync.hlc import Clock, is_stamp, node_name
 
 PICKS = ("picked", "rejected")
 TEXT_LIMITS = {"caption": 2000, "credit": 200, "place": 200}
@@ -37,6 +48,7 @@ LIST_FIELDS = ("tags", "people")
 LIST_ITEM_LIMIT = 64
 LIST_LENGTH_LIMIT = 50
 OPERATIONS = ("add_tags", "remove_tags")
+SYNC_ACTION = "sync"
 
 
 class EditError(ValueError):
@@ -109,8 +121,12 @@ def _now() -> str:
 
 
 def apply(record: dict[str, Any], changes: Mapping[str, Any], *, by: str, at: str,
-          action: str = "edit", base_revision: int | None = None) -> dict[str, Any] | None:
+          action: str = "edit", base_revision: int | None = None,
+          hlc: str | Callable[[], str] | None = None) -> dict[str, Any] | None:
     """The record with `changes` (already validated) applied, or None when nothing changes.
+
+    `hlc`: the clock stamp (or a function giving it, called only when something changes)
+    that every changed merged field gets as `edited[field]["hlc"]`.
 
     Raises EditConflict when `base_revision` is given and a changed field was edited by
     someone else after it (to a different value than this edit sets)."""
@@ -138,13 +154,60 @@ def apply(record: dict[str, Any], changes: Mapping[str, Any], *, by: str, at: st
         return None
     revision = record["revision"] + 1
     edited = dict(record["edited"])
+    stamp = (hlc() if any(k in MERGED for k in diff) else None) if callable(hlc) else hlc
     for key, (_, value) in diff.items():
         record[key] = value
         edited[key] = {"revision": revision, "by": by, "at": at}
+        if stamp and key in MERGED:
+            edited[key]["hlc"] = stamp
     record["edited"] = edited
     record["revision"] = revision
     record["history"] = [*record["history"],
                          {"at": at, "by": by, "action": action, "changes": diff}]
+    return record
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+
+
+def history_key(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """What makes two history entries the same change: when, who, what."""
+    return (str(entry.get("at", "")), str(entry.get("by", "")), str(entry.get("action", "")),
+            _canonical(entry.get("changes")))
+
+
+def union_history(*histories: Iterable[Any]) -> list[dict[str, Any]]:
+    """Every entry of the histories once (the same (at, by, action, changes) is one entry),
+    in time order; the same whatever the order of the histories."""
+    chosen: dict[tuple[str, str, str, str], tuple[str, dict[str, Any]]] = {}
+    for history in histories:
+        for entry in history:
+            if not isinstance(entry, dict):
+                continue
+            key, full = history_key(entry), _canonical(entry)
+            if key not in chosen or full < chosen[key][0]:
+                chosen[key] = (full, entry)
+    return [dict(chosen[key][1]) for key in sorted(chosen)]
+
+
+def apply_merged(record: dict[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The record with what a sync merge changed (an edit-log entry of action "sync")
+    applied again: the new values, their `edited` marks (None: no mark), the history entries
+    it brought; the revision moves on by one."""
+    record = with_defaults(dict(record))
+    revision = record["revision"] + 1
+    for key, change in (entry.get("changes") or {}).items():
+        record[key] = change[1]
+    edited = dict(record["edited"])
+    for key, mark in (entry.get("edited") or {}).items():
+        if mark is None:
+            edited.pop(key, None)
+        else:
+            edited[key] = {**mark, "revision": revision}
+    record["edited"] = edited
+    record["history"] = union_history(record["history"], entry.get("history") or [])
+    record["revision"] = revision
     return record
 
 
@@ -192,21 +255,43 @@ def replay(records: list[dict[str, Any]], log: EditLog) -> list[dict[str, Any]]:
     by_sha = {r["sha256"]: with_defaults(r) for r in records}
     for entry in log.entries(by_sha):
         record = by_sha[entry["sha256"]]
+        if entry.get("action") == SYNC_ACTION:
+            by_sha[entry["sha256"]] = apply_merged(record, entry)
+            continue
         changes = {k: new for k, (_, new) in entry["changes"].items()}
-        applied = apply(record, changes, by=entry["by"], at=entry["at"],
-                        action=entry["action"])
-        if applied is not None:
-            by_sha[entry["sha256"]] = applied
+        stamp = entry.get("hlc") if is_stamp(entry.get("hlc")) else None
+        record = apply(record, changes, by=entry["by"], at=entry["at"],
+                       action=entry["action"], hlc=stamp) or record
+        if stamp:
+            # A record rebuilt from the files may hold a value already (an item re-filed is
+            # found in its new folder): the value's stamp comes back all the same.
+            edited = dict(record["edited"])
+            for key, value in changes.items():
+                mark = edited.get(key) or {}
+                if key in MERGED and record.get(key) == value and mark.get("hlc", "") < stamp:
+                    edited[key] = {"revision": record["revision"], "by": entry["by"],
+                                   "at": entry["at"], "hlc": stamp}
+            record = {**record, "edited": edited}
+        by_sha[entry["sha256"]] = record
     return list(by_sha.values())
 
 
 class Editor:
+    """`node`: this box's name for the sync clock (`kit.name`; made a valid node name by
+    `sync.hlc.node_name`); `hlc`: a clock to use instead of the data folder's own;
+    `on_written`: told of the shard writes of each call (after them all, even when the call
+    then fails, e.g. an item of a later folder not found)."""
+
     def __init__(self, data: DataDir, catalog: Catalog | None = None,
-                 clock: Callable[[], str] = _now) -> None:
+                 clock: Callable[[], str] = _now, *, node: str = "kit",
+                 hlc: Clock | None = None,
+                 on_written: Callable[[list[ShardWrite]], object] | None = None) -> None:
         self.data = data
         self.catalog = catalog or Catalog(data)
         self.log = EditLog(data)
         self.clock = clock
+        self.hlc = hlc or Clock(data.state, node_name(node))
+        self.on_written = on_written
 
     def edit(self, sha256: str, changes: Mapping[str, Any], *, by: str,
              base_revision: int | None = None) -> dict[str, Any]:
@@ -236,25 +321,41 @@ class Editor:
                 raise NotFound(sha)
             by_folder.setdefault(entry["folder"], []).append(sha)
         at = self.clock()
+        stamps: list[str] = []
+
+        def stamp() -> str:
+            # One stamp per shard write, taken under the shard's lock (change runs there).
+            if not stamps:
+                stamps.append(self.hlc.now())
+            return stamps[0]
 
         def change(record: dict[str, Any]) -> dict[str, Any] | None:
             if action in ("approve", "withdraw") and \
                     record.get("approved", False) == changes["approved"]:
                 return None  # approving an approved item changes nothing, not even its time
             return apply(record, changes, by=by, at=at, action=action,
-                         base_revision=base_revision)
+                         base_revision=base_revision, hlc=stamp)
 
         def log(changed: list[dict[str, Any]]) -> None:
             self.log.append([{"sha256": r["sha256"], "at": at, "by": by, "action": action,
-                              "changes": r["history"][-1]["changes"]} for r in changed])
+                              "changes": r["history"][-1]["changes"],
+                              **({"hlc": stamps[0]} if stamps else {})} for r in changed])
 
         results: dict[str, dict[str, Any]] = {}
-        for folder, shas in by_folder.items():
-            updated = self.catalog.update(folder, shas, change, before_commit=log)
-            missing = set(shas) - set(updated)
-            if missing:
-                raise NotFound(sorted(missing)[0])
-            results.update(updated)
+        writes: list[ShardWrite] = []
+        try:
+            for folder, shas in by_folder.items():
+                stamps.clear()
+                updated = self.catalog.update(
+                    folder, shas, change, before_commit=log,
+                    after_write=writes.append if self.on_written else None)
+                missing = set(shas) - set(updated)
+                if missing:
+                    raise NotFound(sorted(missing)[0])
+                results.update(updated)
+        finally:
+            if writes and self.on_written is not None:
+                self.on_written(writes)
         return [results[sha] for sha in dict.fromkeys(sha256s)]
 
 

@@ -20,6 +20,24 @@ APPROVAL: dict[str, Any] = {"approved": False, "approved_by": None, "approved_at
 BOOKKEEPING: dict[str, Any] = {"revision": 0, "edited": {}, "history": []}
 ALL = (*EDITABLE, *APPROVAL, *BOOKKEEPING)
 
+# Sync with headquarters (README "Metadata both ways"): what the import found belongs to the
+# kit that imported the item and never changes; what people edit, the approval and the
+# filing merge per field, last writer wins by hybrid logical clock (`edited[field]["hlc"]`).
+# Fields that only make sense together merge together: the approval (who approved, when,
+# and whether) and the filing (the folder and its activity) each come whole from one side.
+IMPORT_FACTS: tuple[str, ...] = (
+    "sha256", "size", "kind", "original_name", "source_path", "captured_at", "date_source",
+    "camera", "gps", "orientation", "rotation", "width", "height", "duration", "problems",
+    "imported_at", "import_id",
+)
+FILING: dict[str, Any] = {"folder": None, "activity": None}
+MERGED: tuple[str, ...] = (*EDITABLE, *APPROVAL, *FILING)
+MERGE_GROUPS: tuple[tuple[str, ...], ...] = (
+    *((name,) for name in EDITABLE), tuple(APPROVAL), tuple(FILING),
+)
+# Each replica's own: where the file is on this box (follows `folder`) and why it is there.
+LOCAL: tuple[str, ...] = ("archive_path", "filed_by")
+
 
 def defaults() -> dict[str, Any]:
     """The editorial fields of a new record (fresh lists and dicts each time)."""

@@ -31,8 +31,15 @@ so imports, edits and the web UI carry on meanwhile. For a batch of items:
    "manual", a history entry `refile` with the old and new values, revision bumped), which
    also points the content index at the new names; then each source shard loses them in one
    write. The source shards stay locked from reading the records until they lose them, so an
-   edit made meanwhile is not lost (it waits, then finds the item moved).
+   edit made meanwhile is not lost (it waits, then finds the item moved). The new `folder`
+   and `activity` are stamped with the sync clock (`edited[field]["hlc"]`, sync/hlc.py),
+   taken under those locks, and the edit-log entries carry the stamp.
 5. **Unlink** the old names, fsync the source folders, and remove the journal.
+
+`follow()` is the same move for an item whose record a sync merge gave another folder
+(sync/merge.py): the file goes where the record already says, and the merged filing keeps
+its stamps (only `archive_path`, `filed_by` and the history change), so following is not a
+new change of its own.
 
 `recover()` reads the journals left behind and decides per journal, from the files alone:
 
@@ -57,7 +64,8 @@ service start.
 An import of the same content at the same time finds it archived throughout: the content
 index points at the old name until the new one is catalogued and durable, then at the new
 one, and the old name is removed only after that. Derivatives are keyed by content hash and
-do not move; the query index follows the changed shards by itself.
+do not move; the query index follows the changed shards by itself, or at once from the
+records written when the caller passes its `apply_changes` as `on_written` (the web UI).
 """
 
 from __future__ import annotations
@@ -82,13 +90,22 @@ from typing import Any
 
 from appliance import storage
 from appliance.agenda import SIN_ACTIVIDAD, Activity, Agenda, AgendaError, check_slug
-from appliance.catalog import ITEMS, META, Catalog, SchemaTooNewError, is_folder_key
+from appliance.catalog import (
+    ITEMS,
+    META,
+    Catalog,
+    SchemaTooNewError,
+    ShardWrite,
+    is_folder_key,
+    shard_stat,
+)
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.editorial import EditLog, apply
 from appliance.fsutil import TEMP_PREFIX, atomic_write, fsync_dir, is_debris, remove_debris
 from appliance.storage import CorruptStateError, dump_json
 from ingest import copy, filing
+from sync.hlc import Clock, node_name
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +334,13 @@ def _free_name(wanted: str, taken: set[str]) -> str:
 class Refiler:
     def __init__(self, config: Config, data: DataDir | None = None,
                  catalog: Catalog | None = None, *, lock_timeout: float | None = 30.0,
-                 clock: Callable[[], str] = _now) -> None:
+                 clock: Callable[[], str] = _now, node: str | None = None,
+                 hlc: Clock | None = None,
+                 on_written: Callable[[list[ShardWrite]], object] | None = None) -> None:
+        """`node`: the name this box stamps its changes with for sync (default `kit.name`);
+        `hlc`: a clock to use instead of the data folder's own; `on_written`: told of the
+        catalog shards a re-filing (or a recovery it finished first) wrote, once it is done
+        (catalog.ShardWrite; the web passes its query index's `apply_changes`)."""
         self.config = config
         self.data = data or DataDir.at(config.data_dir)
         self.catalog = catalog or Catalog(self.data)
@@ -331,6 +354,10 @@ class Refiler:
         self.tmp = self.root / "tmp"
         self.lock_timeout = lock_timeout
         self.clock = clock
+        self.hlc = hlc or Clock(self.data.state, node_name(node or config.kit.name),
+                                tmp_dir=self.tmp)
+        self.on_written = on_written
+        self._written: list[ShardWrite] = []
 
     # -- re-filing ----------------------------------------------------------------------
 
@@ -342,25 +369,77 @@ class Refiler:
         by = _check_by(by)
         shas = _check_shas(sha256s)
         target = self._target_activity(activity)
-        with exclusive(self.data, self.lock_timeout):
-            _, errors = self._recover_all()
-            if errors:
-                raise RefileError("an interrupted re-filing could not be finished ("
-                                  + "; ".join(errors) + "); run `acopio check --repair`")
-            moves = self._plan(shas, target)
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            journal = Journal(self.root / f"{stamp}-{secrets.token_hex(6)}.json", by,
-                              self.clock(), moves)
-            self._write_journal(journal)
-            self._link_all(journal)
-            try:
-                self._finish(journal, journal.moves)
-            except OSError as exc:
-                raise RefileError(
-                    f"the re-filing stopped half way ({exc}); nothing is lost, and the next "
-                    "re-filing, `acopio check --repair` or the service start finishes it"
-                ) from exc
-            return self._records(journal.moves)
+        with exclusive(self.data, self.lock_timeout), self._telling():
+            self._recover_first()
+            return self._move(self._plan(shas, target), by)
+
+    def follow(self, sha256s: list[str], *, by: str = "sync") -> list[dict[str, Any]]:
+        """Move items to the folder their catalog record names, where a sync merge changed
+        `folder` and `activity` (sync.merge.merge_into_catalog) and the file is still in its
+        old folder. The record's filing and its stamps stay as merged (only `archive_path`,
+        `filed_by` and the history follow), so the move is not a new change that would win
+        over later ones elsewhere. Items already where their record says are skipped;
+        returns the records of the items moved."""
+        by = _check_by(by)
+        shas = _check_shas(sha256s)
+        with exclusive(self.data, self.lock_timeout), self._telling():
+            self._recover_first()
+            wanted: dict[str, tuple[str, str]] = {}
+            for sha in shas:
+                entry = self.catalog.lookup(sha)
+                source = entry.get("folder") if entry else None
+                if not isinstance(source, str) or not is_folder_key(source):
+                    raise RefileError(f"no item {sha} in the catalog")
+                record = next((r for r in self.catalog.read_shard(source)
+                               if r.get("sha256") == sha), None)
+                if record is None:
+                    raise RefileError(f"item {sha} is not in its catalog folder {source}; "
+                                      "run `acopio check --repair`")
+                key, slug = record.get("folder"), record.get("activity")
+                if key == source:
+                    continue
+                if not isinstance(key, str) or not is_folder_key(key) \
+                        or not isinstance(slug, str):
+                    raise RefileError(f"item {sha}: its record names no archive folder "
+                                      f"({str(key)[:80]!r})")
+                wanted[sha] = (key, slug)
+            if not wanted:
+                return []
+            return self._move(self._plan(list(wanted), None, wanted), by)
+
+    @contextlib.contextmanager
+    def _telling(self) -> Iterator[None]:
+        """Tell `on_written` of the shard writes made inside, at the end (also when it
+        failed half way: what was written stays written)."""
+        self._written = []
+        try:
+            yield
+        finally:
+            written, self._written = self._written, []
+            if written and self.on_written is not None:
+                self.on_written(written)
+
+    def _recover_first(self) -> None:
+        _, errors = self._recover_all()
+        if errors:
+            raise RefileError("an interrupted re-filing could not be finished ("
+                              + "; ".join(errors) + "); run `acopio check --repair`")
+
+    def _move(self, moves: list[Move], by: str) -> list[dict[str, Any]]:
+        """Journal, link, catalog, unlink (the module doc's steps 2 to 5)."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        journal = Journal(self.root / f"{stamp}-{secrets.token_hex(6)}.json", by,
+                          self.clock(), moves)
+        self._write_journal(journal)
+        self._link_all(journal)
+        try:
+            self._finish(journal, journal.moves)
+        except OSError as exc:
+            raise RefileError(
+                f"the re-filing stopped half way ({exc}); nothing is lost, and the next "
+                "re-filing, `acopio check --repair` or the service start finishes it"
+            ) from exc
+        return self._records(journal.moves)
 
     def _target_activity(self, activity: str | None) -> Activity | None:
         if activity is None or activity == SIN_ACTIVIDAD:
@@ -377,7 +456,9 @@ class Refiler:
                               f"list`); use {SIN_ACTIVIDAD!r} for unsorted items")
         return found
 
-    def _plan(self, shas: list[str], target: Activity | None) -> list[Move]:
+    def _plan(self, shas: list[str], target: Activity | None,
+              explicit: dict[str, tuple[str, str]] | None = None) -> list[Move]:
+        """`explicit`: {sha256: (folder key, activity slug)} instead of `target`."""
         zone = self.config.zone
         shards: dict[str, list[dict[str, Any]]] = {}
 
@@ -412,7 +493,9 @@ class Refiler:
             if not regular:
                 raise RefileError(f"{archive_path}: the file is missing from the archive; "
                                   "run `acopio check`")
-            if target is None:
+            if explicit is not None:
+                key, slug = explicit[sha]
+            elif target is None:
                 key = filing.folder_key(self._captured(record).astimezone(zone), SIN_ACTIVIDAD)
                 slug = SIN_ACTIVIDAD
             else:
@@ -566,15 +649,29 @@ class Refiler:
         write per target shard, then one per source shard. Returns the moves whose record
         was in neither shard."""
         orphans: list[Move] = []
+        listening = self.on_written is not None
+        stats: dict[str, list[os.stat_result | None]] = {key: [] for key in sources}
+        left: dict[str, list[dict[str, Any]]] = {}  # the source shards as written
         with ExitStack() as stack:
             dbs = {}
             for key in sources:
                 path = self.writer.shard_path(key)
-                dbs[key] = stack.enter_context(storage.transaction(path, self.tmp))
+                dbs[key] = stack.enter_context(storage.transaction(
+                    path, self.tmp, written=(lambda b, a, k=key: stats[k].extend((b, a)))
+                    if listening else None))
             new: dict[str, list[dict[str, Any]]] = {}
             entries: list[dict[str, Any]] = []
             index: dict[str, dict[str, str]] = {}
             removed: dict[str, list[int]] = {}
+            stamps: list[str] = []
+
+            def stamp() -> str:
+                # The sync clock's stamp of the new filing, taken under the source shards'
+                # locks (a recovery takes a new one: the move lands now).
+                if not stamps:
+                    stamps.append(self.hlc.now())
+                return stamps[0]
+
             for move in moves:
                 table = dbs[move.source].table(ITEMS)
                 doc = next((d for d in table.all() if d.get("sha256") == move.sha256
@@ -592,18 +689,34 @@ class Refiler:
                 changed = apply(record, {"folder": move.target, "activity": move.activity,
                                          "archive_path": move.target_rel,
                                          "filed_by": FILED_BY},
-                                by=journal.by, at=journal.at, action=ACTION) or record
+                                by=journal.by, at=journal.at, action=ACTION,
+                                hlc=stamp) or record
                 new.setdefault(move.target, []).append(changed)
+                changes = changed["history"][-1]["changes"]
                 entries.append({"sha256": move.sha256, "at": journal.at, "by": journal.by,
-                                "action": ACTION, "changes": changed["history"][-1]["changes"]})
+                                "action": ACTION, "changes": changes,
+                                **({"hlc": stamps[0]} if stamps and ("folder" in changes or
+                                                                     "activity" in changes)
+                                   else {})})
                 present[move.target].add(move.sha256)
             self.log.append(entries)
             for key, records in new.items():
-                self.writer.upsert(key, records)  # also points the index at the new names
+                # also points the content index at the new names
+                self.writer.upsert(key, records,
+                                   after_write=self._written.append if listening else None)
             if index:
                 self.writer.by_hash.put_many(index)
             for key, doc_ids in removed.items():
                 dbs[key].table(ITEMS).remove(doc_ids=doc_ids)
+                if listening:
+                    left[key] = [self._current(dbs[key], dict(d))
+                                 for d in dbs[key].table(ITEMS).all()]
+        for key, records in left.items():
+            if len(stats[key]) == 2 and stats[key][1] is not None:
+                before, after = stats[key]
+                self._written.append(ShardWrite(
+                    key, None, records, shard_stat(before) if before else None,
+                    shard_stat(after)))
         return orphans
 
     def _current(self, db: Any, record: dict[str, Any]) -> dict[str, Any]:

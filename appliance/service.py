@@ -1,6 +1,6 @@
 """`acopio run`: every role of the appliance in one process, until SIGTERM.
 
-Each role (device watcher, inbox, recordings, worker, web, and later sync) is an object with
+Each role (device watcher, inbox, recordings, worker, web, sync) is an object with
 `run(stop: threading.Event)` on a thread of its own; systemd units can run them apart with
 the same code. Like OctoPrint, a startup flag file records that the service is running: if it
 is still there at the next start, the last stop was not clean (power cut, kill -9) and that
@@ -26,7 +26,10 @@ from ingest.pipeline import Claims
 
 log = logging.getLogger(__name__)
 
-ALL_ROLES = ("devices", "inbox", "recordings", "worker", "web")
+ALL_ROLES = ("devices", "inbox", "recordings", "worker", "web", "sync")
+# Roles of a headquarters box, never in a kit's default set: `hub` serves the kits' sync
+# protocol and the web UI over every kit (sync.hub.server; `acopio hub`).
+HUB_ROLES = ("hub",)
 
 
 class Role(Protocol):
@@ -80,6 +83,14 @@ def _make_role(name: str, config: Config, claims: Claims) -> Role:
         from appliance.web.server import WebServer
 
         return WebServer(config)
+    if name == "sync":
+        from sync.kit.role import SyncRole
+
+        return SyncRole(config)
+    if name == "hub":
+        from sync.hub.server import HubServer
+
+        return HubServer(config)
     raise ValueError(f"unknown role {name!r}")
 
 
@@ -87,8 +98,9 @@ class Service:
     def __init__(self, config: Config, roles: tuple[str, ...] = ALL_ROLES,
                  make_role: Callable[[str, Config, Claims], Role] = _make_role) -> None:
         for name in roles:
-            if name not in ALL_ROLES:
-                raise ValueError(f"unknown role {name!r} (roles: {', '.join(ALL_ROLES)})")
+            if name not in ALL_ROLES + HUB_ROLES:
+                raise ValueError(f"unknown role {name!r} (roles: "
+                                 f"{', '.join(ALL_ROLES + HUB_ROLES)})")
         self.config = config
         # One Claims for the process: a photo on a card and in the inbox is archived once.
         self.claims = Claims()

@@ -97,5 +97,8 @@ class StatusBoard:
                 "reserve": self.config.ingest.min_free_mb * 1024 * 1024}
 
     def sync(self) -> dict[str, Any]:
-        # The sync role arrives with the headquarters issue; until then say so plainly.
-        return {"state": "not_configured"}
+        """What the sync role last wrote (state/sync/status.json; sync.kit.status): state,
+        pending items and bytes, the current upload with its rate, last success and error."""
+        from sync.kit import status
+
+        return status.read(self.data)

@@ -53,7 +53,7 @@ class WebContext:
             setup=SetupCode(data.state, users),
             throttle=LoginThrottle(config.web.login_attempts, config.web.login_window_s),
             index=index,
-            agenda=Agenda(data.state),
+            agenda=Agenda(data.state, node=config.kit.name),
             status=StatusBoard(config, latest_import=index.latest_import),
             background=ThreadPoolExecutor(max_workers=1, thread_name_prefix="web-background"),
             allowed_hosts=allowed_hosts(config.kit.name, config.web.allowed_hosts),

@@ -5,8 +5,9 @@ selection (describe and pick, approve, re-file, a ZIP of a selection).
 Each form post is the no-script way to the same core call the JSON API makes (editing.py,
 agenda.py): the page's script usually sends JSON instead, but the ZIP is always a plain form
 post so that the browser streams it to disk. Every route states its permission with
-`@requires`: a hidden button is not a refusal. After a write the query index is refreshed
-at once, so the page the browser is sent back to shows the change.
+`@requires`: a hidden button is not a refusal. After a write the query index follows it at
+once (an edit's or a re-filing's records go straight in, see editing.make_editor; an agenda
+change is read by a forced refresh), so the page the browser is sent back to shows it.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from flask import (
 from werkzeug.datastructures import MultiDict
 
 from appliance.agenda import SIN_ACTIVIDAD, Activity, AgendaError, check_slug
-from appliance.editorial import EditConflict, EditError, Editor, NotFound
+from appliance.editorial import EditConflict, EditError, NotFound
 from appliance.query import ItemQuery
 from appliance.web import agenda as agenda_api
 from appliance.web import browse, present
 from appliance.web.context import web
-from appliance.web.editing import stream_zip
+from appliance.web.editing import make_editor, stream_zip
 from appliance.web.security import requires, safe_next
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,6 @@ def _item_page(record: dict[str, Any], status: int, **extra: Any) -> Response:
 
 
 def _back_to_item(sha256: str, ok: str) -> Response:
-    _fresh()
     return redirect(url_for("browse.item", sha256=sha256, ok=ok), 303)
 
 
@@ -258,7 +258,7 @@ def item_edit(sha256: str) -> Response:
     if not changes:
         return _back_to_item(sha256, "saved")
     try:
-        Editor(web().data).edit(sha256, changes, by=g.user.name, base_revision=base)
+        make_editor().edit(sha256, changes, by=g.user.name, base_revision=base)
     except NotFound:
         abort(404)
     except EditError as exc:
@@ -279,7 +279,7 @@ def item_approval(sha256: str) -> Response:
     approved = request.form.get("approved")
     if approved not in ("1", "0"):
         abort(400)
-    editor = Editor(web().data)
+    editor = make_editor()
     try:
         (editor.approve if approved == "1" else editor.withdraw)([sha256], by=g.user.name)
     except NotFound:
@@ -301,7 +301,8 @@ def item_refile(sha256: str) -> Response:
     from appliance.refile import RefileError, Refiler
 
     try:
-        Refiler(web().config).refile([sha256], slug or None, by=g.user.name)
+        Refiler(web().config, on_written=web().index.apply_changes).refile(
+            [sha256], slug or None, by=g.user.name)
     except RefileError as exc:
         return _item_page(record, 400, refile_error=g.t("refile.failed", detail=str(exc)))
     log.info("%s re-filed %s to %s", g.user.name, sha256, slug or SIN_ACTIVIDAD)

@@ -42,14 +42,12 @@ def _selection(body: dict[str, Any], limit: int = MAX_SELECTION) -> list[str]:
     return list(dict.fromkeys(shas))
 
 
-def _editor() -> Editor:
-    return Editor(web().data)
-
-
-def _written() -> None:
-    """Read a write into the query index at once: the page or item fetched next (the
-    editor's script reloads parts of the page) must show it, and carry its revision."""
-    web().index.refresh(force=True)
+def make_editor() -> Editor:
+    """An Editor whose writes go into the query index at once, from the records written
+    (ItemIndex.apply_changes): the page or item fetched next (the editor's script reloads
+    parts of the page) must show them, and carry their revision."""
+    return Editor(web().data, node=web().config.kit.name,
+                  on_written=web().index.apply_changes)
 
 
 def _conflict(exc: EditConflict) -> Response:
@@ -70,14 +68,13 @@ def edit(sha256: str) -> Response:
     if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
         abort(400, "base_revision must be a whole number")
     try:
-        record = _editor().edit(sha256, changes, by=g.user.name, base_revision=base)
+        record = make_editor().edit(sha256, changes, by=g.user.name, base_revision=base)
     except NotFound:
         abort(404)
     except EditError as exc:
         return error_json(400, "invalid", str(exc))
     except EditConflict as exc:
         return _conflict(exc)
-    _written()
     return jsonify(present.item(record, history=True))
 
 
@@ -91,25 +88,23 @@ def edit_selection() -> Response:
     if not isinstance(changes, dict) or not changes:
         abort(400, "changes must be an object of fields")
     try:
-        records = _editor().edit_many(shas, changes, by=g.user.name)
+        records = make_editor().edit_many(shas, changes, by=g.user.name)
     except NotFound as exc:
         return error_json(404, "not_found", f"no item {exc}")
     except EditError as exc:
         return error_json(400, "invalid", str(exc))
     log.info("%s edited %d items (%s)", g.user.name, len(records), ", ".join(changes))
-    _written()
     return jsonify({"items": present.items(records)})
 
 
 def _approval(shas: list[str], approve: bool) -> Response:
-    editor = _editor()
+    editor = make_editor()
     try:
         records = (editor.approve if approve else editor.withdraw)(shas, by=g.user.name)
     except NotFound as exc:
         return error_json(404, "not_found", f"no item {exc}")
     log.info("%s %s %d items", g.user.name, "approved" if approve else "withdrew",
              len(records))
-    _written()
     return jsonify({"items": present.items(records)})
 
 
@@ -156,11 +151,11 @@ def refile() -> Response:
     if activity is not None and not isinstance(activity, str):
         abort(400, "activity must be a slug or null")
     try:
-        records = Refiler(web().config).refile(shas, activity, by=g.user.name)
+        records = Refiler(web().config, on_written=web().index.apply_changes).refile(
+            shas, activity, by=g.user.name)
     except RefileError as exc:
         return error_json(400, "refile", str(exc))
     log.info("%s re-filed %d items to %s", g.user.name, len(records), activity)
-    _written()
     return jsonify({"items": present.items(records)})
 
 

@@ -1,0 +1,220 @@
+"""HTTP to the hub (README "Sync with headquarters"): pairing, objects, records, changes.
+
+Every request has a timeout (a link that dies mid-request must not hang the role), carries
+`Authorization: Bearer <token>` (all but pairing), and verifies the hub's certificate when
+the URL is https: against `sync.ca_file` when set, else the system's CAs. Failures are sorted
+into what the role does about them:
+
+- `HubUnreachable`: no answer (refused, timed out, cut, DNS) or a 5xx: back off and retry;
+- `HubRefused`: 401/403, the token is wrong or was revoked: retrying will not help until
+  someone pairs the kit again (`acopio sync pair`); `HubUntrusted`, its kind for a TLS
+  failure (a certificate `sync.ca_file` does not vouch for);
+- `HubError`: any other answer the protocol does not expect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+
+import requests
+
+from sync.kit.credentials import normalize_url
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
+# The hub hashes a whole file from its disk when asked to verify (and after the last chunk):
+# allow for that at a slow disk's pace on top of the usual timeout.
+HASH_RATE_BPS = 20 * 1024 * 1024
+RECORDS_BATCH = 200
+USER_AGENT = "acopio-kit/1"
+
+
+class SyncError(Exception):
+    """Something between the kit and the hub went wrong; the message says what, plainly."""
+
+
+class HubUnreachable(SyncError):
+    pass
+
+
+class HubRefused(SyncError):
+    pass
+
+
+class HubUntrusted(HubRefused):
+    """TLS failed: the hub's certificate is not signed by `sync.ca_file` (or the system's
+    CAs), or names another host. Retrying will not help until the setting is fixed."""
+
+
+class HubError(SyncError):
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def verify_setting(ca_file: str) -> bool | str:
+    """What `requests` takes as `verify=`: the CA file when configured, else the system's."""
+    if ca_file:
+        if not os.path.isfile(ca_file):
+            raise SyncError(f"sync.ca_file {ca_file!r} does not exist")
+        return ca_file
+    return True
+
+
+def hash_timeout(size: int) -> tuple[float, float]:
+    return (CONNECT_TIMEOUT_S, READ_TIMEOUT_S + size / HASH_RATE_BPS)
+
+
+class HubClient:
+    def __init__(self, base_url: str, token: str | None = None, *, ca_file: str = "",
+                 session: requests.Session | None = None) -> None:
+        self.base_url = normalize_url(base_url)
+        self.token = token
+        self.verify = verify_setting(ca_file)
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, ok: Iterable[int] = (200,),
+                timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+                **kwargs: Any) -> requests.Response:
+        url = path if path.startswith(("http://", "https://")) else self.url(path)
+        try:
+            resp = self.session.request(method, url, timeout=timeout, verify=self.verify,
+                                        **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise HubUntrusted(f"TLS with the hub at {self.base_url} failed: {_reason(exc)} "
+                               "(check sync.ca_file)") from exc
+        except requests.exceptions.RequestException as exc:
+            raise HubUnreachable(f"hub {self.base_url} unreachable: {_reason(exc)}") from exc
+        ok = tuple(ok)
+        if resp.status_code in ok:
+            return resp
+        detail = _detail(resp)
+        if resp.status_code in (401, 403):
+            raise HubRefused(f"the hub refused this kit ({resp.status_code}{detail}); pair it "
+                             "again with `acopio sync pair URL CODE`")
+        if resp.status_code >= 500:
+            raise HubUnreachable(f"hub {self.base_url} failing: {method} {path} -> "
+                                 f"{resp.status_code}{detail}")
+        raise HubError(f"{method} {path} -> {resp.status_code}{detail}", resp.status_code)
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    def pair(self, code: str, kit: str) -> dict[str, Any]:
+        """`POST /sync/pair {"code", "kit"}` -> {"kit", "token"}."""
+        try:
+            resp = self.request("POST", "/sync/pair", json={"code": code, "kit": kit},
+                                ok=(200, 201))
+        except HubUntrusted:
+            raise
+        except HubRefused as exc:
+            raise HubRefused("the hub refused the pairing code (wrong, used or expired: "
+                             "make a new one with `acopio hub pair`)") from exc
+        body = _json(resp)
+        if not isinstance(body.get("token"), str) or not body["token"]:
+            raise HubError("the hub's pairing answer has no token")
+        return body
+
+    def object_status(self, sha256: str, *, verify: bool = False, size: int = 0
+                      ) -> dict[str, Any] | None:
+        """`GET /sync/objects/<sha256>[?verify=1]`: the hub's answer when it holds the
+        content (verified now, with `verify`), None when it does not (404)."""
+        resp = self.request("GET", f"/sync/objects/{sha256}",
+                            params={"verify": "1"} if verify else None, ok=(200, 404, 409),
+                            timeout=hash_timeout(size) if verify else
+                            (CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        if resp.status_code in (404, 409):  # 409: its copy failed verification, dropped
+            return None
+        body = _json(resp, default={})
+        if body.get("verified") is False or body.get("ok") is False:
+            return None
+        return body
+
+    def send_records(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """`POST /sync/records {"records": [...]}`: the hub's answer."""
+        resp = self.request("POST", "/sync/records", json={"records": records},
+                            ok=(200, 201, 202, 204))
+        return _json(resp, default={}) if resp.content else {}
+
+    def changes(self, since: str) -> dict[str, Any]:
+        """`GET /sync/changes?since=CURSOR`."""
+        resp = self.request("GET", "/sync/changes", params={"since": since})
+        return _json(resp)
+
+    def fetch_content(self, sha256: str, out: IO[bytes], *, size: int = 0,
+                      progress: Callable[[int], None] | None = None) -> str:
+        """`GET /sync/objects/<sha256>/content` streamed into `out`; the SHA-256 of what
+        was received (the caller compares it)."""
+        digest = hashlib.sha256()
+        resp = self.request("GET", f"/sync/objects/{sha256}/content", stream=True,
+                            timeout=hash_timeout(size))
+        received = 0
+        try:
+            for block in resp.iter_content(chunk_size=1024 * 1024):
+                out.write(block)
+                digest.update(block)
+                received += len(block)
+                if progress:
+                    progress(received)
+        except requests.exceptions.RequestException as exc:
+            raise HubUnreachable(f"download of {sha256} cut: {_reason(exc)}") from exc
+        finally:
+            resp.close()
+        return digest.hexdigest()
+
+
+def _json(resp: requests.Response, default: Any = None) -> Any:
+    try:
+        value = resp.json()
+    except ValueError:
+        if default is not None:
+            return default
+        raise HubError(f"the hub answered {resp.request.method} {resp.url} with something "
+                       "that is not JSON") from None
+    if not isinstance(value, dict):
+        if default is not None:
+            return default
+        raise HubError(f"the hub answered {resp.request.method} {resp.url} with JSON that is "
+                       "not an object")
+    return value
+
+
+def _detail(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        text = resp.text.strip()[:200]
+        return f": {text}" if text else ""
+    if isinstance(body, dict):
+        message = body.get("error") or body.get("message")
+        if message:
+            return f": {str(message)[:200]}"
+    return ""
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost reason of a requests error, short: "connection refused", "timed out"."""
+    text = str(exc)
+    for marker in ("Connection refused", "timed out", "Name or service not known",
+                   "Temporary failure in name resolution", "No route to host",
+                   "Network is unreachable", "Connection reset by peer",
+                   "certificate verify failed", "RemoteDisconnected", "Broken pipe"):
+        if marker.lower() in text.lower():
+            return marker.lower()
+    return text[:300]

@@ -1,0 +1,64 @@
+"""The kit's pairing with a hub: `state/sync/credentials.json`, mode 0600.
+
+Written once by `acopio sync pair URL CODE` (the hub's answer to `POST /sync/pair`): the hub's
+URL, the kit's name as the hub knows it, and the bearer token. The hub keeps only a hash of
+the token, so this file is the one copy; it is readable by the kit's own user alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from appliance import storage
+from appliance.datadir import DataDir
+from appliance.fsutil import atomic_write
+from appliance.storage import dump_json
+from sync.kit.store import sync_dir
+
+
+class NotPaired(RuntimeError):
+    """This kit has no credentials for a hub yet."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    hub_url: str
+    kit: str
+    token: str
+    paired_at: str = ""
+    hub: str = ""  # the hub's own name, as it answered the pairing
+
+
+def path_of(data: DataDir) -> Path:
+    return sync_dir(data) / "credentials.json"
+
+
+def normalize_url(url: str) -> str:
+    """`http(s)://host[:port][/prefix]` without a trailing slash; anything else raises."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not a hub URL (http:// or https://host[:port]): {url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"a hub URL has no query, fragment or user name: {url!r}")
+    return url.rstrip("/")
+
+
+def load(data: DataDir) -> Credentials | None:
+    raw = storage.read_json_file(path_of(data))
+    if raw is None:
+        return None
+    try:
+        return Credentials(hub_url=str(raw["hub_url"]), kit=str(raw["kit"]),
+                           token=str(raw["token"]), paired_at=str(raw.get("paired_at", "")),
+                           hub=str(raw.get("hub", "")))
+    except KeyError as exc:
+        raise storage.CorruptStateError(path_of(data), f"missing {exc}") from None
+
+
+def save(data: DataDir, credentials: Credentials) -> None:
+    path = path_of(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, dump_json(asdict(credentials)), data.tmp, mode=0o600)

@@ -1,0 +1,105 @@
+"""The kit's durable sync state, all under `state/sync/`.
+
+    state/sync/credentials.json          hub URL, kit name and token (mode 0600; credentials.py)
+    state/sync/acked/objects/ab/<sha>     originals the hub verified (GET /sync/objects ?verify=1)
+    state/sync/acked/records/ab/<sha>     the digest of the record revision the hub accepted
+    state/sync/uploads/ab/<sha>           tus upload URL of an original being sent (resume)
+    state/sync/evicted/ab/<sha>           originals removed from the kit for space (evict.py)
+    state/sync/cursor.json               where the last `GET /sync/changes` ended
+    state/sync/status.json               what the sync role is doing (status.py)
+
+Each index is a `KeyIndex` (one small file per SHA-256, written atomically), so its cost per
+item stays the same however large the archive grows, and an entry damaged by a crash reads
+as absent: the item is then sent (or checked with the hub) again, never skipped. Nothing here
+is ever removed from `acked/`: an acknowledgement is what makes eviction safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from appliance import storage
+from appliance.datadir import DataDir
+from appliance.fsutil import atomic_write
+from appliance.keyindex import KeyIndex
+from appliance.storage import dump_json
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """What identifies one revision of a catalog record on the wire: any change to any
+    field (an edit, a re-filing, a merge from the hub, a problem found later) changes it."""
+    return hashlib.sha256(dump_json(record)).hexdigest()[:32]
+
+
+def sync_dir(data: DataDir) -> Path:
+    return data.state / "sync"
+
+
+class SyncStore:
+    def __init__(self, data: DataDir) -> None:
+        self.data = data
+        self.root = sync_dir(data)
+        tmp = data.tmp
+        self.objects = KeyIndex(self.root / "acked" / "objects", tmp)
+        self.records = KeyIndex(self.root / "acked" / "records", tmp)
+        self.uploads = KeyIndex(self.root / "uploads", tmp)
+        self.evicted = KeyIndex(self.root / "evicted", tmp)
+
+    @property
+    def cursor_path(self) -> Path:
+        return self.root / "cursor.json"
+
+    @property
+    def status_path(self) -> Path:
+        return self.root / "status.json"
+
+    # -- acknowledgements ------------------------------------------------------------------
+
+    def object_acked(self, sha256: str) -> bool:
+        return self.objects.get(sha256) is not None
+
+    def ack_object(self, sha256: str, size: int) -> None:
+        self.objects.put(sha256, {"size": size, "at": now_iso()})
+
+    def record_acked(self, record: dict[str, Any]) -> bool:
+        entry = self.records.get(record["sha256"])
+        return entry is not None and entry.get("digest") == record_digest(record)
+
+    def ack_records(self, records: list[dict[str, Any]]) -> None:
+        at = now_iso()
+        self.records.put_many({r["sha256"]: {"digest": record_digest(r), "at": at}
+                               for r in records})
+
+    def forget_hub(self) -> int:
+        """Paired with another hub: what the old one acknowledged means nothing to the new
+        one. Forget it all (but the originals evicted: they are only at the old hub now);
+        how many acknowledgements were forgotten."""
+        count = 0
+        for index in (self.records, self.objects):
+            for sha in list(index.keys()):
+                if index is self.objects and self.evicted.get(sha) is not None:
+                    continue
+                index.remove(sha)
+                count += 1
+        for sha in list(self.uploads.keys()):
+            self.uploads.remove(sha)
+        self.cursor_path.unlink(missing_ok=True)
+        return count
+
+    # -- pull cursor -----------------------------------------------------------------------
+
+    def cursor(self) -> str:
+        raw = storage.read_json_file(self.cursor_path)
+        value = (raw or {}).get("since", "")
+        return value if isinstance(value, str) else str(value)
+
+    def set_cursor(self, cursor: Any) -> None:
+        atomic_write(self.cursor_path, dump_json({"since": cursor, "at": now_iso()}),
+                     self.data.tmp)
