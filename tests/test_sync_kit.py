@@ -728,6 +728,21 @@ def test_eviction_keeps_the_unacknowledged_and_fetch_back_restores(
     assert restored == kit.root / acked[sha]["archive_path"]
     assert sha256_file(restored) == digests[sha] == sha
     assert not is_evicted(kit.data, sha)
+
+    # The web UI shows the others "En la central" and brings one back from the item page.
+    from tests.webclient import web_app
+
+    other = next(s for s in acked if s != sha)
+    with web_app(kit.root) as web:
+        browser = web.user_and_login("foto", "photographer")
+        assert browser.get(f"/api/items/{other}").get_json()["evicted"] is True
+        page = browser.get(f"/item/{other}").get_data(as_text=True)
+        assert "En la central" in page and "Traer de la central" in page
+        back = browser.form(f"/item/{other}/traer")
+        assert back.status_code == 302, back.get_data(as_text=True)
+        assert sha256_file(kit.root / acked[other]["archive_path"]) == other
+        assert browser.get(f"/api/items/{other}").get_json()["evicted"] is False
+        assert "En la central" not in browser.get(f"/item/{other}").get_data(as_text=True)
     assert not list(kit.data.staging.iterdir())
     assert kit.cli("check", "--deep").returncode == 0
 

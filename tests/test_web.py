@@ -562,7 +562,7 @@ def test_api_items_have_the_fields_of_acopio_items_json(archive: WebApp) -> None
     assert body["latest_import"] == max(i["imported_at"] for i in cli.values())
     for item in body["items"]:
         expected = cli[item["sha256"]]
-        assert set(item) == set(expected) | {"urls"}
+        assert set(item) == set(expected) | {"urls", "evicted"}
         assert {k: item[k] for k in expected} == expected
         sha = item["sha256"]
         assert item["urls"]["page"] == f"/item/{sha}"
@@ -572,7 +572,7 @@ def test_api_items_have_the_fields_of_acopio_items_json(archive: WebApp) -> None
             assert browser.get(item["urls"][name]).status_code == 200
     one = browser.get(f"/api/items/{sha}").get_json()
     assert {k: one[k] for k in cli[sha]} == cli[sha]
-    assert set(one) == set(cli[sha]) | {"urls", "previous", "next", "history"}
+    assert set(one) == set(cli[sha]) | {"urls", "evicted", "previous", "next", "history"}
 
 
 def test_api_items_filters_paging_and_refusals(archive: WebApp, library: Library) -> None:

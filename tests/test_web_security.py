@@ -109,7 +109,9 @@ def text(response: Any) -> str:
 # -- every route, classified -------------------------------------------------------------
 
 PUBLIC = frozenset({"static", "auth.login", "auth.setup", "auth.api_login", "auth.api_setup",
-                    "auth.language"})
+                    "auth.language",
+                    # the kiosk screen: read-only, approved items only (tests/test_kiosk.py)
+                    "kiosk.mural", "kiosk.api_mural", "kiosk.media", "kiosk.logo"})
 LOGGED_IN = None  # any logged-in user, whatever the role
 # endpoint -> the permission it needs. A new route fails test_every_route_is_classified
 # until it is added here (and so to the anonymous and role checks below).
@@ -131,6 +133,7 @@ GUARDED: dict[str, str | None] = {
     "editing.refile": "edit_items", "editing.approve": "approve",
     "editing.withdraw": "approve", "editing.approve_selection": "approve",
     "editing.download": "download", "editing.zip_download": "download",
+    "editing.fetch": "download", "browse.fetch_back": "download",
     "agenda.listing": "view", "agenda.add": "manage_agenda", "agenda.change": "manage_agenda",
     "agenda.remove": "manage_agenda", "agenda.set_current": "manage_agenda",
     "desk.agenda": "view", "desk.activity": "view", "desk.agenda_add": "manage_agenda",
@@ -138,6 +141,8 @@ GUARDED: dict[str, str | None] = {
     "desk.set_current": "manage_agenda", "desk.item_edit": "edit_items",
     "desk.item_approval": "approve", "desk.item_refile": "edit_items",
     "desk.zip_download": "download",
+    "kiosk.settings": "manage_kiosk", "kiosk.save_settings": "manage_kiosk",
+    "reports.results": "view", "reports.mural": "print_mural",
 }
 
 
@@ -180,6 +185,7 @@ WRITES: dict[str, dict[str, Any]] = {
     "editing.approve": {"json": {}}, "editing.withdraw": {"json": {}},
     "editing.approve_selection": {"json": {"sha256": ["0" * 64], "approved": True}},
     "editing.zip_download": {"json": {"sha256": ["0" * 64]}},
+    "editing.fetch": {"json": {}}, "browse.fetch_back": {"data": {}},
     "agenda.add": {"json": {"title": ""}},
     "agenda.change": {"json": {"end": "no-es-fecha"}},
     "agenda.remove": {},
@@ -192,6 +198,7 @@ WRITES: dict[str, dict[str, Any]] = {
     "desk.item_approval": {"data": {}},
     "desk.item_refile": {"data": {"activity": "no-existe"}},
     "desk.zip_download": {"data": {"sha256": "0" * 64}},
+    "kiosk.save_settings": {"data": {"interval_s": "nunca"}},
 }
 # Ending the session is tested on its own (test_web.py); here it would log the tester out.
 SKIP_FOR_ROLES = {"auth.logout", "auth.api_logout"}
@@ -288,8 +295,10 @@ def test_each_role_is_refused_what_it_may_not_do(web: WebApp, archive: Archive) 
     # designer: record; everyone but the director: users (page and API) and approval (one,
     # withdraw, a selection, the page's form); designer: editing (PATCH, batch, re-file,
     # the page's edit and re-file forms); everyone but director and assistant: the agenda
-    # (API: add, change, remove, current; pages: the same four)
-    assert refused == 1 + 4 * 7 + 4 * 4 + 5 + 3 * 8
+    # (API: add, change, remove, current; pages: the same four); everyone but the director:
+    # the kiosk's settings (page and form); photographer, social, assistant: the printed
+    # mural's page
+    assert refused == 1 + 4 * 7 + 4 * 4 + 5 + 3 * 8 + 4 * 2 + 3
     assert passed > refused
     # The refused roles were refused for real, not for a missing session.
     for browser in clients.values():

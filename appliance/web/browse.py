@@ -4,11 +4,12 @@ through the same query objects."""
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, abort, g, render_template, request, url_for
+from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
 
 from appliance.agenda import SIN_ACTIVIDAD
 from appliance.catalog import is_folder_key
@@ -17,6 +18,7 @@ from appliance.web import present
 from appliance.web.context import web
 from appliance.web.security import requires
 
+log = logging.getLogger(__name__)
 bp = Blueprint("browse", __name__)
 
 KINDS = ("photo", "raw", "video", "audio", "other")
@@ -139,6 +141,24 @@ def search_query(page: int, limit: int) -> ItemQuery:
                      approved=APPROVALS[approved] if approved is not None else None,
                      order="imported",
                      limit=limit, offset=(page - 1) * limit)
+
+
+@bp.post("/item/<sha256>/traer")
+@requires("download")
+def fetch_back(sha256: str) -> Response:
+    """Bring an evicted original back from the hub, then show the item again."""
+    from sync.kit.evict import FetchError
+    from sync.kit.evict import fetch_back as fetch
+
+    present.check_sha256(sha256)
+    if web().index.get(sha256) is None:
+        abort(404)
+    try:
+        fetch(web().config, sha256)
+    except (FetchError, OSError) as exc:
+        log.warning("fetching %s back from the hub failed: %s", sha256[:12], exc)
+        abort(409, g.t("item.fetch_failed", reason=str(exc)))
+    return redirect(url_for("browse.item", sha256=sha256))
 
 
 @bp.get("/buscar")

@@ -233,3 +233,23 @@ def zip_download() -> Response:
     body = _body()
     shas = _selection(body, limit=web().config.editorial.zip_max_items)
     return stream_zip(shas, body.get("variant", "original"))
+
+
+@bp.post("/items/<sha256>/fetch")
+@requires("download")
+def fetch(sha256: str) -> Response:
+    """Bring an evicted original back from the hub (verified byte for byte)."""
+    from sync.kit.evict import FetchError, fetch_back
+
+    present.check_sha256(sha256)
+    record = web().index.get(sha256)
+    if record is None:
+        abort(404)
+    try:
+        fetch_back(web().config, sha256)
+    except FetchError as exc:
+        return error_json(409, "fetch", str(exc))
+    except OSError as exc:  # the hub unreachable, the disk full
+        return error_json(503, "fetch", f"could not fetch it now: {exc}")
+    log.info("%s fetched %s back from the hub", g.user.name, sha256[:12])
+    return jsonify(present.item(record))

@@ -11,6 +11,7 @@ from flask import abort, url_for
 from appliance.editorial import history_of, public
 from appliance.web.context import web
 from ingest.derive import plan
+from sync.kit.evict import is_evicted
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -36,6 +37,8 @@ def item(record: dict[str, Any], *, history: bool = False) -> dict[str, Any]:
     derivatives = plan.existing(web().data, record)
     out["derivatives"] = derivatives
     sha = record["sha256"]
+    # Original removed from the kit for space; the hub holds it ("en la central").
+    out["evicted"] = is_evicted(web().data, sha)
     urls = {"page": url_for("browse.item", sha256=sha),
             "original": url_for("media.original", sha256=sha)}
     for name in derivatives:
