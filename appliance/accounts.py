@@ -47,6 +47,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "edit_items": frozenset({"director", "photographer", "social", "assistant"}),
     "approve": frozenset({"director"}),
     "manage_users": frozenset({"director"}),
+    # the kiosk screen's settings: period, areas, interval, layout, colours, logo, ticker
+    "manage_kiosk": frozenset({"director"}),
+    # make the printed mural (rendering it takes the box's CPU for a while)
+    "print_mural": frozenset({"director", "designer"}),
 }
 LANGUAGES = ("es-MX", "en", "")  # "" follows the kit's default language
 

@@ -263,6 +263,35 @@ class HubConfig:
     zeroconf: bool = _setting(True, "Advertise the hub on the LAN (_acopio-hub._tcp).")
 
 
+def _print_dpi(value: int) -> str | None:
+    return None if 150 <= value <= 300 else "must be from 150 to 300 (print resolution)"
+
+
+@dataclass(frozen=True)
+class MuralConfig:
+    institution: str = _setting(
+        "H. Ayuntamiento — Comunicación Social",
+        "Institution named at the top of the printed mural and of the results report.")
+    title: str = _setting("Mural de actividades", "Title of the printed mural.")
+    photos_per_activity: int = _setting(
+        4, "Most photos per activity on the printed mural (its best approved ones); fewer "
+        "when the month does not fit.", lambda v: None if 1 <= v <= 12 else
+        "must be from 1 to 12")
+    dpi: int = _setting(150, "Resolution of the printed mural and the results report PDF, "
+                        "in dots per inch (150-300).", _print_dpi)
+
+
+@dataclass(frozen=True)
+class KioskConfig:
+    browser: str = _setting(
+        "/usr/bin/chromium", "Chromium that `acopio kiosk` starts full screen on the display.")
+    url: str = _setting(
+        "", "Page the kiosk opens; empty: the mural of this box's own web UI "
+        "(http://127.0.0.1:<web.port>/mural).")
+    extra_args: tuple[str, ...] = _setting(
+        (), "Extra Chromium arguments, before the URL (e.g. --ozone-platform=wayland).")
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = _setting(
@@ -279,6 +308,8 @@ class Config:
     editorial: EditorialConfig = field(default_factory=EditorialConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    kiosk: KioskConfig = field(default_factory=KioskConfig)
+    mural: MuralConfig = field(default_factory=MuralConfig)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -54,11 +54,13 @@ def users(state: Path) -> Users:
 
 def test_permission_table() -> None:
     assert set(PERMISSIONS) == {"view", "download", "record", "manage_agenda", "edit_items",
-                                "approve", "manage_users"}
+                                "approve", "manage_users", "manage_kiosk", "print_mural"}
     for role in ROLES:
         assert allowed(role, "view") and allowed(role, "download")
         assert allowed(role, "approve") == (role == "director")
         assert allowed(role, "manage_users") == (role == "director")
+        assert allowed(role, "manage_kiosk") == (role == "director")
+        assert allowed(role, "print_mural") == (role in ("director", "designer"))
         assert allowed(role, "manage_agenda") == (role in ("director", "assistant"))
         assert allowed(role, "record") == (role != "designer")
         assert allowed(role, "edit_items") == (role != "designer")

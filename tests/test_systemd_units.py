@@ -29,7 +29,16 @@ UNITS = sorted(p for p in SYSTEMD_DIR.glob("*") if p.suffix in UNIT_SUFFIXES)
 # CAP_SYS_ADMIN for mounting cards, and keep it close to the new measured score.
 # acopio-devices.service measures 2.7: it runs as root (util-linux mount refuses other users)
 # with CAP_SYS_ADMIN to mount cards, and reaches block, FUSE and USB devices.
-MAX_EXPOSURE = {"acopio.service": 1.7, "acopio-devices.service": 2.8}
+# acopio-kiosk.service measures 2.2: Chromium needs the host's network namespace (the X
+# server's abstract socket, the web UI on 127.0.0.1; IPAddressAllow=localhost keeps it on
+# the box), the GPU, writable-executable memory (V8) and user, PID and network namespaces
+# plus chroot for its own renderer sandbox.
+# acopio-hub.service measures 1.3: acopio.service's settings plus PrivateMounts, UMask 0027
+# and no @resources system calls (it starts no niced helpers); what is left is the network
+# it serves kits on (AF_INET/AF_INET6, no IP allow list: kits come from anywhere) and
+# AF_NETLINK for zeroconf.
+MAX_EXPOSURE = {"acopio.service": 1.7, "acopio-devices.service": 2.8,
+                "acopio-kiosk.service": 2.3, "acopio-hub.service": 1.4}
 DEFAULT_MAX_EXPOSURE = 2.0
 
 EXEC_KEYS = (

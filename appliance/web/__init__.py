@@ -19,14 +19,14 @@ from appliance.web.i18n import LANGUAGES, Translator
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 1024 * 1024  # forms and JSON only; nothing is uploaded through the UI
+MAX_REQUEST_BYTES = 1024 * 1024  # forms and JSON; the one upload is the kiosk's logo
 LANGUAGE_COOKIE = "acopio_lang"
 
 
 def create_app(config: Config, *, hub: bool = False) -> Flask:
     """The web UI; `hub=True` is headquarters mode (`acopio hub`): the same UI over every
     kit's items, plus the kits' sync protocol under /sync/ (sync.hub.web)."""
-    from appliance.web import admin, agenda, api, auth, browse, desk, editing, media
+    from appliance.web import admin, agenda, api, auth, browse, desk, editing, kiosk, media, reports
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config.update(
@@ -38,7 +38,7 @@ def create_app(config: Config, *, hub: bool = False) -> Flask:
     security.install(app)
     app.before_request(_choose_language)
     for blueprint in (auth.bp, browse.bp, media.bp, api.bp, editing.bp, agenda.bp,
-                      desk.bp, admin.bp):
+                      desk.bp, admin.bp, kiosk.bp, reports.bp):
         app.register_blueprint(blueprint)
     app.config["ACOPIO_HUB"] = hub
     if hub:

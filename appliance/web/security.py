@@ -33,6 +33,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset({
     "static", "auth.login", "auth.setup", "auth.api_login", "auth.api_setup",
     "auth.language",
+    # The kiosk screen, public like the mural beside it: approved items only (web/kiosk.py).
+    "kiosk.mural", "kiosk.api_mural", "kiosk.media", "kiosk.logo",
 })
 # Blueprints that authenticate each request with a Bearer token of their own (the hub's
 # /sync/ protocol, registered only in headquarters mode), not with the session cookie.
