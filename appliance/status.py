@@ -23,6 +23,7 @@ from appliance.storage import CorruptStateError
 log = logging.getLogger(__name__)
 
 JOB_COUNTS_TTL_S = 5.0
+DISK_GRAIN = 64 * 1024 * 1024
 
 
 class StatusBoard:
@@ -93,7 +94,11 @@ class StatusBoard:
     def disk(self) -> dict[str, int]:
         usage = shutil.disk_usage(self.data.archive if self.data.archive.exists()
                                   else self.data.root)
-        return {"total": usage.total, "free": usage.free, "used": usage.used,
+        # Rounded to 64 MiB: the strip shows tenths of a GB, and an answer that changes with
+        # every byte another process writes would defeat the pollers' ETag (304) answers.
+        grain = DISK_GRAIN
+        return {"total": usage.total, "free": usage.free // grain * grain,
+                "used": usage.used // grain * grain,
                 "reserve": self.config.ingest.min_free_mb * 1024 * 1024}
 
     def sync(self) -> dict[str, Any]:
