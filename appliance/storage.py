@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -102,18 +102,29 @@ def lock_path_for(path: Path) -> Path:
 @contextmanager
 def transaction(path: str | os.PathLike[str],
                 tmp_dir: str | os.PathLike[str] | None = None, *,
-                mode: int = 0o644) -> Iterator[TinyDB]:
+                mode: int = 0o644,
+                written: Callable[[os.stat_result | None, os.stat_result], None] | None = None,
+                ) -> Iterator[TinyDB]:
     """A TinyDB over `path`, exclusively locked, written once (durably) on success.
 
     An exception inside the block writes nothing: the file keeps its previous content.
+    `written`, when given, is called after the write (not when nothing was written), the
+    lock still held, with the file's stat as the lock was taken (None: no file) and as
+    written: which version of the file the transaction read, and which it made.
     """
     path = Path(path)
     with file_lock(lock_path_for(path)):
+        before = None
+        if written is not None:
+            with suppress(FileNotFoundError):
+                before = os.stat(path)
         buffered = _BufferedStorage(SafeJSONStorage(path, tmp_dir, mode=mode))
         db = TinyDB(storage=lambda: buffered)  # TinyDB calls the factory with no arguments
         yield db
         if buffered.dirty and buffered.data is not None:
             buffered.backing.write(buffered.data)
+            if written is not None:
+                written(before, os.stat(path))
 
 
 def snapshot(path: str | os.PathLike[str]) -> TinyDB:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from appliance import fields
-from appliance.catalog import Catalog
+from appliance.catalog import Catalog, ShardWrite, shard_stat
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.editorial import EditConflict, EditError, EditLog, Editor, NotFound, validate
@@ -102,6 +102,34 @@ def test_a_selection_is_edited_with_one_write_per_shard(editor: Editor) -> None:
     assert all(before[p] != after[p] for p in before)  # each shard rewritten (once)
     with pytest.raises(NotFound):
         editor.edit_many([sha(1), sha(99)], {"credit": "x"}, by="ana")
+
+
+def test_each_shard_write_is_told_with_its_records_and_file_versions(editor: Editor) -> None:
+    """What the web's query index follows edits by (appliance/query, apply_changes)."""
+    told: list[ShardWrite] = []
+    listening = Editor(editor.data, editor.catalog, on_written=told.append)
+    paths = {key: editor.catalog.shard_path(key) for key in (FOLDER, OTHER)}
+    before = {key: shard_stat(path.stat()) for key, path in paths.items()}
+    done = listening.edit_many([sha(1), sha(3)], {"caption": "Cabildo"}, by="ana")
+    [writes] = told  # one report per call, after every shard was written
+    assert [w.folder_key for w in writes] == [FOLDER, OTHER]
+    for write in writes:
+        assert write.before == before[write.folder_key]
+        assert write.after == shard_stat(paths[write.folder_key].stat())
+        assert write.records == editor.catalog.read_shard(write.folder_key)
+    assert writes[0].changed == [done[0]] and writes[1].changed == [done[1]]
+
+    told.clear()
+    listening.approve([sha(2)], by="directora")
+    listening.approve([sha(2)], by="directora")  # already approved: no write, nothing told
+    assert len(told) == 1 and [r["sha256"] for r in told[0][0].changed] == [sha(2)]
+
+    # an item not found in a later shard: what was written before is still told
+    told.clear()
+    editor.catalog.by_hash.put_many({sha(9): {"folder": OTHER, "archive_path": "x"}})
+    with pytest.raises(NotFound):
+        listening.edit_many([sha(1), sha(9)], {"caption": "Sesión"}, by="ana")
+    assert [[w.folder_key for w in writes] for writes in told] == [[FOLDER]]
 
 
 def test_approval_records_who_and_when_and_withdrawal_too(editor: Editor) -> None:

@@ -26,17 +26,19 @@ from appliance import config as config_mod
 from appliance import storage
 from appliance.accounts import Users
 from appliance.agenda import Activity, Agenda, parse_time
-from appliance.catalog import Catalog
+from appliance.catalog import Catalog, ShardWrite
 from appliance.check import check
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.editorial import EditLog, Editor
 from appliance.fsutil import TEMP_PREFIX
+from appliance.query import ItemIndex, ItemQuery
 from appliance.refile import RefileError, Refiler, load_journal
 from appliance.service import Service
 from ingest.pipeline import Importer
 from tests.cards import exif_jpeg, sha256_file, tree_digest
 from tests.conftest import REPO, TEST_ENV, require_tool, run_cli
+from tests.test_query import index_tables
 
 MAY = "2026/05/2026-05-10_sin-actividad"
 FERIA = "2026/06/2026-06-01_feria"
@@ -208,6 +210,37 @@ def test_a_name_clash_takes_a_suffix_and_a_batch_writes_each_shard_once(
     assert (existing.stat().st_ino, sha256_file(existing)) == before  # never overwritten
     assert sha256_file(data / records[0]["archive_path"]) == batch[0]
     assert_consistent(data, set(shas.values()))
+
+
+def test_the_query_index_follows_a_refiling_from_the_records_written(
+        data: Path, shas: dict[str, str]) -> None:
+    """As the web UI re-files: both shards go into its query index from the records the
+    re-filing wrote (Refiler's on_written), none read again, as a rebuild would have them."""
+    config = load_config(data)
+    index = ItemIndex(DataDir.at(data), config.zone, refresh_interval_s=3600)
+    index.refresh(force=True)
+    told: list[list[str]] = []
+
+    def tell(writes: list[ShardWrite]) -> None:
+        told.append([w.folder_key for w in writes])
+        index.apply_changes(writes)
+
+    batch = [shas[f"{MAY}/IMG_0001.JPG"], shas[f"{MAY}/IMG_0002.JPG"]]
+    Refiler(config, on_written=tell).refile(batch, "feria", by="ana")
+    assert told == [[FERIA, MAY]]  # the target written first, then the source
+    assert index.refresh(force=True) == 0
+    found = {r["sha256"]: (r["folder"], r["archive_path"])
+             for r in index.search(ItemQuery(limit=100))[0]}
+    assert found == {sha: (record_of(data, sha)["folder"], record_of(data, sha)["archive_path"])
+                     for sha in shas.values()}
+    assert {f["folder"]: f["count"] for m in ("2026-05", "2026-06")
+            for f in index.folders(m)} == {MAY: 1, FERIA: 3}
+    index.close()
+    followed = index_tables(DataDir.at(data).state / "query.sqlite")
+    (DataDir.at(data).state / "query.sqlite").unlink()
+    with ItemIndex(DataDir.at(data), config.zone) as rebuilt:
+        rebuilt.refresh(force=True)
+    assert followed == index_tables(DataDir.at(data).state / "query.sqlite")
 
 
 def test_an_edited_shard_rebuilt_from_the_archive_keeps_the_refile(

@@ -117,6 +117,7 @@ def test_an_edit_shows_escaped_on_the_page_with_its_history(web: WebApp,
         "credit": "Comunicación Social", "place": "Sala de Cabildo", "pick": "picked",
         "rating": 4, "base_revision": base})
     assert saved.status_code == 200, text(saved)
+    assert web.ctx.index.refresh(force=True) == 0  # in the index already, the shard not read
     body = saved.get_json()
     assert body["revision"] == base + 1 and body["caption"] == HOSTILE
     assert body["history"][-1]["by"] == "luis"
@@ -159,6 +160,7 @@ def test_the_item_form_works_without_the_script(web: WebApp, library: Library) -
             "people": "", "credit": "", "place": ""}
     done = browser.form(f"/item/{sha}/editar", form)
     assert done.status_code == 303 and done.headers["Location"] == f"/item/{sha}?ok=saved"
+    assert web.ctx.index.refresh(force=True) == 0  # in the index already, the shard not read
     got = item(browser, sha)
     assert got["caption"] == "Pleno del\nCabildo" and got["tags"] == ["pleno", "cabildo"]
     assert got["credit"] == "" and got["revision"] == revision + 1
@@ -262,6 +264,7 @@ def test_a_selection_is_edited_at_once(web: WebApp, library: Library) -> None:
         "pick": "rejected", "rating": 2, "add_tags": ["pleno"], "credit": "Comunicación Social",
         "people": ["Ana", "Luis"], "place": "Sala de Cabildo", "caption": "Sesión"}})
     assert done.status_code == 200, text(done)
+    assert web.ctx.index.refresh(force=True) == 0  # in the index already, the shard not read
     assert [i["sha256"] for i in done.get_json()["items"]] == shas
     for sha in shas:
         got = item(browser, sha)
@@ -287,6 +290,7 @@ def test_the_director_approves_and_withdraws_others_are_refused(web: WebApp,
 
     done = director.form(f"/item/{sha}/aprobacion", {"approved": "1"})
     assert done.status_code == 303 and done.headers["Location"] == f"/item/{sha}?ok=approved"
+    assert web.ctx.index.refresh(force=True) == 0  # in the index already, the shard not read
     got = item(director, sha)
     assert got["approved"] and got["approved_by"] == "directora"
     page = text(director.get(f"/item/{sha}"))
@@ -321,6 +325,7 @@ def test_refiling_from_the_item_page_and_the_api(web: WebApp, library: Library) 
 
     moved = browser.form(f"/item/{clip}/mover", {"activity": ACTIVITY.slug})
     assert moved.status_code == 303, text(moved)
+    assert web.ctx.index.refresh(force=True) == 0  # both shards followed from the records
     got = item(browser, clip)
     assert got["activity"] == ACTIVITY.slug
     assert got["folder"] == "2026/11/2026-11-10_sesion-de-cabildo"
@@ -333,6 +338,7 @@ def test_refiling_from_the_item_page_and_the_api(web: WebApp, library: Library) 
 
     back = browser.write("POST", "/api/items/refile", json={"sha256": [clip], "activity": None})
     assert back.status_code == 200, text(back)
+    assert web.ctx.index.refresh(force=True) == 0
     assert item(browser, clip)["activity"] == "sin-actividad"
     assert clip in links(text(browser.get("/agenda/sin-actividad")))
 

@@ -17,8 +17,9 @@ Reading order:
 - search.py: ItemQuery, and the SQL that answers a search quickly at 100,000 items.
 - text.py: folding and tokenising free text, and the FTS5 queries built from it.
 - schema.py: the tables and indexes, the schema version, opening the file or making it anew.
-- refresh.py: which shards and agenda changes to read, and the locks around writing.
-- rows.py: what one shard's records become in the tables.
+- refresh.py: which shards and agenda changes to read, following this process's own writes
+  from the records written (no re-read), and the locks around writing.
+- rows.py: what one shard's records become in the tables, and an edit's items rewritten.
 """
 
 from appliance.query.index import ItemIndex

@@ -7,7 +7,9 @@ small pool and read one snapshot per call; WAL journal mode means they never wai
 writer. Each call first refreshes the index (refresh.py), at most once per
 refresh_interval_s, and never waits while another thread or process is already at it. A
 damaged file, or one whose tables changed under it, is dropped and rebuilt, and the call
-retried: the index is a cache, never an error to the user.
+retried: the index is a cache, never an error to the user. A write this process made is
+followed at once from the records written (`apply_changes`, the listener that
+editorial.Editor takes), so the next page shows it without re-reading the shard.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from appliance.catalog import ShardWrite
 from appliance.datadir import DataDir
 from appliance.fsutil import file_lock
 from appliance.query.refresh import Refresher, stat
@@ -83,6 +86,32 @@ class ItemIndex:
             return count
         finally:
             self._refresh_lock.release()
+
+    def apply_changes(self, writes: Iterable[ShardWrite]) -> int:
+        """Bring the index up to date with shard writes just made (catalog.ShardWrite: an
+        edit, an approval), from the records written rather than the files: only the
+        changed items' rows are rewritten, and the shards noted as read, so the next refresh
+        has nothing to do. A shard the index did not hold as the write found it is re-read
+        (refresh.Refresher.apply). The number of shards re-read; waits like a forced
+        refresh."""
+        writes = list(writes)
+        if not writes:
+            return 0
+        if self._closed:
+            raise RuntimeError("the query index is closed")
+        if self._last_refresh is None:
+            return self.refresh(force=True)  # never built here yet: read everything once
+        with self._refresh_lock:
+            try:
+                return self._refresher.apply(writes)
+            except sqlite3.DatabaseError as exc:
+                if not self._unusable(exc):
+                    raise
+                log.warning("query index %s is damaged (%s); rebuilding it", self.path, exc)
+                self._refresher.discard(self._refresher.db_ino)
+                count = self._refresher.run(wait=True)
+                self._last_refresh = time.monotonic()
+                return count
 
     def _fresh(self) -> bool:
         last = self._last_refresh

@@ -8,6 +8,13 @@ rows replaced in one transaction, keeping the rows whose record did not change. 
 activities (title, area, place) live in their own table, joined at query time, so an agenda
 edit never re-reads a shard: it only rewrites the FTS title of that activity's items.
 
+A write this process made (an edit in the web UI) needs no re-read at all: `apply` takes the
+records the writer holds (catalog.ShardWrite) and rewrites only the changed items' rows, then
+notes the shard as read at the stat the writer took after writing, so the next refresh finds
+nothing to do. That is only sound when the index held exactly the shard the write started
+from; when it did not (another writer got in between, or the index was behind), the shard
+is re-read as any changed shard is.
+
 Locks: one Refresher runs in one thread at a time (the ItemIndex's lock) and in one process
 at a time (an flock on `query.sqlite.lock`, waited for only when asked to: a reader never
 waits for another process's refresh).
@@ -21,14 +28,14 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from appliance import storage
 from appliance.agenda import Agenda
-from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
+from appliance.catalog import Catalog, SchemaTooNewError, ShardStat, ShardWrite, is_folder_key
 from appliance.datadir import DataDir
 from appliance.fsutil import file_lock
 from appliance.query import rows
@@ -37,7 +44,7 @@ from appliance.query.text import tokens
 
 log = logging.getLogger(__name__)
 
-Stat = tuple[int, int, int]  # (mtime_ns, size, inode)
+Stat = ShardStat  # (mtime_ns, size, inode)
 
 # Rows written per refresh transaction (whole folders; the last one may pass it).
 _BATCH_ROWS = 20_000
@@ -90,6 +97,97 @@ class Refresher:
             if count or gone:
                 analyze_if_grown(conn)
             return count
+
+    def apply(self, writes: Sequence[ShardWrite]) -> int:
+        """Follow shard writes from the records they wrote, in one transaction; a shard the
+        index did not hold as the write found it is re-read instead. The number of shards
+        re-read."""
+        with exclusive(self.lock_path, wait=True):
+            conn = self._open()
+            keys = list(dict.fromkeys(w.folder_key for w in writes))
+            held: dict[str, Stat] = {}
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                held.update((row[0], (row[1], row[2], row[3])) for row in conn.execute(
+                    "SELECT folder, mtime_ns, size, ino FROM shards WHERE folder IN "
+                    f"({', '.join('?' * len(chunk))})", chunk))
+            now, behind, replaced = self._apply_writes(conn, writes, held)
+            for key, st in now.items():
+                self._known[key] = st
+            if replaced:
+                analyze_if_grown(conn)
+            if not behind:
+                return 0
+            self._load_known(conn)  # as committed: _refresh_shards goes by it
+            reread = []
+            for key in behind:
+                st = stat(self.catalog.shard_path(key))
+                if st is None:
+                    if key in held:
+                        with transaction(conn):
+                            rows.delete_folder(conn, key)
+                            conn.execute("DELETE FROM shards WHERE folder = ?", (key,))
+                        self._known.pop(key, None)
+                elif st != held.get(key):
+                    reread.append((key, st))
+            count = self._refresh_shards(conn, reread)
+            if count:
+                analyze_if_grown(conn)
+            return count
+
+    def _apply_writes(self, conn: sqlite3.Connection, writes: Sequence[ShardWrite],
+                      held: dict[str, Stat]) -> tuple[dict[str, Stat], set[str], bool]:
+        """The writes that follow on what the index holds, applied in one transaction:
+        ({folder: its stat now}, {folders to re-read instead}, whether any folder's rows
+        were replaced whole)."""
+        now: dict[str, Stat] = {}
+        behind: set[str] = set()
+        replaced = False
+        titles: dict[str, str] = {}
+        next_id: int | None = None
+        with transaction(conn):
+            for write in writes:
+                key = write.folder_key
+                if key in behind:
+                    continue  # the re-read sees this write too
+                current = now.get(key, held.get(key))
+                if current == write.after:
+                    continue  # read already (a refresh got to the new file first)
+                if current != write.before:
+                    behind.add(key)
+                    continue
+                self._titles(conn, key, write.records if write.changed is None
+                             else write.changed, titles)
+                if write.changed is None or not rows.update_rows(
+                        conn, key, write.changed, titles, self.zone):
+                    if next_id is None:
+                        next_id = (conn.execute("SELECT max(id) FROM items").fetchone()[0]
+                                   or 0) + 1
+                    self._titles(conn, key, write.records, titles)
+                    next_id = rows.replace_folder(conn, key, write.records, titles,
+                                                  self.zone, next_id, has_rows=True)
+                    replaced = True
+                conn.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?)",
+                             (key, *write.after))
+                now[key] = write.after
+        return now, behind, replaced
+
+    @staticmethod
+    def _titles(conn: sqlite3.Connection, key: str, records: list[dict[str, Any]],
+                titles: dict[str, str]) -> None:
+        """Add the agenda titles of the records' activities to `titles` (not the whole
+        agenda's: it only grows)."""
+        wanted = {rows.activity_of(key, r) for r in records if isinstance(r, dict)}
+        wanted -= titles.keys()
+        if not wanted:
+            return
+        titles.update(dict.fromkeys(wanted, ""))
+        slugs = list(wanted)
+        for start in range(0, len(slugs), 500):
+            chunk = slugs[start:start + 500]
+            titles.update(conn.execute(
+                "SELECT slug, title FROM activities WHERE slug IN "
+                f"({', '.join('?' * len(chunk))})", chunk))
 
     def discard(self, ino: int | None) -> None:
         """Drop a damaged index file (unless another process has replaced it already), so

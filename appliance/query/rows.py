@@ -91,6 +91,75 @@ def replace_folder(conn: sqlite3.Connection, key: str, records: list[dict[str, A
     return next_id
 
 
+def update_rows(conn: sqlite3.Connection, key: str, records: list[dict[str, Any]],
+                titles: dict[str, str], zone: ZoneInfo) -> bool:
+    """Rewrite the rows of some records of a folder whose other records did not change (an
+    edit): their items, records and FTS rows in place, and the folder's marks by the
+    difference. Returns False, having written nothing, when that cannot be done: a record
+    without exactly one row in the folder (new, or odd), or a change to what the folder's
+    summary shows besides its marks (kind, size, camera, the times, the archive path). The
+    caller then replaces the folder's rows (replace_folder) instead."""
+    new_rows, texts = item_rows(key, records, titles, zone)
+    if len(new_rows) != len(records) or len({r.sha256 for r in new_rows}) != len(new_rows):
+        return False
+    old: dict[str, tuple[Any, ...]] = {}
+    for start in range(0, len(new_rows), _CHUNK):
+        chunk = [row.sha256 for row in new_rows[start:start + _CHUNK]]
+        for found in conn.execute(
+                f"SELECT i.id, {', '.join('i.' + c for c in Row._fields[:COLUMNS])},"
+                " json_extract(r.record, '$.captured_at'),"
+                " json_extract(r.record, '$.imported_at')"
+                " FROM items i JOIN records r ON r.id = i.id"
+                f" WHERE i.sha256 IN ({', '.join('?' * len(chunk))}) AND i.folder = ?",
+                (*chunk, key)):
+            if found[1] in old:
+                return False  # two rows of one item: let replace_folder sort it out
+            old[found[1]] = found
+    delta: dict[str, int] = {}
+    changed_columns, fts = [], []
+    for row, text in zip(new_rows, texts, strict=True):
+        was = old.get(row.sha256)
+        if was is None:
+            return False
+        row_id, columns = was[0], was[1:COLUMNS + 1]
+        before = Row(*columns, record="", captured_at=was[-2], imported_at=was[-1])
+        if _summary_shape(before) != _summary_shape(row):
+            return False
+        if columns != tuple(row[:COLUMNS]):
+            changed_columns.append((*(getattr(row, c) for c in _EDITABLE_COLUMNS), row_id))
+            for mark in marks(before):
+                delta[mark] = delta.get(mark, 0) - 1
+            for mark in marks(row):
+                delta[mark] = delta.get(mark, 0) + 1
+        fts.append((*text, row_id))
+    records_text = [(row.record, old[row.sha256][0]) for row in new_rows]
+    conn.executemany(
+        f"UPDATE items SET {', '.join(c + ' = ?' for c in _EDITABLE_COLUMNS)} WHERE id = ?",
+        changed_columns)
+    conn.executemany("UPDATE records SET record = ? WHERE id = ?", records_text)
+    conn.executemany("UPDATE fts SET body = ?, title = ?, facets = ? WHERE rowid = ?", fts)
+    moved = [(key, mark, n) for mark, n in delta.items() if n]
+    if moved:
+        conn.executemany(
+            "INSERT INTO folder_marks VALUES (?, ?, ?) ON CONFLICT (mark, folder)"
+            " DO UPDATE SET count = count + excluded.count", moved)
+        conn.execute("DELETE FROM folder_marks WHERE folder = ? AND count <= 0", (key,))
+    return True
+
+
+# The items columns an edit may change without touching the folder's summary (besides its
+# marks); update_rows falls back to replace_folder when any other one changes.
+_EDITABLE_COLUMNS = ("activity", "problems", "pick", "rating", "approved", "approved_ts")
+_CHUNK = 500  # sha256s per IN (...) list
+
+
+def _summary_shape(row: Row) -> tuple[Any, ...]:
+    """What the folder summary takes from a row, besides its marks' editorial part."""
+    return (row.kind, row.size, row.camera, row.captured_ts, row.captured_date,
+            row.imported_ts, row.archive_path, _storable_or_none(row.captured_at),
+            _storable_or_none(row.imported_at), row.month)
+
+
 def delete_folder(conn: sqlite3.Connection, key: str) -> None:
     conn.execute("DELETE FROM fts WHERE rowid IN (SELECT id FROM items WHERE folder = ?)",
                  (key,))
@@ -133,7 +202,7 @@ def item_rows(key: str, records: list[dict[str, Any]], titles: dict[str, str],
     for record in records:
         if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
             continue
-        activity = storable(record.get("activity") or slug_of(key))
+        activity = activity_of(key, record)
         camera = camera_name(record.get("camera"))
         captured_ts, captured_date = timestamp(record.get("captured_at"), zone)
         imported_ts, _ = timestamp(record.get("imported_at"), zone)
@@ -152,7 +221,8 @@ def item_rows(key: str, records: list[dict[str, Any]], titles: dict[str, str],
             len(problems) if isinstance(problems, list) else 0,
             storable(record.get("archive_path")), captured_ts, captured_date, imported_ts,
             PICKS[pick], rating, int(approved), timestamp(record.get("approved_at"), zone)[0],
-            json.dumps(record, ensure_ascii=True, separators=(",", ":")),
+            # as the shard file holds it (storage.dump_json), whether read from it or not
+            json.dumps(record, ensure_ascii=True, separators=(",", ":"), sort_keys=True),
             record.get("captured_at"), record.get("imported_at"),
         )
         rows.append(row)
@@ -169,6 +239,11 @@ def item_rows(key: str, records: list[dict[str, Any]], titles: dict[str, str],
                       item_facets(row.kind, row.problems, row.camera, pick, rating,
                                   approved)))
     return rows, texts
+
+
+def activity_of(key: str, record: dict[str, Any]) -> str:
+    """A record's activity slug as the items table holds it."""
+    return storable(record.get("activity") or slug_of(key))
 
 
 def summary(rows: list[Row]) -> dict[str, Any]:
