@@ -377,7 +377,12 @@ class Hub:
             if path is not None:
                 corrupt = self.state / "corrupt"
                 corrupt.mkdir(parents=True, exist_ok=True)
-                target = corrupt / f"{time.strftime('%Y%m%dT%H%M%S')}-{sha256[:16]}-{path.name}"
+                stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{sha256[:16]}"
+                target = corrupt / f"{stem}-{path.name}"
+                n = 1
+                while os.path.lexists(target):  # spoilt again within the second: keep both
+                    n += 1
+                    target = corrupt / f"{stem}-{n}-{path.name}"
                 os.rename(path, target)
                 fsync_dir(corrupt)
                 fsync_dir(path.parent)

@@ -58,6 +58,11 @@ class HubError(SyncError):
         self.status = status
 
 
+class HubCorrupt(HubError):
+    """`?verify=1` answered 409: the hub's copy failed its re-hash and was set aside; the
+    hub wants the original again."""
+
+
 def verify_setting(ca_file: str) -> bool | str:
     """What `requests` takes as `verify=`: the CA file when configured, else the system's."""
     if ca_file:
@@ -134,12 +139,15 @@ class HubClient:
     def object_status(self, sha256: str, *, verify: bool = False, size: int = 0
                       ) -> dict[str, Any] | None:
         """`GET /sync/objects/<sha256>[?verify=1]`: the hub's answer when it holds the
-        content (verified now, with `verify`), None when it does not (404)."""
+        content (verified now, with `verify`), None when it does not (404). With `verify`,
+        a copy that failed the re-hash (409) raises HubCorrupt."""
         resp = self.request("GET", f"/sync/objects/{sha256}",
                             params={"verify": "1"} if verify else None, ok=(200, 404, 409),
                             timeout=hash_timeout(size) if verify else
                             (CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
-        if resp.status_code in (404, 409):  # 409: its copy failed verification, dropped
+        if resp.status_code == 409 and verify:  # its copy failed verification, dropped
+            raise HubCorrupt("the hub's copy failed verification and was set aside", 409)
+        if resp.status_code in (404, 409):
             return None
         body = _json(resp, default={})
         if body.get("verified") is False or body.get("ok") is False:

@@ -45,7 +45,7 @@ from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.storage import CorruptStateError, dump_json
 from sync.kit import credentials
-from sync.kit.client import HubClient, HubRefused, HubUnreachable, SyncError
+from sync.kit.client import HubClient, HubCorrupt, HubRefused, HubUnreachable, SyncError
 from sync.kit.evict import Evictor
 from sync.kit.outbox import TIERS, Original, Outbox, Pending
 from sync.kit.pacing import Backoff, RateLimiter
@@ -334,8 +334,8 @@ class SyncRole:
 
     # -- originals -------------------------------------------------------------------------
 
-    def send_original(self, client: HubClient, transport: Transport, original: Original
-                      ) -> str | None:
+    def send_original(self, client: HubClient, transport: Transport, original: Original,
+                      *, again: bool = True) -> str | None:
         """Send one original and get it verified; None when acknowledged, else why not."""
         path = self.data.root / original.archive_path
         if not os.path.lexists(path):
@@ -383,13 +383,26 @@ class SyncRole:
             log.info("uploaded %s %s: %d bytes sent in %.2f s (%.0f KiB/s), from offset %d",
                      original.sha256, original.name, sent.sent, sent.seconds,
                      sent.rate_bps / 1024, sent.resumed_from)
-        verified = client.object_status(original.sha256, verify=True, size=original.size)
+        try:
+            verified = client.object_status(original.sha256, verify=True, size=original.size)
+        except HubCorrupt as exc:
+            # The hub hashed the bytes when the last one came: a copy failing its re-hash now
+            # is the hub's disk. The hub set it aside and wants the original again: now.
+            log.warning("%s %s: %s%s", original.sha256, original.name, exc,
+                        "; sending it again" if again else "")
+            if again:
+                return self.send_original(client, transport, original, again=False)
+            return (f"{original.archive_path}: the hub's copy failed verification again "
+                    "(check the hub's disk and log); it is sent again next round")
         if verified is None:
             log.warning("the hub did not verify %s %s after its upload", original.sha256,
                         original.name)
             return (f"{original.archive_path}: the hub did not verify it (its SHA-256 on the "
                     "kit may be damaged: run `acopio check --deep`)")
         self.store.ack_object(original.sha256, original.size)
+        # An upload whose last answer was lost (the hub kept the file, then the link died)
+        # left its URL behind: nothing to resume any more.
+        transport.urls.remove_item(original.sha256)
         log.info("acknowledged %s %s", original.sha256, original.name)
         return None
 
