@@ -14,7 +14,7 @@ ticker, colours, logo upload). Then, on a 1920x1080 screen:
 - the web server stopped with SIGTERM: the page keeps its content, never navigates, shows no
   browser error page; started again on the same port, the page recovers by itself and
   follows changes again;
-- at a 1 s interval, ~100 rotations: the page's JS heap and DOM node count (Chrome DevTools
+- at a 1 s interval, 60 rotations: the page's JS heap and DOM node count (Chrome DevTools
   Protocol, after a forced garbage collection) stay flat;
 - a portrait 1080x1920 screen.
 
@@ -72,7 +72,7 @@ LANDSCAPE = {"width": 1920, "height": 1080}
 PORTRAIT = {"width": 1080, "height": 1920}
 APPEAR_S = 10  # an approved item is on screen within this
 WITHDRAW_S = 5  # a withdrawn one leaves it within this
-ROTATIONS = 100  # for the memory check, at a 1 s interval
+ROTATIONS = 60  # for the memory check, at a 1 s interval (100 measured flat too; 60 keeps CI short)
 HEAP_GROWTH_MAX = 4 * 1024 * 1024  # bytes of JS heap the page may gain over ROTATIONS
 NODES_GROWTH_MAX = 60  # DOM nodes it may gain
 
@@ -495,7 +495,7 @@ def test_kiosk_screen_in_chromium(kit: Kit, appliance: Appliance, tmp_path: Path
         no_broken(screen, "the restart")
         watch.check("the restart")
 
-        # 6. Memory over ~100 rotations at a 1 s interval.
+        # 6. Memory over ROTATIONS rotations at a 1 s interval.
         save_settings(staff, interval_s="1")
         staff.close()  # its status strip polls too; the screen is measured alone
         cdp = screen_context.new_cdp_session(screen)
