@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from waitress.server import create_server
 
@@ -46,6 +48,26 @@ def return_freed_memory() -> None:
         return
     if not ok:
         log.warning("the memory allocator refused its tuning (mallopt)")
+
+
+def serve_until(stop: threading.Event, server: Any, advertiser: Advertiser | None,
+                close: Callable[[], None], what: str, url: str) -> None:
+    """Serve on a thread until `stop`; then withdraw the advertisement, close, and wait.
+    The advertisement registers in the background (about 1.7 s of probing): the server
+    answers meanwhile. Shared by the web UI and the hub."""
+    if advertiser is not None:
+        advertiser.start_in_background()
+    serving = threading.Thread(target=server.run, name=f"{what.split()[0].lower()}-server",
+                               daemon=True)
+    serving.start()
+    log.info("%s on %s", what, url)
+    try:
+        stop.wait()
+    finally:
+        if advertiser is not None:
+            advertiser.close()
+        close()
+        serving.join(timeout=5)
 
 
 def announce_setup_code(context: WebContext) -> str | None:
@@ -88,17 +110,8 @@ class WebServer:
             advertiser = Advertiser(self.config.kit.name, int(self.bound_port),
                                     interfaces=self.config.web.zeroconf_interfaces,
                                     hostname=slugify(self.config.kit.name) or None)
-            advertiser.start_in_background()  # about 1.7 s of probing; serve meanwhile
-        serving = threading.Thread(target=self.server.run, name="web-server", daemon=True)
-        serving.start()
-        log.info("web UI on http://%s:%s/", self.host, self.bound_port)
-        try:
-            stop.wait()
-        finally:
-            if advertiser is not None:
-                advertiser.close()
-            self.close()
-            serving.join(timeout=5)
+        serve_until(stop, self.server, advertiser, self.close, "web UI",
+                    f"http://{self.host}:{self.bound_port}/")
 
     def close(self) -> None:
         self.server.close()

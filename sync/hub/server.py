@@ -26,7 +26,7 @@ from appliance.agenda import slugify
 from appliance.config import Config
 from appliance.web import create_app
 from appliance.web.context import EXTENSION, WebContext
-from appliance.web.server import announce_setup_code, return_freed_memory
+from appliance.web.server import announce_setup_code, return_freed_memory, serve_until
 from sync.hub.ledger import UPLOAD_IDLE_DAYS, Hub
 from sync.hub.web import EXTENSION as HUB_EXTENSION
 
@@ -95,17 +95,8 @@ class HubServer:
             advertiser = HubAdvertiser(self.config.kit.name, int(self.bound_port),
                                        interfaces=self.config.web.zeroconf_interfaces,
                                        hostname=slugify(self.config.kit.name) or None)
-            advertiser.start_in_background()
-        serving = threading.Thread(target=self.server.run, name="hub-server", daemon=True)
-        serving.start()
-        log.info("hub on http://%s:%s/ (sync at /sync/)", self.host, self.bound_port)
-        try:
-            stop.wait()
-        finally:
-            if advertiser is not None:
-                advertiser.close()
-            self.close()
-            serving.join(timeout=5)
+        serve_until(stop, self.server, advertiser, self.close, "hub",
+                    f"http://{self.host}:{self.bound_port}/ (sync at /sync/)")
 
     def close(self) -> None:
         self.server.close()
