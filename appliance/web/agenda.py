@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify
 
 from appliance.agenda import Activity, AgendaError, check_slug, parse_time, slugify
 from appliance.web.context import web
-from appliance.web.security import error_json, requires
+from appliance.web.security import error_json, json_object, requires
 
 log = logging.getLogger(__name__)
 bp = Blueprint("agenda", __name__, url_prefix="/api/agenda")
@@ -20,13 +20,6 @@ TEXT_FIELDS = {"title": 200, "area": 100, "place": 200}
 
 def public(activity: Activity) -> dict[str, Any]:
     return activity.to_record()
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, "expected a JSON object")
-    return body
 
 
 def parse_fields(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
@@ -75,7 +68,7 @@ def listing() -> Response:
 @requires("manage_agenda")
 def add() -> Response:
     try:
-        activity = create(_body())
+        activity = create(json_object())
     except AgendaError as exc:
         return error_json(400, "agenda", str(exc))
     response = jsonify(public(activity))
@@ -87,7 +80,8 @@ def add() -> Response:
 @requires("manage_agenda")
 def change(slug: str) -> Response:
     try:
-        activity = web().agenda.update(check_slug(slug), **parse_fields(_body(), partial=True))
+        changes = parse_fields(json_object(), partial=True)
+        activity = web().agenda.update(check_slug(slug), **changes)
     except AgendaError as exc:
         return error_json(404 if "no activity" in str(exc) else 400, "agenda", str(exc))
     log.info("%s changed activity %s", g.user.name, slug)
@@ -109,7 +103,7 @@ def remove(slug: str) -> Response:
 @requires("manage_agenda")
 def set_current() -> Response:
     """`{"activity": SLUG or null}`: where cards that match no agenda window are filed."""
-    slug = _body().get("activity")
+    slug = json_object().get("activity")
     if slug is not None and (not isinstance(slug, str) or web().agenda.get(slug) is None):
         return error_json(400, "agenda", "activity: a slug of the agenda, or null")
     web().agenda.set_current(slug)

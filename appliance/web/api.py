@@ -14,7 +14,7 @@ from appliance.config import Config
 from appliance.web import present
 from appliance.web.browse import search_query
 from appliance.web.context import web
-from appliance.web.security import error_json, requires
+from appliance.web.security import error_json, json_object, requires
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -131,9 +131,7 @@ def users() -> Response:
 @bp.post("/users")
 @requires("manage_users")
 def add_user() -> Response:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, "expected a JSON object")
+    body = json_object()
     fields = {k: body.get(k) for k in ("username", "role", "password")}
     if not all(isinstance(v, str) for v in fields.values()) or fields["role"] not in ROLES:
         abort(400, "username, role (one of " + ", ".join(ROLES) + ") and password are needed")

@@ -24,6 +24,7 @@ from appliance.accounts import AccountError, User
 from appliance.web import security
 from appliance.web.context import web
 from appliance.web.i18n import LANGUAGES
+from appliance.web.security import json_object
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
@@ -63,13 +64,6 @@ def _start_session(user: User, response: Response) -> str:
     session = web().sessions.create(user)
     security.set_session_cookies(response, session)
     return session.csrf
-
-
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, "expected a JSON object")
-    return body
 
 
 def _text(body: dict[str, Any], key: str) -> str:
@@ -114,7 +108,7 @@ def _with_retry_after(response: Response, seconds: int | None) -> Response:
 
 @bp.post("/api/login")
 def api_login() -> Response:
-    body = _json_body()
+    body = json_object()
     try:
         user = _attempt_login(_text(body, "username"), _text(body, "password"))
     except LoginFailed:
@@ -201,7 +195,7 @@ def _setup_error(exc: AccountError) -> str:
 def api_setup() -> Response:
     if not web().setup.needed():
         abort(409, "the director account exists already")
-    body = _json_body()
+    body = json_object()
     try:
         user = _redeem_setup(_text(body, "code"), _text(body, "username"),
                              _text(body, "password"))
@@ -231,7 +225,7 @@ def account() -> Response | str:
 
 @bp.post("/api/password")
 def api_password() -> Response:
-    body = _json_body()
+    body = json_object()
     try:
         _change_password(_text(body, "current"), _text(body, "new"))
     except AccountError as exc:

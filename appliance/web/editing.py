@@ -15,19 +15,12 @@ from flask import Blueprint, Response, abort, g, jsonify, request, send_file, st
 from appliance.editorial import EditConflict, EditError, Editor, NotFound
 from appliance.web import present
 from appliance.web.context import web
-from appliance.web.security import can, error_json, is_api, requires
+from appliance.web.security import can, error_json, is_api, json_object, requires
 
 log = logging.getLogger(__name__)
 bp = Blueprint("editing", __name__, url_prefix="/api")
 
 MAX_SELECTION = 5000
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, "expected a JSON object")
-    return body
 
 
 def _selection(body: dict[str, Any], limit: int = MAX_SELECTION) -> list[str]:
@@ -63,7 +56,7 @@ def edit(sha256: str) -> Response:
     """Any of caption, tags, people, credit, place, pick, rating (and add_tags,
     remove_tags); with `base_revision`, fields changed by someone else since then are a 409."""
     present.check_sha256(sha256)
-    changes = _body()
+    changes = json_object()
     base = changes.pop("base_revision", None)
     if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
         abort(400, "base_revision must be a whole number")
@@ -82,7 +75,7 @@ def edit(sha256: str) -> Response:
 @requires("edit_items")
 def edit_selection() -> Response:
     """The same change on a selection: `{"sha256": [...], "changes": {...}}`."""
-    body = _body()
+    body = json_object()
     shas = _selection(body)
     changes = body.get("changes")
     if not isinstance(changes, dict) or not changes:
@@ -132,7 +125,7 @@ def withdraw(sha256: str) -> Response:
 @requires("approve")
 def approve_selection() -> Response:
     """`{"sha256": [...], "approved": true|false}` for a selection."""
-    body = _body()
+    body = json_object()
     if not isinstance(body.get("approved"), bool):
         abort(400, "approved must be true or false")
     return _approval(_selection(body), body["approved"])
@@ -145,7 +138,7 @@ def refile() -> Response:
     back to their day's sin-actividad); the files move in the archive."""
     from appliance.refile import RefileError, Refiler
 
-    body = _body()
+    body = json_object()
     shas = _selection(body, limit=500)
     activity = body.get("activity")
     if activity is not None and not isinstance(activity, str):
@@ -230,7 +223,7 @@ def stream_zip(shas: list[str], variant: str) -> Response:
 @requires("download")
 def zip_download() -> Response:
     """`{"sha256": [...], "variant": "original"|"web"}`: a ZIP streamed as it is made."""
-    body = _body()
+    body = json_object()
     shas = _selection(body, limit=web().config.editorial.zip_max_items)
     return stream_zip(shas, body.get("variant", "original"))
 

@@ -192,6 +192,14 @@ def after_request(response: Response) -> Response:
     return response
 
 
+def json_object() -> dict[str, Any]:
+    """The request's JSON body, which must be an object; anything else is a 400."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, "expected a JSON object")
+    return body
+
+
 def error_json(status: int, code: str, message: str) -> Response:
     response = jsonify({"error": code, "message": message})
     response.status_code = status
