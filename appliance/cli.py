@@ -24,6 +24,7 @@ from appliance.storage import CorruptStateError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from appliance.accounts import User
     from ingest.devices.capture import Recorder
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -350,14 +351,22 @@ def cmd_items(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _acting_user(data: DataDir, name: str) -> User:
+    """The web UI user a CLI edit is done as (`--as`): it must exist and be enabled."""
+    from appliance.accounts import Users
+
+    user = Users(data.state).get(name)
+    if user is None or user.disabled:
+        raise ValueError(f"--as {name!r}: no such user (see `acopio users list`)")
+    return user
+
+
 def cmd_items_set(config: Config, args: argparse.Namespace) -> int:
-    from appliance.accounts import Users, allowed
+    from appliance.accounts import allowed
     from appliance.editorial import EditConflict, Editor, NotFound, public
 
     data = DataDir.at(config.data_dir)
-    user = Users(data.state).get(args.as_user)
-    if user is None or user.disabled:
-        raise ValueError(f"--as {args.as_user!r}: no such user (see `acopio users list`)")
+    user = _acting_user(data, args.as_user)
     changes: dict[str, Any] = {k: getattr(args, k) for k in
                                ("caption", "tags", "credit", "place", "rating")
                                if getattr(args, k) is not None}
@@ -394,15 +403,13 @@ def cmd_items_set(config: Config, args: argparse.Namespace) -> int:
 
 # -- re-filing (appliance.refile) --
 def cmd_items_refile(config: Config, args: argparse.Namespace) -> int:
-    from appliance.accounts import Users, allowed
+    from appliance.accounts import allowed
     from appliance.editorial import public
     from appliance.refile import Refiler
     from ingest.derive import plan
 
     data = DataDir.at(config.data_dir)
-    user = Users(data.state).get(args.as_user)
-    if user is None or user.disabled:
-        raise ValueError(f"--as {args.as_user!r}: no such user (see `acopio users list`)")
+    user = _acting_user(data, args.as_user)
     if not allowed(user.role, "edit_items"):
         raise ValueError(f"{user.name} ({user.role}) may not re-file items")
     records = Refiler(config, data).refile(
