@@ -252,6 +252,12 @@ class PageWatch:
             # reports the load as aborted. Neither is a failure of the server.
             if request.resource_type == "media" or request in self._not_modified:
                 return
+            # A picture whose load chromium cancels (the page moving on while lazy
+            # thumbnails start: the navigation's request event can reach us before the
+            # picture's, so the count below misses it) is no server failure; a picture that
+            # stays broken on the page is caught by `check(step, page)` instead.
+            if request.resource_type == "image":
+                return
             # Leaving a page (a link, logout, a reload) cancels its requests still running:
             # the status poll and the live grid's fetch.
             if self._started_at.get(request, self._navigations) < self._navigations:
