@@ -15,7 +15,11 @@ It is not part of the test suite: `./scripts/bench sync`.
    The hub re-hashes every file from its disk (past the page cache) when its last byte
    arrives and again for the kit's `?verify=1`, and fsyncs every chunk: where the time goes
    is measured inside both processes (see "probes") and shown with its share of the wall
-   time. `sync.chunk_mb` is tried at 8 (the default, judged) and 32.
+   time. `sync.chunk_mb` is tried at 8 (the default, judged) and 32. A third side, the
+   "floor", times the least work any receiver does when it verifies each whole file from its
+   disk and makes it durable before acknowledging it (design decision 8): copy, fsync, read
+   back past the page cache, SHA-256; one process, no network (see `floor_main`). Its ratio
+   to rsync says how much of the target such an acknowledgement leaves on this machine.
 2. Bandwidth cap. About 30 MB (a 10 MB video and 20 photos of 1 MB) at `sync.bandwidth_kbps`
    = 2048 (KiB/s) through a counting TCP relay. Target: the achieved rate, the media bytes
    over the time from the kit's first byte on the wire to its last, >= 90% of the cap.
@@ -385,6 +389,39 @@ def install_kit_probes(probes: Probes) -> None:
 
 
 PRELUDE_ENV = {"hub": "BENCH_SYNC_PRELUDE_HUB", "kit": "BENCH_SYNC_PRELUDE_KIT"}
+
+
+def floor_main(argv: list[str]) -> int:
+    """`bench_sync.py --floor SRC DEST`: the least work design decision 8 and a durable
+    acknowledgement ask of any receiver, per file, in one process with no network, no HTTP,
+    no tus and no catalog: read the file, hash it while writing its copy, fsync the copy,
+    read the copy back past the page cache (ingest's ReadBack, O_DIRECT) and compare the
+    SHA-256. Timed from outside like rsync; it says what share of rsync's throughput is left
+    once a whole-file verification and an fsync come before each acknowledgement."""
+    import hashlib
+
+    from ingest.copy import ReadBack
+
+    source, dest = Path(argv[0]), Path(argv[1])
+    reader = ReadBack()
+    for n, path in enumerate(sorted(tree_files(source))):
+        digest = hashlib.sha256()
+        target = dest / f"{n:06d}"
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(8 * 1024 * 1024):
+                    digest.update(block)
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if reader.sha256(target)[0] != digest.hexdigest():
+            print(f"floor: {path}: the copy reads back different", file=sys.stderr)
+            return 1
+    return 0
 
 
 def probe_main(argv: list[str]) -> int:
@@ -1147,7 +1184,11 @@ class Throughput:
 
     @property
     def best_rsync(self) -> str:
-        return min(self.rsync, key=self.rsync_s)
+        return min(RSYNC_SIDES, key=self.rsync_s)
+
+    def ratio_of(self, side: str) -> float:
+        """`side`'s throughput over the best rsync's."""
+        return self.rsync_s(self.best_rsync) / self.rsync_s(side)
 
     def ratio(self, chunk: int, side: str | None = None) -> float:
         """acopio's throughput over rsync's (rsync time / acopio time)."""
@@ -1155,13 +1196,15 @@ class Throughput:
 
 
 RSYNC_SIDES = {"rsync-whole": ["-a", "--whole-file"], "rsync-delta": ["-a"]}
+FLOOR = "floor"  # floor_main: copy, fsync, read back and hash, per file; no network
 
 
 def bench_throughput(bench: Bench, template: KitTemplate, opts: Options) -> Throughput:
     result = Throughput(template, opts.chunks, {c: [] for c in opts.chunks},
                         {s: [] for s in RSYNC_SIDES})
-    sides = [f"acopio@{c}" for c in opts.chunks[:1]] + list(RSYNC_SIDES) + \
+    sides = [f"acopio@{c}" for c in opts.chunks[:1]] + list(RSYNC_SIDES) + [FLOOR] + \
         [f"acopio@{c}" for c in opts.chunks[1:]]
+    result.rsync[FLOOR] = []
     daemon = RsyncDaemon(bench.scratch / "rsyncd")
     source = template.root / "archive"
     try:
@@ -1177,7 +1220,12 @@ def bench_throughput(bench: Bench, template: KitTemplate, opts: Options) -> Thro
                     dest = daemon.target / f"run-{i}"
                     remove_tree(dest)
                     bench.cache.prepare(source)
-                    cmd = ["rsync", *RSYNC_SIDES[side], f"{source}/", daemon.url(f"run-{i}")]
+                    if side == FLOOR:
+                        dest.mkdir(parents=True)
+                        cmd = [sys.executable, str(SELF), "--floor", str(source), str(dest)]
+                    else:
+                        cmd = ["rsync", *RSYNC_SIDES[side], f"{source}/",
+                               daemon.url(f"run-{i}")]
                     run_r = run_measured(cmd, clean_env())
                     if run_r.returncode != 0:
                         raise BenchError(f"{' '.join(cmd)} exited {run_r.returncode}: "
@@ -1453,6 +1501,14 @@ def throughput_lines(t: Throughput) -> list[str]:
             lines.append(row(f"(info) acopio@{primary} / {side}", f"{t.ratio(primary, side):.2f}"))
     for chunk in t.chunks[1:]:
         lines.append(row(f"(info) acopio@{chunk} / {best}", f"{t.ratio(chunk):.2f}"))
+    if t.rsync.get(FLOOR):
+        floor = t.rsync_s(FLOOR)
+        lines.append(row("(info) floor: copy, fsync, read back, SHA-256 (s, MB/s)",
+                         f"{floor:.2f} {mb / floor:,.0f}"))
+        lines.append(row(f"(info) floor throughput / {best} throughput",
+                         f"{t.ratio_of(FLOOR):.2f}"))
+        lines.append(row(f"(info) acopio@{primary} throughput / floor throughput",
+                         f"{floor / t.acopio_s(primary):.2f}"))
     for chunk in t.chunks:
         moving = median([r.seconds - breakdown(r).startup for r in t.acopio[chunk]])
         lines.append(row(f"(info) acopio@{chunk} without process start (MB/s)",
@@ -1654,6 +1710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--probe"]:
         return probe_main(argv[1:])
+    if argv[:1] == ["--floor"]:
+        return floor_main(argv[1:])
     opts = parse_args(argv)
     try:
         run(opts)
