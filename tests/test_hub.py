@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -373,6 +374,28 @@ def test_kill_9_mid_upload_keeps_the_acknowledged_offset(tmp_path: Path) -> None
         assert not meta.with_suffix(".bin").exists()
         assert not stale_meta.exists() and not stale_meta.with_suffix(".bin").exists()
 
+        # Derivatives are queued in batches after the answer: a photo kept, its thumbnail
+        # and preview queued within a moment; a batch lost to a stop (here: the queue
+        # deleted) is queued again at the next start.
+        photo = exif_jpeg(tmp_path / "card" / "DSC_0100.JPG", "2026:11:12 10:00:00", "-06:00")
+        uploader(client, photo, chunk=1024 * 1024).upload()
+        photo_sha = sha256_of(photo)
+        deadline = time.monotonic() + 10
+        while queued_jobs(hub.data_dir, photo_sha) != {"thumb", "preview"}:
+            assert time.monotonic() < deadline, "the photo's derivatives were never queued"
+            time.sleep(0.1)
+        hub.kill9()
+        shutil.rmtree(hub.data_dir / "state" / "jobs")
+        hub.restart()
+        assert queued_jobs(hub.data_dir, photo_sha) == {"thumb", "preview"}
+
+
+def queued_jobs(data_dir: Path, sha: str) -> set[str]:
+    from appliance.datadir import DataDir
+    from appliance.jobs import JobQueue
+
+    return {job.kind for job in JobQueue(DataDir.at(data_dir)).jobs() if job.item == sha}
+
 
 def test_checksum_mismatches(hub: Hub, tmp_path: Path) -> None:
     token = hub.pair("kit-checksum")
@@ -401,6 +424,32 @@ def test_checksum_mismatches(hub: Hub, tmp_path: Path) -> None:
     assert head_offset(hub, token, liar.url.removeprefix(hub.url)) is None
     assert not any(i["original_name"] == "mentira.jpg" for i in hub.items())
     assert hub.json("GET", f"/sync/objects/{'ab' * 32}", token=token)[0] == 404
+    # the same lie in one chunk (its sha256 checksum right, so the chunk's own digest is the
+    # file's): 460, nothing kept
+    whole = os.urandom(30_000)
+    location = create_upload(hub, token, len(whole), "cd" * 32, "mentira2.jpg")
+    status, _, body = hub.request("PATCH", location, whole, tus_headers(
+        token, **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0",
+                  "Upload-Checksum": "sha256 " + base64.b64encode(
+                      hashlib.sha256(whole).digest()).decode()}))
+    assert status == 460 and json.loads(body)["error"] == "checksum_mismatch", body
+    assert not any(i["original_name"] == "mentira2.jpg" for i in hub.items())
+    # a chunk damaged on the way in the middle of an upload: refused, sent again, and the
+    # file (hashed as it came, the refused bytes left out) is kept
+    good = os.urandom(60_000)
+    location = create_upload(hub, token, len(good), hashlib.sha256(good).hexdigest(),
+                             "bueno.jpg")
+    for offset, chunk, damaged in ((0, good[:20_000], False), (20_000, good[20_000:40_000], True),
+                                   (20_000, good[20_000:40_000], False),
+                                   (40_000, good[40_000:], False)):
+        sent = bytes([chunk[0] ^ 1]) + chunk[1:] if damaged else chunk
+        status, headers, body = hub.request("PATCH", location, sent, tus_headers(
+            token, **{"Content-Type": "application/offset+octet-stream",
+                      "Upload-Offset": str(offset), "Upload-Checksum": "sha256 " +
+                      base64.b64encode(hashlib.sha256(chunk).digest()).decode()}))
+        assert status == (460 if damaged else 204), body
+    [item] = [i for i in hub.items() if i["original_name"] == "bueno.jpg"]
+    assert sha256_of(hub.data_dir / item["archive_path"]) == hashlib.sha256(good).hexdigest()
 
 
 def test_two_kits_one_file_and_uploads_kept_apart(hub: Hub, tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from appliance.fsutil import fsync_dir, temp_name
 from appliance.keyindex import KeyIndex
 from ingest import copy, filing, kinds, records
 from sync.hub.changes import ChangeFeed
+from sync.hub.derivatives import DerivativeBatcher
 from sync.hub.kits import Kits, check_kit_name
 from sync.hub.uploads import Upload, UploadError, Uploads, is_sha256
 
@@ -86,6 +87,7 @@ class Hub:
         self.catalog = Catalog(self.data)
         self.kits = Kits(self.state, code_minutes=config.hub.pair_code_minutes)
         self.uploads = Uploads(self.state / "uploads", self.tmp)
+        self.derivatives = DerivativeBatcher(self.data)
         self.agenda = Agenda(self.data.state)
         self.feed = ChangeFeed(self.catalog, self.state / "changes.sqlite", self.agenda.path)
         self.max_upload = int(config.hub.max_upload_gb * 1024**3)
@@ -190,10 +192,16 @@ class Hub:
         return dropped
 
     def finish(self, upload: Upload) -> dict[str, Any]:
-        """An upload whose last byte arrived: hash it from the disk, then keep it (placed and
-        catalogued) only when it is the announced content. Call under the upload's lock."""
+        """An upload whose last byte arrived: keep it (placed and catalogued) only when it is
+        the announced content, by the hash of the bytes as they came (or, when this process
+        did not see them all, read back from the disk). The acknowledgement is a read back
+        later (`object_status(verify=True)`). Call under the upload's lock."""
         path = self.uploads.data_path(upload)
-        actual, size = self.reader.sha256(path)
+        received = self.uploads.received_sha256(upload)
+        if received is not None:
+            actual, size = received, os.stat(path).st_size
+        else:
+            actual, size = self.reader.sha256(path)
         if actual != upload.sha256 or size != upload.length:
             self.uploads.delete(upload)
             log.warning("kit %s: upload %s of %s bytes has SHA-256 %s, not the announced %s; "
@@ -260,7 +268,7 @@ class Hub:
         else:
             self.catalog.upsert(folder, [record])
         pending.remove(sha)
-        self._enqueue_derivatives(record)
+        self.derivatives.add(record)
         log.info("kit %s: %s verified and archived as %s", kit, sha[:12],
                  record["archive_path"])
         return record
@@ -314,21 +322,21 @@ class Hub:
         final, _adopted = copy.place(temp, dest, name, same_content=same)
         return final
 
-    def _enqueue_derivatives(self, record: dict[str, Any]) -> None:
-        from ingest.derive import plan
-
-        try:
-            plan.enqueue(self.data, [record])
-        except (OSError, storage.CorruptStateError) as exc:
-            log.warning("could not queue derivatives for %s (%s); `acopio derive --rebuild`",
-                        record["sha256"][:12], exc)
-
     def finish_interrupted(self) -> int:
         """At start: uploads whose last byte was acknowledged but that a crash stopped
-        before they were placed. Returns how many were kept."""
+        before they were placed, and the derivatives of files kept lately that a stop left
+        unqueued (sync.hub.derivatives). Returns how many uploads were kept."""
+        from ingest.derive import plan
+
         kept = 0
         for upload in list(self.uploads.all()):
-            if upload.done or not upload.complete:
+            if upload.done:
+                record = self.record(upload.sha256) if is_sha256(upload.sha256) else None
+                wanted = plan.BY_KIND.get(record.get("kind", ""), ()) if record else ()
+                if record and len(plan.existing(self.data, record)) < len(wanted):
+                    self.derivatives.add(record)  # a job already queued is not queued twice
+                continue
+            if not upload.complete:
                 continue
             try:
                 with self.uploads.locked(upload.kit, upload.id) as current:
@@ -337,6 +345,7 @@ class Hub:
             except UploadError as exc:
                 log.warning("interrupted upload %s of kit %s: %s", upload.id, upload.kit,
                             exc.message)
+        self.derivatives.flush()
         return kept
 
     # -- objects ---------------------------------------------------------------------------
@@ -533,6 +542,7 @@ class Hub:
         return out
 
     def close(self) -> None:
+        self.derivatives.close()
         self.feed.close()
 
 

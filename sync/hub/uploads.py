@@ -4,12 +4,19 @@ Each upload is two files in `state/hub/uploads/<kit>/`: `<id>.bin`, the bytes re
 `<id>.json`, what was announced and the acknowledged offset (`length`, `offset`,
 `metadata`, `kit`, `created`, `updated`). The JSON is the truth: a PATCH appends to the
 `.bin` (O_APPEND), checks the chunk's checksum, fsyncs the `.bin`, and only then writes the
-new offset into the JSON (temp, fsync, rename, fsync folder) and answers with it. So an
+new offset into the JSON (temp, fsync, rename, fsync folder) and answers with it (the last
+chunk's offset is written as the upload's "done" marker, once the file is kept). So an
 offset the hub has acknowledged survives a crash or a kill -9, and whatever a crash or a
 refused chunk left past it in the `.bin` is cut off before the next append.
 
 One PATCH or DELETE at a time per upload: an flock on `<id>.lock` (released by the kernel
 when the process dies), taken without waiting; a second request meanwhile is told 423.
+
+While the bytes arrive, the hub also hashes the whole file as far as it has it (in memory,
+per upload; for an upload sent in one chunk with a SHA-256 checksum, the chunk's own digest
+is the file's). So the hub decides to keep a file without reading it back when its last byte
+arrives; the read back from the disk, past the page cache, is the kit's `?verify=1`, the
+acknowledgement. A hub restarted mid-upload has no running hash and reads the file back.
 
 Upload ids are 128 random bits in hex; a kit's uploads live under its own folder, so another
 kit's id is simply not found (404), and no path is ever built from anything but a checked
@@ -43,6 +50,7 @@ _ID = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _META_KEY = re.compile(r"[!#-+\--~]{1,64}")  # visible ASCII but space and comma
 MAX_METADATA = 8192
+MAX_RUNNING = 1000  # running whole-file hashes kept at once (uploads in progress)
 
 
 class UploadError(Exception):
@@ -142,6 +150,8 @@ class Uploads:
     def __init__(self, root: Path, tmp_dir: Path) -> None:
         self.root = root
         self.tmp_dir = tmp_dir
+        # upload id -> (bytes hashed, SHA-256 of them): the running whole-file hash
+        self._running: dict[str, tuple[int, Any]] = {}
 
     def _folder(self, kit: str) -> Path:
         return self.root / check_kit_name(kit)
@@ -191,12 +201,13 @@ class Uploads:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _save(self, upload: Upload) -> None:
+    def _save(self, upload: Upload, *, durable: bool = True) -> None:
         paths = self._paths(upload.kit, upload.id)
         assert paths is not None
         record = asdict(upload)
         del record["id"]
-        atomic_write(paths[0], json.dumps(record, sort_keys=True).encode(), self.tmp_dir)
+        atomic_write(paths[0], json.dumps(record, sort_keys=True).encode(), self.tmp_dir,
+                     durable=durable)
 
     def create(self, kit: str, length: int, metadata: dict[str, str], *,
                done: bool = False) -> Upload:
@@ -211,7 +222,10 @@ class Uploads:
         if not done:
             fd = os.open(paths[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             os.close(fd)
-        self._save(upload)  # fsyncs the folder: both names are durable
+        # Not made durable here: an upload holds nothing until its first PATCH is
+        # acknowledged, and that PATCH's write fsyncs the folder (both names). One lost in a
+        # crash before is a 404 to the kit, which creates it again.
+        self._save(upload, durable=done)
         return upload
 
     @contextlib.contextmanager
@@ -253,6 +267,10 @@ class Uploads:
             raise UploadError(413, "too_long", f"the body ({content_length} bytes) goes past "
                               f"Upload-Length ({room} bytes remain)")
         digest = CHECKSUMS[checksum[0]]() if checksum else None
+        whole = self._running_hash(upload, digest if checksum and checksum[0] == "sha256"
+                                   and content_length == upload.length else None)
+        # kept to go on with after a refused chunk (a chunk sent whole has no other hash)
+        before = whole.copy() if whole is not None and whole is not digest else None
         path = self.data_path(upload)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -273,6 +291,8 @@ class Uploads:
                     chunk = view[:n]
                     if digest is not None:
                         digest.update(chunk)
+                    if whole is not None and whole is not digest:
+                        whole.update(chunk)
                     while chunk:
                         chunk = chunk[os.write(fd, chunk):]
                     written += n
@@ -288,6 +308,8 @@ class Uploads:
                                       "Upload-Checksum; it was dropped", offset=upload.offset)
             except BaseException as exc:
                 os.ftruncate(fd, upload.offset)
+                if before is not None:
+                    self._running[upload.id] = (upload.offset, before)
                 if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise UploadError(507, "insufficient_storage", "the hub's disk is full; "
                                       "the chunk was dropped, try later",
@@ -298,8 +320,31 @@ class Uploads:
             os.close(fd)
         upload.offset += written
         upload.updated = time.time()
-        self._save(upload)
+        if whole is not None:
+            self._running[upload.id] = (upload.offset, whole)
+        if not upload.complete:
+            self._save(upload)
+        # else the caller keeps the file and `mark_done` writes the full offset before the
+        # answer; if that fails, the kit is told an older offset and sends the last chunk
+        # again (its bytes are cut off then)
         return upload
+
+    def _running_hash(self, upload: Upload, chunk_digest: Any) -> Any:
+        """The whole-file hash to go on with at this offset, or None (then the file is read
+        back when complete). Taken out of the table: a chunk that fails leaves none."""
+        hashed, running = self._running.pop(upload.id, (-1, None))
+        if upload.offset == 0:
+            if len(self._running) > MAX_RUNNING:  # uploads abandoned halfway: forget them
+                self._running.clear()
+            return chunk_digest if chunk_digest is not None else hashlib.sha256()
+        return running if hashed == upload.offset else None
+
+    def received_sha256(self, upload: Upload) -> str | None:
+        """The SHA-256 of every byte of a complete upload as this process received them, or
+        None when it did not see them all (restarted mid-upload)."""
+        hashed, running = self._running.pop(upload.id, (-1, None))
+        return running.hexdigest() if running is not None and hashed == upload.length \
+            else None
 
     def mark_done(self, upload: Upload) -> None:
         """Kept and catalogued: the bytes go, the upload stays known as complete for a day
@@ -307,16 +352,16 @@ class Uploads:
         upload.done = True
         upload.offset = upload.length
         upload.updated = time.time()
-        self._save(upload)
         paths = self._paths(upload.kit, upload.id)
         assert paths is not None
         with contextlib.suppress(FileNotFoundError):
             paths[1].unlink()
-        fsync_dir(paths[0].parent)
+        self._save(upload)  # fsyncs the folder: the removal is durable with it
 
     def delete(self, upload: Upload) -> None:
         paths = self._paths(upload.kit, upload.id)
         assert paths is not None
+        self._running.pop(upload.id, None)
         for path in (paths[0], paths[1], paths[2]):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -353,36 +353,37 @@ class SyncRole:
                         original.archive_path, size, original.size)
             return (f"{original.archive_path}: {size} bytes on disk, {original.size} "
                     "catalogued (run `acopio check`)")
-        if client.object_status(original.sha256) is None:
-            self._hold_during_import()
-            log.info("uploading %s %s (%d bytes, %s)", original.sha256, original.name,
-                     original.size, TIERS[original.tier])
-            meter = RateMeter()
-            status = self._status()
+        # No question first: the upload's creation answers "complete" when the hub already
+        # holds this content from this kit (an acknowledgement lost), and nothing is sent.
+        self._hold_during_import()
+        log.info("uploading %s %s (%d bytes, %s)", original.sha256, original.name,
+                 original.size, TIERS[original.tier])
+        meter = RateMeter()
+        status = self._status()
 
-            def progress(offset: int) -> None:
-                meter.add(offset)
-                status.update(state="sending", current={
-                    "sha256": original.sha256, "name": original.name, "offset": offset,
-                    "size": original.size, "rate_bps": meter.rate()})
+        def progress(offset: int) -> None:
+            meter.add(offset)
+            status.update(state="sending", current={
+                "sha256": original.sha256, "name": original.name, "offset": offset,
+                "size": original.size, "rate_bps": meter.rate()})
 
-            hooks = Hooks(should_stop=self.stop.is_set,
-                          between_chunks=self._hold_during_import, progress=progress)
-            try:
-                sent = transport.send(path, sha256=original.sha256, name=original.name,
-                                      kind=original.kind, hooks=hooks)
-            except (TooLarge, SourceChanged) as exc:
-                log.warning("%s", exc)
-                return str(exc)
-            except UploadGone as exc:
-                # Dropped mid-way (the hub found the whole file's SHA-256 is not the one
-                # announced, or expired the upload): the next round starts it again.
-                transport.urls.remove_item(original.sha256)
-                log.warning("%s", exc)
-                return f"{original.archive_path}: {exc}; it is sent again next round"
-            log.info("uploaded %s %s: %d bytes sent in %.2f s (%.0f KiB/s), from offset %d",
-                     original.sha256, original.name, sent.sent, sent.seconds,
-                     sent.rate_bps / 1024, sent.resumed_from)
+        hooks = Hooks(should_stop=self.stop.is_set,
+                      between_chunks=self._hold_during_import, progress=progress)
+        try:
+            sent = transport.send(path, sha256=original.sha256, name=original.name,
+                                  kind=original.kind, hooks=hooks)
+        except (TooLarge, SourceChanged) as exc:
+            log.warning("%s", exc)
+            return str(exc)
+        except UploadGone as exc:
+            # Dropped mid-way (the hub found the whole file's SHA-256 is not the one
+            # announced, or expired the upload): the next round starts it again.
+            transport.urls.remove_item(original.sha256)
+            log.warning("%s", exc)
+            return f"{original.archive_path}: {exc}; it is sent again next round"
+        log.info("uploaded %s %s: %d bytes sent in %.2f s (%.0f KiB/s), from offset %d",
+                 original.sha256, original.name, sent.sent, sent.seconds,
+                 sent.rate_bps / 1024, sent.resumed_from)
         try:
             verified = client.object_status(original.sha256, verify=True, size=original.size)
         except HubCorrupt as exc:

@@ -6,7 +6,8 @@ with `Upload-Checksum`. Its URL storage, keyed by a file fingerprint, is what ma
 resumable: here the fingerprint is the item's SHA-256 (already known, nothing to re-read) and
 the storage is `state/sync/uploads/ab/<sha256>` (a durable `KeyIndex`), so an upload cut by
 a kill -9, a power cut or a week without a link continues from the hub's offset: at most one
-chunk (`sync.chunk_mb`) is sent again, the one that was in flight.
+chunk (`sync.chunk_mb`) is sent again, the one that was in flight. (A file that fits in one
+chunk has no URL stored: there is nothing of it to resume.)
 
 `KitUploader` subclasses tuspy's `Uploader` where the kit needs more than it offers:
 
@@ -209,8 +210,11 @@ class KitUploader(Uploader):
         self.hooks = hooks
         self.bytes_sent = 0  # chunk bytes put on the wire by this uploader, resent ones too
         self.created_offset = 0
-        super().__init__(file_stream=stream, verify_tls_cert=bool(verify), store_url=True,
-                         upload_checksum=True, retries=0, **kwargs)
+        # An upload sent in one chunk has nothing to resume (the hub keeps no part of a
+        # chunk): its URL is not stored, which saves a durable write per photo.
+        store_url = os.fstat(stream.fileno()).st_size > kwargs["chunk_size"]
+        super().__init__(file_stream=stream, verify_tls_cert=bool(verify),
+                         store_url=store_url, upload_checksum=True, retries=0, **kwargs)
 
     # tuspy reads the file to fingerprint it; the content hash is the fingerprint here.
     def _get_fingerprint(self) -> str:
