@@ -1408,7 +1408,7 @@ class Breakdown:
     hub_patch_app: float  # the hub app on PATCH requests (after waitress has the body)
     hub_append: float  # of which: body into .bin, fsync, offset JSON
     hub_finish: float  # of which: last chunk, whole-file re-hash + keep
-    hub_hash: float  # all re-hashing from disk (finish + ?verify=1)
+    hub_hash: float  # all re-hashing from disk (?verify=1; finish after a restart)
     hub_hash_bytes: int
     hub_fsync: float  # every fsync in the hub
     hub_fsync_calls: int
@@ -1468,9 +1468,9 @@ def breakdown_lines(b: Breakdown, chunk: int) -> list[str]:
         line("    hub app on PATCH (after waitress spooled the body)", b.hub_patch_app),
         line("      body into .bin + fsync + offset JSON", b.hub_append),
         line("        of which the .bin fsync per chunk", b.hub_fsync_chunk),
-        line("      last chunk: whole-file re-hash from disk + keep", b.hub_finish),
+        line("      last chunk: keep (hashed as it came)", b.hub_finish),
         line("        of which placing and cataloguing (Hub._keep)", b.hub_keep),
-        line("kit: GET ?verify=1 (the hub re-hashes the file again)", b.verify),
+        line("kit: GET ?verify=1 (the hub reads the file back, hashes it)", b.verify),
         line(f"hub: all re-hashing from disk ({b.hub_hash_bytes / MB:,.0f} MB read)",
              b.hub_hash),
         line(f"hub: all fsyncs ({b.hub_fsync_calls} calls)", b.hub_fsync),
