@@ -7,8 +7,9 @@ does not wait for thumbnails, so the hub gathers kept files for a moment and que
 together, one durable write per batch (`JobQueue.enqueue_many`).
 
 Nothing is lost to a crash meanwhile: the hub's start (`Hub.finish_interrupted`) queues again
-the derivatives missing for the files it kept in the last day (its "done" upload markers),
-and queueing a job already queued is a no-op.
+the derivatives missing for the files it kept last (its "done" upload markers of the ten
+minutes before the newest), and queueing a job already queued is a no-op. A batch the job
+queue refuses (a full disk) is tried again with the next one, at most every 30 s.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 GATHER_S = 0.5  # how long a batch gathers after its first file
 MAX_BATCH = 500
+RETRY_S = 30.0  # after the job queue refused a batch
 
 
 class DerivativeBatcher:
@@ -41,8 +43,8 @@ class DerivativeBatcher:
     def add(self, record: dict[str, Any]) -> None:
         item = {k: record.get(k) for k in ("sha256", "kind", "captured_at")}
         with self._cond:
-            if self._closed:  # a straggler after close: queued at once, not lost
-                self._enqueue([item])
+            if self._closed:  # a straggler after close: queued at once
+                self._enqueue([item], retry=False)
                 return
             self._pending.append(item)
             if self._thread is None:
@@ -57,7 +59,7 @@ class DerivativeBatcher:
             batch, self._pending = self._pending, []
             while self._busy:
                 self._cond.wait()
-            self._enqueue(batch)
+            self._enqueue(batch, retry=False)
 
     def close(self) -> None:
         with self._cond:
@@ -80,21 +82,28 @@ class DerivativeBatcher:
                                     timeout=self.gather_s)
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 self._busy = True
+            ok = False
             try:
-                self._enqueue(batch)
+                ok = self._enqueue(batch)
             finally:
                 with self._cond:
                     self._busy = False
+                    if not ok:
+                        self._pending[:0] = batch  # tried again with the next batch
                     self._cond.notify_all()
+                    if not ok:
+                        self._cond.wait_for(lambda: self._closed, timeout=RETRY_S)
 
-    def _enqueue(self, batch: list[dict[str, Any]]) -> None:
+    def _enqueue(self, batch: list[dict[str, Any]], *, retry: bool = True) -> bool:
         if not batch:
-            return
+            return True
         from ingest.derive import plan
 
         try:
             plan.enqueue(self.data, batch)
         except (OSError, storage.CorruptStateError, ValueError) as exc:
-            log.error("could not queue the derivatives of %d kept files (%s); they are "
-                      "queued again at the hub's next start (or `acopio derive --rebuild`)",
-                      len(batch), exc)
+            log.error("could not queue the derivatives of %d kept files (%s); %s", len(batch),
+                      exc, f"trying again in {RETRY_S:.0f} s" if retry else
+                      "they are queued at the hub's next start")
+            return False
+        return True

@@ -65,6 +65,8 @@ NOT_SENT = ("archive_path", "filed_by", *HUB_ONLY, "described_by")
 MAX_RECORD_BYTES = 256 * 1024
 UPLOAD_IDLE_DAYS = 30  # an upload nobody wrote to for this long is deleted at start
 DONE_MARKER_DAYS = 1  # "already here" uploads answered at creation
+REQUEUE_WINDOW_S = 600  # derivatives looked at again at start: files kept this long before
+# the last one (sync.hub.derivatives)
 
 
 class RecordError(ValueError):
@@ -329,12 +331,20 @@ class Hub:
         from ingest.derive import plan
 
         kept = 0
-        for upload in list(self.uploads.all()):
+        uploads = list(self.uploads.all())
+        # A batch of derivatives lost to a stop was gathered in the moments before it: the
+        # files kept last (done markers written shortly before the newest one).
+        newest = max((u.updated for u in uploads if u.done), default=0.0)
+        for upload in uploads:
             if upload.done:
-                record = self.record(upload.sha256) if is_sha256(upload.sha256) else None
-                wanted = plan.BY_KIND.get(record.get("kind", ""), ()) if record else ()
-                if record and len(plan.existing(self.data, record)) < len(wanted):
-                    self.derivatives.add(record)  # a job already queued is not queued twice
+                if upload.updated >= newest - REQUEUE_WINDOW_S and is_sha256(upload.sha256):
+                    kind = upload.metadata.get("kind") or \
+                        kinds.kind_of(upload.metadata.get("filename", "")) or ""
+                    missing = [name for name in plan.BY_KIND.get(kind, ())
+                               if not plan.path(self.data, upload.sha256, name).is_file()]
+                    record = self.record(upload.sha256) if missing else None
+                    if record is not None:
+                        self.derivatives.add(record)  # a job already queued is not doubled
                 continue
             if not upload.complete:
                 continue
