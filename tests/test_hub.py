@@ -29,6 +29,7 @@ from tusclient.client import TusClient
 from tusclient.exceptions import TusUploadFailed
 from tusclient.uploader import Uploader
 
+from appliance.fsutil import TEMP_PREFIX
 from tests.cards import exif_jpeg
 from tests.conftest import REPO, run_cli
 from tests.webclient import free_port, server_env
@@ -343,7 +344,14 @@ def test_kill_9_mid_upload_keeps_the_acknowledged_offset(tmp_path: Path) -> None
         time.sleep(0.3)
         hub.kill9()
         sock.close()
+        # as if killed in the middle of a state write and of placing a file: temp files
+        debris = [hub.data_dir / "state/hub/tmp" / f"{TEMP_PREFIX}cortado",
+                  hub.data_dir / "archive/.incoming" / f"{TEMP_PREFIX}cortado"]
+        for leftover in debris:
+            leftover.parent.mkdir(parents=True, exist_ok=True)
+            leftover.write_bytes(b"{medio")
         hub.restart()
+        assert not any(p.exists() for p in debris)  # gone at start: `check` is clean
         assert head_offset(hub, token, location) == acked
         resumed = uploader(client, path, chunk=1024 * 1024, url=up.url)
         assert resumed.offset == acked

@@ -42,7 +42,7 @@ from appliance.agenda import Agenda
 from appliance.catalog import Catalog, is_folder_key
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import fsync_dir, temp_name
+from appliance.fsutil import fsync_dir, remove_debris, temp_name
 from appliance.keyindex import KeyIndex
 from ingest import copy, filing, kinds, records
 from sync.hub.changes import ChangeFeed
@@ -325,11 +325,16 @@ class Hub:
         return final
 
     def finish_interrupted(self) -> int:
-        """At start: uploads whose last byte was acknowledged but that a crash stopped
-        before they were placed, and the derivatives of files kept lately that a stop left
+        """At start: temp files of writes a crash cut short (their writer gone), uploads
+        whose last byte was acknowledged but that a crash stopped before they were placed,
+        and the derivatives of files kept lately that a stop left
         unqueued (sync.hub.derivatives). Returns how many uploads were kept."""
         from ingest.derive import plan
 
+        for folder in (self.tmp, self.data.tmp, self.data.staging):
+            removed = remove_debris(folder) if folder.is_dir() else []
+            if removed:
+                log.info("removed %d temp files a stop left in %s", len(removed), folder)
         kept = 0
         uploads = list(self.uploads.all())
         # A batch of derivatives lost to a stop was gathered in the moments before it: the
