@@ -357,6 +357,14 @@ def sync_once(kit: Kit, env: dict[str, str] | None = None, timeout: float = 120
     return result.returncode, result.stdout.decode() + result.stderr.decode()
 
 
+def sha_of(line: str) -> str:
+    """The SHA-256 right after "uploaded "/"acknowledged " in a role log line."""
+    for word in ("uploaded ", "acknowledged "):
+        if word in line:
+            return line.split(word, 1)[1].split()[0]
+    return ""
+
+
 def log_lines(text: str, word: str) -> list[str]:
     return [line for line in text.splitlines() if f"sync.kit.role: {word}" in line]
 
@@ -400,8 +408,14 @@ def test_pair_and_sync_everything_in_priority_order_then_nothing_again(
     assert uploads[0] == by_name["IMG_0000.JPG"]
     assert uploads[1] == by_name["IMG_0003.JPG"]
     assert uploads[-1] == by_name["IMG_0004.JPG"]
-    # Originals acknowledged only after a verified answer, each of them.
+    # Originals acknowledged only after a verified answer, each of them; the hub verifies
+    # one while the next uploads, so its acknowledgement is logged after the next upload.
     assert len(log_lines(output, "acknowledged")) == 7
+    at = {(word, sha_of(line)): i for i, line in enumerate(lines)
+          for word in ("uploaded", "acknowledged") if f"role: {word} " in line}
+    for sha, following in itertools.pairwise(uploads):
+        assert at[("uploaded", sha)] < at[("uploaded", following)] \
+            < at[("acknowledged", sha)], (sha, following)
     sent_bytes = proxy.upstream
     assert sent_bytes >= sum(r["size"] for r in items.values())
 

@@ -14,7 +14,8 @@ One round, while the kit is paired (state/sync/credentials.json):
    again in the same round (the hub finds nothing new in them, which ends the exchange);
 4. **originals out**: each original without a verified acknowledgement, in priority order,
    over tus (transport.py), held while a card or camera imports (`sync.pause_during_import`),
-   then `GET /sync/objects/<sha>?verify=1`: only that verified answer marks it synced;
+   then `GET /sync/objects/<sha>?verify=1` (asked while the next file uploads,
+   sync.kit.verifier): only that verified answer marks it synced;
 5. **space**: below `sync.evict_below_mb`, acknowledged originals are evicted (evict.py).
 
 Errors: no answer or a 5xx is "offline", a refused token "error"; either way the role waits
@@ -35,6 +36,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,6 +61,7 @@ from sync.kit.transport import (
     Transport,
     UploadGone,
 )
+from sync.kit.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -228,19 +231,29 @@ class SyncRole:
             transport = Transport(client, self.store.uploads,
                                   chunk_size=self.config.sync.chunk_mb * 1024 * 1024,
                                   limiter=self.limiter)
-            # Records went first: what is left to acknowledge is the originals.
+            # Records went first: what is left to acknowledge is the originals, each
+            # verified by the hub while the next one uploads (sync.kit.verifier).
             left_bytes = pending.bytes
-            for done, original in enumerate(pending.originals):
-                if self.stop.is_set():
-                    raise Stopped()
-                self._status().update(state="sending", pending_bytes=left_bytes,
-                                      pending_items=len(pending.originals) - done)
-                problem = self.send_original(client, transport, original)
-                if problem:
-                    outcome.unsendable.append(problem)
-                else:
-                    outcome.acked += 1
-                left_bytes -= original.size
+            verifier = Verifier(client.base_url, client.token, self.config.sync.ca_file)
+            try:
+                for done, original in enumerate(pending.originals):
+                    if self.stop.is_set():
+                        raise Stopped()
+                    self._status().update(state="sending", pending_bytes=left_bytes,
+                                          pending_items=len(pending.originals) - done)
+                    left_bytes -= original.size
+                    if self._evicted(original):
+                        outcome.acked += 1
+                        continue
+                    problem = self.upload_original(transport, original)
+                    if problem:
+                        outcome.unsendable.append(problem)
+                        continue
+                    self._settle(verifier.take(), client, transport, outcome)
+                    verifier.start(original)
+                self._settle(verifier.take(), client, transport, outcome)
+            finally:
+                verifier.close()
             if outcome.acked and pending.originals:
                 # The hub catalogues an upload with the record it was sent before: take what
                 # that changed now, so the next round has nothing to exchange.
@@ -336,11 +349,38 @@ class SyncRole:
 
     def send_original(self, client: HubClient, transport: Transport, original: Original,
                       *, again: bool = True) -> str | None:
-        """Send one original and get it verified; None when acknowledged, else why not."""
+        """Send one original and get it verified, in turn; None when acknowledged, else why
+        not. (A round overlaps the verification with the next upload instead.)"""
+        if self._evicted(original):
+            return None
+        problem = self.upload_original(transport, original)
+        if problem:
+            return problem
+        return self.acknowledge(client, transport, original, lambda: client.object_status(
+            original.sha256, verify=True, size=original.size), again=again)
+
+    def _settle(self, taken: tuple[Original, Future[dict[str, Any] | None]] | None,
+                client: HubClient, transport: Transport, outcome: Outcome) -> None:
+        """The answer to a verification started before (sync.kit.verifier)."""
+        if taken is None:
+            return
+        original, answer = taken
+        problem = self.acknowledge(client, transport, original, answer.result)
+        if problem:
+            outcome.unsendable.append(problem)
+        else:
+            outcome.acked += 1
+
+    def _evicted(self, original: Original) -> bool:
+        """Acknowledged before and evicted since (nothing to send)."""
+        path = self.data.root / original.archive_path
+        return not os.path.lexists(path) and \
+            self.store.evicted.get(original.sha256) is not None
+
+    def upload_original(self, transport: Transport, original: Original) -> str | None:
+        """Send one original until the hub has every byte; None when sent, else why not."""
         path = self.data.root / original.archive_path
         if not os.path.lexists(path):
-            if self.store.evicted.get(original.sha256) is not None:
-                return None
             log.warning("%s: original missing from the archive; cannot be sent (run `acopio "
                         "check`)", original.archive_path)
             return f"{original.archive_path}: missing from the archive (run `acopio check`)"
@@ -384,8 +424,16 @@ class SyncRole:
         log.info("uploaded %s %s: %d bytes sent in %.2f s (%.0f KiB/s), from offset %d",
                  original.sha256, original.name, sent.sent, sent.seconds,
                  sent.rate_bps / 1024, sent.resumed_from)
+        return None
+
+    def acknowledge(self, client: HubClient, transport: Transport, original: Original,
+                    ask: Callable[[], dict[str, Any] | None], *, again: bool = True
+                    ) -> str | None:
+        """Mark `original` synced on the hub's verified answer (`ask()`: its
+        `?verify=1`); None when acknowledged, else why not. A copy the hub found corrupt is
+        sent again at once (`again`)."""
         try:
-            verified = client.object_status(original.sha256, verify=True, size=original.size)
+            verified = ask()
         except HubCorrupt as exc:
             # The hub hashed the bytes when the last one came: a copy failing its re-hash now
             # is the hub's disk. The hub set it aside and wants the original again: now.
