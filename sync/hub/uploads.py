@@ -348,7 +348,11 @@ class Uploads:
 
     def mark_done(self, upload: Upload) -> None:
         """Kept and catalogued: the bytes go, the upload stays known as complete for a day
-        (a HEAD answers its full offset to a kit whose last answer was lost)."""
+        (a HEAD answers its full offset to a kit whose last answer was lost).
+
+        Not made durable: the catalog, written durably before, is what says the file is
+        kept. A marker lost to a crash makes a kit that asks send its last chunk again, and
+        the hub then finds the file already kept."""
         upload.done = True
         upload.offset = upload.length
         upload.updated = time.time()
@@ -356,7 +360,7 @@ class Uploads:
         assert paths is not None
         with contextlib.suppress(FileNotFoundError):
             paths[1].unlink()
-        self._save(upload)  # fsyncs the folder: the removal is durable with it
+        self._save(upload, durable=False)
 
     def delete(self, upload: Upload) -> None:
         paths = self._paths(upload.kit, upload.id)
