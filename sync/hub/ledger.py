@@ -431,25 +431,27 @@ class Hub:
         from sync.merge import merge_record
 
         results = []
-        for raw in batch:
-            try:
-                remote = self._clean(raw)
-            except RecordError as exc:
-                sha = raw.get("sha256") if isinstance(raw, dict) else None
-                results.append({"sha256": sha if isinstance(sha, str) else None,
-                                "status": "refused", "message": str(exc)})
-                continue
-            sha = remote["sha256"]
-            with self.lock:
+        pending = self.pending(kit)
+        staged: dict[str, dict[str, Any]] = {}  # pending records, written at once at the end
+        with self.lock:
+            for raw in batch:
+                try:
+                    remote = self._clean(raw)
+                except RecordError as exc:
+                    sha = raw.get("sha256") if isinstance(raw, dict) else None
+                    results.append({"sha256": sha if isinstance(sha, str) else None,
+                                    "status": "refused", "message": str(exc)})
+                    continue
+                sha = remote["sha256"]
                 if self.owned(kit, sha) is not None:
                     self._merge_owned(sha, kit, remote)
                     results.append({"sha256": sha, "status": "merged"})
                 else:
-                    pending = self.pending(kit)
-                    merged = merge_record(pending.get(sha), remote)
+                    merged = merge_record(staged.get(sha) or pending.get(sha), remote)
                     merged["archive_path"] = remote.get("archive_path")
-                    pending.put(sha, merged)
+                    staged[sha] = merged
                     results.append({"sha256": sha, "status": "pending"})
+            pending.put_many(staged)  # durable (one syncfs) before the kit hears "pending"
         return results
 
     def _merge_owned(self, sha: str, kit: str, remote: dict[str, Any] | None, *,
