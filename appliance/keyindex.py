@@ -56,14 +56,8 @@ class KeyIndex:
 
         A crash before the syncfs can leave an entry empty or missing; `get` treats that as
         absent and the import falls back to the archive itself (same name, same hash), so the
-        worst case is work repeated, never a wrong answer. One entry is written with its own
-        fsyncs instead: a syncfs also waits for every other writer's data on the filesystem
-        (at the hub, the uploads of other kits).
+        worst case is work repeated, never a wrong answer.
         """
-        if len(entries) == 1:
-            [(key, value)] = entries.items()
-            self.put(key, value)
-            return
         for key, value in entries.items():
             atomic_write(self._path(key), dump_json(value), self.tmp_dir, durable=False)
         if entries:
