@@ -212,8 +212,20 @@ def _rebuild_shard(config: Config, data: DataDir, catalog: Catalog, key: str,
              and not p.name.startswith(TEMP_PREFIX)] if folder.is_dir() else []
     # People's work (captions, picks, approvals) is not in the files: the edit log has it.
     rebuilt = replay(_describe_files(config, data, key, files), EditLog(data))
+    _restore_hub_owners(data, rebuilt)
     catalog.replace_shard(key, rebuilt)
     report.items += len(rebuilt)
+
+
+def _restore_hub_owners(data: DataDir, rebuilt: list[dict[str, Any]]) -> None:
+    """On a hub's data folder, which kits own each rebuilt item, from the hub's change feed
+    (read before the rebuilt shard replaces what it saw)."""
+    from sync.hub.changes import owners_in
+
+    owners = owners_in(data.state / "hub" / "changes.sqlite", [r["sha256"] for r in rebuilt])
+    for record in rebuilt:
+        if record["sha256"] in owners:
+            record["kits"] = owners[record["sha256"]]
 
 
 def _describe_files(config: Config, data: DataDir, key: str, files: list[Path]

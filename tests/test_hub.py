@@ -737,3 +737,28 @@ def test_headquarters_web_ui_over_every_kit(hub: Hub, tmp_path: Path) -> None:
     # a kit's token opens no page of the UI, and the UI's session no /sync/ route
     assert hub.request("GET", "/api/items", None, {"Authorization": f"Bearer {one}"})[0] == 401
     assert hub.request("GET", "/sync/whoami", None, {"Cookie": cookies})[0] == 401
+
+
+def test_check_repair_on_the_hub_keeps_which_kits_own_what(tmp_path: Path) -> None:
+    """A hub shard damaged and rebuilt from the files by `acopio check --repair`: its items
+    keep their `kits` (from the hub's change feed), so each kit still reaches its own."""
+    photo = exif_jpeg(tmp_path / "card" / "DSC_0200.JPG", "2026:11:14 10:00:00", "-06:00")
+    sha = sha256_of(photo)
+    with running_hub(tmp_path / "hub") as hub:
+        token = hub.pair("kit-repara")
+        uploader(tus(hub, token), photo, chunk=1024 * 1024).upload()
+        assert hub.json("GET", f"/sync/objects/{sha}?verify=1", token=token)[0] == 200
+        [item] = [i for i in hub.items() if i["sha256"] == sha]
+        assert item["kits"] == ["kit-repara"]
+        hub.json("GET", "/sync/changes", token=token)  # the feed has seen the shard
+        data_dir = hub.data_dir
+    shard = data_dir / "state" / "catalog" / f"{item['folder']}.json"
+    shard.write_text('{"items": {"1": {"sha256": ')  # damaged
+    repair = run_cli("--data-dir", data_dir, "check", "--repair")
+    assert repair.returncode == 0, repair.stdout.decode() + repair.stderr.decode()
+    [rebuilt] = [i for i in json.loads(run_cli("--data-dir", data_dir, "items", "--json")
+                                       .stdout) if i["sha256"] == sha]
+    assert rebuilt["kits"] == ["kit-repara"]
+    with running_hub(data_dir) as hub:
+        status, body = hub.json("GET", f"/sync/objects/{sha}?verify=1", token=token)
+        assert status == 200 and body["kits"] == ["kit-repara"], body

@@ -63,6 +63,29 @@ def digest(value: Any) -> str:
     return hashlib.sha256(storage.dump_json(value)).hexdigest()
 
 
+def owners_in(path: Path, sha256s: list[str]) -> dict[str, list[str]]:
+    """The kits that owned each item as the feed last saw them, read-only, for `acopio
+    check --repair` on a hub: a shard rebuilt from the files alone would lose `kits`, and
+    with them each kit's access to its items. {} when there is no usable feed."""
+    if not path.exists() or not sha256s:
+        return {}
+    owners: dict[str, list[str]] = {}
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            for sha in sha256s:
+                kits = [row[0] for row in conn.execute(
+                    "SELECT kit FROM owners WHERE sha256=? ORDER BY kit", (sha,))]
+                if kits:
+                    owners[sha] = kits
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        log.warning("hub change feed %s unreadable (%s): kits not restored", path, exc)
+        return {}
+    return owners
+
+
 class ChangeFeed:
     def __init__(self, catalog: Catalog, path: Path, agenda_path: Path) -> None:
         self.catalog = catalog
