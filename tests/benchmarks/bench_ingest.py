@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from _bench_common import PageCache, launch, tree_files
 from PIL import Image
 
 from appliance import config as config_mod
@@ -201,10 +202,6 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def tree_files(root: Path) -> Iterator[Path]:
-    for folder, _dirs, names in os.walk(root):
-        for name in names:
-            yield Path(folder) / name
 
 
 def write_file(path: Path, data: bytes, when: datetime) -> None:
@@ -572,43 +569,6 @@ def seeded_archive(opts: Options, config: Path) -> tuple[Path, dict[str, Any]]:
     return root, manifest
 
 
-# -- page cache ------------------------------------------------------------------------------
-
-
-class PageCache:
-    """Puts every measured run in the same cache state: cold (dropped) or warm (pre-read)."""
-
-    DROP = Path("/proc/sys/vm/drop_caches")
-
-    def __init__(self) -> None:
-        self.cold = self._try_drop()
-
-    def _try_drop(self) -> bool:
-        os.sync()
-        try:
-            self.DROP.write_text("3\n")
-        except OSError:
-            return False
-        return True
-
-    @property
-    def mode(self) -> str:
-        if self.cold:
-            return "cold: `sync; echo 3 > /proc/sys/vm/drop_caches` before every measured run"
-        return ("warm: drop_caches not permitted here, so the source tree is read into the "
-                "page cache before every measured run")
-
-    def prepare(self, source: Path) -> None:
-        os.sync()
-        if self.cold:
-            self.DROP.write_text("3\n")
-            return
-        for path in tree_files(source):
-            with open(path, "rb") as fh:
-                while fh.read(4 * 1024 * 1024):
-                    pass
-
-
 # -- measured runs ---------------------------------------------------------------------------
 
 
@@ -626,38 +586,14 @@ class Measured:
         return self.maxrss_kb * 1024 / MB
 
 
-# Why a launcher: a child's ru_maxrss starts from the high-water mark of the address space it
-# was spawned from (the kernel records the old mm's peak at exec, and subprocess spawns with
-# vfork, sharing ours). This script's own peak (Pillow images, seeding) would then show as the
-# ingest's. So a minimal interpreter (-I -S) spawns the measured command, times it and reports
-# wait4's rusage; its own small footprint is the floor of every RSS figure (shown).
-LAUNCHER = """
-import json, os, sys, time
-report, argv = sys.argv[1], sys.argv[2:]
-started = time.perf_counter()
-pid = os.posix_spawnp(argv[0], argv, os.environ)
-_, status, ru = os.wait4(pid, 0)
-seconds = time.perf_counter() - started
-with open(report, "w") as fh:
-    json.dump({"seconds": seconds, "maxrss_kb": ru.ru_maxrss,
-               "cpu_seconds": ru.ru_utime + ru.ru_stime,
-               "returncode": os.waitstatus_to_exitcode(status)}, fh)
-"""
-
-
 def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None) -> Measured:
-    """Run `cmd` through the launcher; time and rusage are those of `cmd` alone."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile(suffix=".json") as report:
-        launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, report.name]
-        subprocess.run([*launcher, *cmd], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                       env=env, check=True)
-        figures = json.loads(Path(report.name).read_text())
+    """Run `cmd` through the launcher (_bench_common); time and rusage are `cmd`'s alone."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        run = launch(cmd, env=env, stdout=out, stderr=err)
         out.seek(0)
         err.seek(0)
-        return Measured(figures["seconds"], figures["maxrss_kb"], figures["cpu_seconds"],
-                        figures["returncode"], out.read().decode(errors="replace"),
-                        err.read().decode(errors="replace"))
+        return Measured(run.seconds, run.maxrss_kb, run.cpu_seconds, run.returncode,
+                        out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
 def rss_floor_mb() -> float:

@@ -89,6 +89,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from _bench_common import PageCache, launch, tree_files
+
 REPO = Path(__file__).resolve().parents[2]
 SELF = Path(__file__).resolve()
 INPUT_FORMAT = 1  # bump when the way inputs are built changes: cached inputs are rebuilt
@@ -253,10 +255,6 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def tree_files(root: Path) -> Iterator[Path]:
-    for folder, _dirs, names in os.walk(root):
-        for name in names:
-            yield Path(folder) / name
 
 
 def median(values: Sequence[float]) -> float:
@@ -699,61 +697,7 @@ def fresh_kit(template: KitTemplate, dest: Path) -> Path:
     return dest
 
 
-# -- page cache -----------------------------------------------------------------------------
-
-
-class PageCache:
-    """Puts every measured run in the same cache state: cold (dropped) or warm (pre-read)."""
-
-    DROP = Path("/proc/sys/vm/drop_caches")
-
-    def __init__(self) -> None:
-        self.cold = self._try_drop()
-
-    def _try_drop(self) -> bool:
-        os.sync()
-        try:
-            self.DROP.write_text("3\n")
-        except OSError:
-            return False
-        return True
-
-    @property
-    def mode(self) -> str:
-        if self.cold:
-            return "cold: `sync; echo 3 > /proc/sys/vm/drop_caches` before every measured run"
-        return ("warm: drop_caches not permitted here, so the kit's archive is read into the "
-                "page cache before every measured run")
-
-    def prepare(self, source: Path) -> None:
-        os.sync()
-        if self.cold:
-            self.DROP.write_text("3\n")
-            return
-        for path in tree_files(source):
-            with open(path, "rb") as fh:
-                while fh.read(BLOCK):
-                    pass
-
-
 # -- measured child processes ----------------------------------------------------------------
-
-
-# A child's ru_maxrss starts from the high-water mark of the address space it was spawned from
-# (see bench_ingest): a minimal interpreter (-I -S) spawns the measured command, times it and
-# reports wait4's rusage, so the figures are the command's own.
-LAUNCHER = """
-import json, os, sys, time
-report, argv = sys.argv[1], sys.argv[2:]
-started = time.perf_counter()
-pid = os.posix_spawnp(argv[0], argv, os.environ)
-_, status, ru = os.wait4(pid, 0)
-seconds = time.perf_counter() - started
-with open(report, "w") as fh:
-    json.dump({"seconds": seconds, "maxrss_kb": ru.ru_maxrss,
-               "cpu_seconds": ru.ru_utime + ru.ru_stime,
-               "returncode": os.waitstatus_to_exitcode(status)}, fh)
-"""
 
 
 @dataclass
@@ -771,19 +715,16 @@ class Measured:
 
 def run_measured(cmd: Sequence[str], env: dict[str, str], log_path: Path | None = None,
                  timeout: float = 3600) -> Measured:
-    with tempfile.NamedTemporaryFile(suffix=".json") as report, \
-            tempfile.TemporaryFile() as out:
-        launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, report.name]
-        subprocess.run([*launcher, *cmd], cwd=REPO, stdin=subprocess.DEVNULL, stdout=out,
-                       stderr=subprocess.STDOUT, env=env, check=True, timeout=timeout)
-        figures = json.loads(Path(report.name).read_text())
+    """Run `cmd` through the launcher (_bench_common), its output appended to `log_path`."""
+    with tempfile.TemporaryFile() as out:
+        run = launch(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                     timeout=timeout)
         out.seek(0)
         text = out.read().decode(errors="replace")
     if log_path is not None:
         with open(log_path, "a") as fh:
             fh.write(text)
-    return Measured(figures["seconds"], figures["maxrss_kb"], figures["cpu_seconds"],
-                    figures["returncode"], text)
+    return Measured(run.seconds, run.maxrss_kb, run.cpu_seconds, run.returncode, text)
 
 
 # -- the hub ---------------------------------------------------------------------------------
@@ -1689,7 +1630,7 @@ def run(opts: Options) -> None:
                 raise BenchError(f"no such prelude: {prelude}")
             os.environ[PRELUDE_ENV[which]] = prelude  # children inherit it (clean_env)
     card = main_card(opts)
-    cache = PageCache()
+    cache = PageCache("the kit's archive")
     log(f"page cache mode: {cache.mode}")
     bench = Bench(opts, config, cache)
     t = c = cuts = None

@@ -1,0 +1,110 @@
+"""What the benchmarks that time whole commands share: the page cache put in the same state
+before every measured run, and a launcher that measures a child process by itself.
+
+Why a module: bench_ingest and bench_sync each carried a copy of both. Benchmarks run as
+scripts (`./scripts/bench NAME`), so this folder is on `sys.path`: `from _bench_common import
+...`, as bench_derive does with `_bench_video`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+MB = 1_000_000
+READ_BLOCK = 4 * 1024 * 1024
+
+
+def tree_files(root: Path) -> Iterator[Path]:
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            yield Path(folder) / name
+
+
+class PageCache:
+    """Puts every measured run in the same cache state: cold (dropped) or warm (pre-read).
+    `what` names the tree read into the cache when dropping is not permitted."""
+
+    DROP = Path("/proc/sys/vm/drop_caches")
+
+    def __init__(self, what: str = "the source tree") -> None:
+        self.what = what
+        self.cold = self._try_drop()
+
+    def _try_drop(self) -> bool:
+        os.sync()
+        try:
+            self.DROP.write_text("3\n")
+        except OSError:
+            return False
+        return True
+
+    @property
+    def mode(self) -> str:
+        if self.cold:
+            return "cold: `sync; echo 3 > /proc/sys/vm/drop_caches` before every measured run"
+        return (f"warm: drop_caches not permitted here, so {self.what} is read into the "
+                "page cache before every measured run")
+
+    def prepare(self, source: Path) -> None:
+        os.sync()
+        if self.cold:
+            self.DROP.write_text("3\n")
+            return
+        for path in tree_files(source):
+            with open(path, "rb") as fh:
+                while fh.read(READ_BLOCK):
+                    pass
+
+
+# Why a launcher: a child's ru_maxrss starts from the high-water mark of the address space it
+# was spawned from (the kernel records the old mm's peak at exec, and subprocess spawns with
+# vfork, sharing ours). The benchmark's own peak (Pillow images, seeding) would then show as
+# the command's. So a minimal interpreter (-I -S) spawns the measured command, times it and
+# reports wait4's rusage; its own small footprint is the floor of every RSS figure.
+LAUNCHER = """
+import json, os, sys, time
+report, argv = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+_, status, ru = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+with open(report, "w") as fh:
+    json.dump({"seconds": seconds, "maxrss_kb": ru.ru_maxrss,
+               "cpu_seconds": ru.ru_utime + ru.ru_stime,
+               "returncode": os.waitstatus_to_exitcode(status)}, fh)
+"""
+
+
+@dataclass
+class Launched:
+    """Time and rusage of the command alone."""
+
+    seconds: float
+    maxrss_kb: int
+    cpu_seconds: float
+    returncode: int
+
+    @property
+    def rss_mb(self) -> float:
+        return self.maxrss_kb * 1024 / MB
+
+
+def launch(cmd: Sequence[str], *, env: dict[str, str] | None, stdout: IO[bytes],
+           stderr: IO[bytes] | int, cwd: Path | None = None,
+           timeout: float | None = None) -> Launched:
+    """Run `cmd` through the launcher, its output into `stdout`/`stderr`."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as report:
+        launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, report.name]
+        subprocess.run([*launcher, *cmd], cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout,
+                       stderr=stderr, env=env, check=True, timeout=timeout)
+        figures = json.loads(Path(report.name).read_text())
+    return Launched(figures["seconds"], figures["maxrss_kb"], figures["cpu_seconds"],
+                    figures["returncode"])
