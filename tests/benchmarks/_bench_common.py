@@ -1,7 +1,8 @@
-"""What the benchmarks that time whole commands share: the page cache put in the same state
-before every measured run, and a launcher that measures a child process by itself.
+"""What the benchmarks that time whole commands share: inputs built once and cached beside a
+manifest, the page cache put in the same state before every measured run, and a launcher
+that measures a child process by itself.
 
-Why a module: bench_ingest and bench_sync each carried a copy of both. Benchmarks run as
+Why a module: bench_ingest and bench_sync each carried a copy of all three. Benchmarks run as
 scripts (`./scripts/bench NAME`), so this folder is on `sys.path`: `from _bench_common import
 ...`, as bench_derive does with `_bench_video`.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 MB = 1_000_000
 READ_BLOCK = 4 * 1024 * 1024
@@ -108,3 +110,58 @@ def launch(cmd: Sequence[str], *, env: dict[str, str] | None, stdout: IO[bytes],
         figures = json.loads(Path(report.name).read_text())
     return Launched(figures["seconds"], figures["maxrss_kb"], figures["cpu_seconds"],
                     figures["returncode"])
+
+
+# -- cached inputs: a tree and, beside it, a manifest written last ---------------------------
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def manifest_path(root: Path) -> Path:
+    return root.with_name(root.name + ".json")
+
+
+def file_sizes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_size for p in tree_files(root)}
+
+
+def load_cached(root: Path, params: dict[str, Any], rebuild: bool, *, fmt: int
+                ) -> dict[str, Any] | None:
+    """The manifest of a cached input built with `params` by the benchmark's input format
+    `fmt`; None when it must be (re)built. The manifest is written last, so an interrupted
+    build has none."""
+    if rebuild:
+        return None
+    try:
+        manifest = json.loads(manifest_path(root).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if manifest.get("format") != fmt or manifest.get("params") != params \
+            or not root.is_dir():
+        return None
+    for rel, size in manifest.get("sizes", {}).items():
+        try:
+            if (root / rel).stat().st_size != size:
+                return None
+        except FileNotFoundError:
+            return None
+    return manifest
+
+
+def save_manifest(root: Path, params: dict[str, Any], info: dict[str, Any],
+                  sizes: dict[str, int] | None = None, *, fmt: int) -> dict[str, Any]:
+    os.sync()
+    manifest = {"format": fmt, "params": params, "info": info, "sizes": sizes or {}}
+    manifest_path(root).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def start_fresh(root: Path) -> None:
+    manifest_path(root).unlink(missing_ok=True)
+    remove_tree(root)
+    root.mkdir(parents=True)

@@ -72,7 +72,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from _bench_common import PageCache, launch, tree_files
+from _bench_common import (
+    PageCache,
+    file_sizes,
+    launch,
+    load_cached,
+    remove_tree,
+    save_manifest,
+    start_fresh,
+)
 from PIL import Image
 
 from appliance import config as config_mod
@@ -197,10 +205,6 @@ def require_tools(*names: str) -> None:
         raise BenchError(f"missing tools: {', '.join(missing)} (run ./scripts/setup as root)")
 
 
-def remove_tree(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
-
 
 
 
@@ -229,53 +233,14 @@ class Card:
     description: str
 
 
-def manifest_path(root: Path) -> Path:
-    return root.with_name(root.name + ".json")
 
 
-def load_cached(root: Path, params: dict[str, Any], rebuild: bool) -> dict[str, Any] | None:
-    """The manifest of a cached input built with `params`, None when it must be (re)built.
-
-    A manifest is written last, so an interrupted build has none and is built again.
-    """
-    if rebuild:
-        return None
-    try:
-        manifest = json.loads(manifest_path(root).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    if manifest.get("format") != INPUT_FORMAT or manifest.get("params") != params:
-        return None
-    for rel, size in manifest.get("sizes", {}).items():
-        try:
-            if (root / rel).stat().st_size != size:
-                return None
-        except FileNotFoundError:
-            return None
-    return manifest
-
-
-def save_manifest(root: Path, params: dict[str, Any], info: dict[str, Any],
-                  sizes: dict[str, int] | None = None) -> dict[str, Any]:
-    os.sync()
-    manifest = {"format": INPUT_FORMAT, "params": params, "info": info, "sizes": sizes or {}}
-    manifest_path(root).write_text(json.dumps(manifest, indent=1))
-    return manifest
-
-
-def start_fresh(root: Path) -> None:
-    manifest_path(root).unlink(missing_ok=True)
-    remove_tree(root)
-    root.mkdir(parents=True)
 
 
 def card_from(root: Path, manifest: dict[str, Any]) -> Card:
     sizes = manifest["sizes"]
     return Card(root, len(sizes), sum(sizes.values()), manifest["info"]["description"])
 
-
-def file_sizes(root: Path) -> dict[str, int]:
-    return {p.relative_to(root).as_posix(): p.stat().st_size for p in tree_files(root)}
 
 
 # -- JPEGs -----------------------------------------------------------------------------------
@@ -428,14 +393,14 @@ def describe_card(root: Path) -> str:
 def big_card(opts: Options) -> Card:
     root = opts.workdir / "inputs" / f"card-{opts.size_gb:g}gb"
     params = {"size_gb": opts.size_gb, "grain": list(BIG_NOISE), "videos": "spread"}
-    manifest = load_cached(root, params, opts.rebuild)
+    manifest = load_cached(root, params, opts.rebuild, fmt=INPUT_FORMAT)
     if manifest is None:
         require_tools("ffmpeg")
         log(f"building the {opts.size_gb:g} GB card tree in {root}")
         with stopwatch() as watch:
             build_big_card(root, opts.size_gb)
         info = {"description": describe_card(root), "build_seconds": round(watch.seconds, 1)}
-        manifest = save_manifest(root, params, info, file_sizes(root))
+        manifest = save_manifest(root, params, info, file_sizes(root), fmt=INPUT_FORMAT)
         log(f"card tree built in {watch.seconds:.1f} s")
     return card_from(root, manifest)
 
@@ -446,7 +411,7 @@ def big_card(opts: Options) -> Card:
 def small_card(opts: Options) -> Card:
     root = opts.workdir / "inputs" / f"small-card-{opts.files}"
     params = {"files": opts.files}
-    manifest = load_cached(root, params, opts.rebuild)
+    manifest = load_cached(root, params, opts.rebuild, fmt=INPUT_FORMAT)
     if manifest is None:
         log(f"building a card of {opts.files} small JPEGs in {root}")
         with stopwatch() as watch:
@@ -455,7 +420,7 @@ def small_card(opts: Options) -> Card:
             templates = [jpeg_template(w, h, g, SMALL_QUALITY, rng) for w, h, g in SMALL_PHOTOS]
             write_photos(root, templates, opts.files, SMALL_CARD_START, step_s=3)
         info = {"description": describe_card(root), "build_seconds": round(watch.seconds, 1)}
-        manifest = save_manifest(root, params, info, file_sizes(root))
+        manifest = save_manifest(root, params, info, file_sizes(root), fmt=INPUT_FORMAT)
     return card_from(root, manifest)
 
 
@@ -557,14 +522,15 @@ def build_seed(root: Path, config: Path, items: int) -> None:
 def seeded_archive(opts: Options, config: Path) -> tuple[Path, dict[str, Any]]:
     root = opts.workdir / "inputs" / f"seed-{opts.seed_items}"
     params = {"seed_items": opts.seed_items, "per_folder": ITEMS_PER_FOLDER}
-    manifest = load_cached(root, params, opts.rebuild)
+    manifest = load_cached(root, params, opts.rebuild, fmt=INPUT_FORMAT)
     if manifest is None:
         log(f"seeding an archive of {opts.seed_items} items in {root}")
         with stopwatch() as watch:
             build_seed(root, config, opts.seed_items)
         folders = len(seed_plan(opts.seed_items))
         manifest = save_manifest(root, params, {"folders": folders,
-                                                "build_seconds": round(watch.seconds, 1)})
+                                                "build_seconds": round(watch.seconds, 1)},
+                                 fmt=INPUT_FORMAT)
         log(f"seeded in {watch.seconds:.1f} s")
     return root, manifest
 

@@ -89,7 +89,16 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from _bench_common import PageCache, launch, tree_files
+from _bench_common import (
+    PageCache,
+    file_sizes,
+    launch,
+    load_cached,
+    remove_tree,
+    save_manifest,
+    start_fresh,
+    tree_files,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SELF = Path(__file__).resolve()
@@ -247,12 +256,6 @@ def require_tools(*names: str) -> None:
     if missing:
         raise BenchError(f"missing tools: {', '.join(missing)} (run ./scripts/setup as root)")
 
-
-def remove_tree(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
 
 
 
@@ -448,47 +451,9 @@ class Card:
     description: str
 
 
-def manifest_path(root: Path) -> Path:
-    return root.with_name(root.name + ".json")
 
 
-def load_cached(root: Path, params: dict[str, Any], rebuild: bool) -> dict[str, Any] | None:
-    """The manifest of a cached input built with `params`; None when it must be (re)built.
-    The manifest is written last, so an interrupted build has none."""
-    if rebuild:
-        return None
-    try:
-        manifest = json.loads(manifest_path(root).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    if manifest.get("format") != INPUT_FORMAT or manifest.get("params") != params \
-            or not root.is_dir():
-        return None
-    for rel, size in manifest.get("sizes", {}).items():
-        try:
-            if (root / rel).stat().st_size != size:
-                return None
-        except FileNotFoundError:
-            return None
-    return manifest
 
-
-def save_manifest(root: Path, params: dict[str, Any], info: dict[str, Any],
-                  sizes: dict[str, int] | None = None) -> dict[str, Any]:
-    os.sync()
-    manifest = {"format": INPUT_FORMAT, "params": params, "info": info, "sizes": sizes or {}}
-    manifest_path(root).write_text(json.dumps(manifest, indent=1))
-    return manifest
-
-
-def start_fresh(root: Path) -> None:
-    manifest_path(root).unlink(missing_ok=True)
-    remove_tree(root)
-    root.mkdir(parents=True)
-
-
-def file_sizes(root: Path) -> dict[str, int]:
-    return {p.relative_to(root).as_posix(): p.stat().st_size for p in tree_files(root)}
 
 
 def random_bytes(n: int) -> bytes:
@@ -597,14 +562,14 @@ def card_from(root: Path, manifest: dict[str, Any]) -> Card:
 def make_card(workdir: Path, name: str, params: dict[str, Any], rebuild: bool,
               build: Callable[[Path], None]) -> Card:
     root = workdir / "inputs" / name
-    manifest = load_cached(root, params, rebuild)
+    manifest = load_cached(root, params, rebuild, fmt=INPUT_FORMAT)
     if manifest is None:
         log(f"building {name} in {root}")
         with stopwatch() as watch:
             build(root)
         manifest = save_manifest(root, params, {"description": describe_card(root),
                                                 "build_seconds": round(watch.seconds, 1)},
-                                 file_sizes(root))
+                                 file_sizes(root), fmt=INPUT_FORMAT)
         log(f"{name} built in {watch.seconds:.1f} s")
     return card_from(root, manifest)
 
@@ -664,7 +629,7 @@ class KitTemplate:
 def kit_template(opts: Options, config: Path, card: Card) -> KitTemplate:
     root = opts.workdir / "inputs" / f"kit-{card.root.name}"
     params = {"card": card.root.name, "bytes": card.total_bytes, "files": card.files}
-    manifest = load_cached(root, params, opts.rebuild)
+    manifest = load_cached(root, params, opts.rebuild, fmt=INPUT_FORMAT)
     if manifest is None:
         log(f"importing {card.root.name} into {root} with acopio ingest")
         start_fresh(root)
@@ -681,7 +646,8 @@ def kit_template(opts: Options, config: Path, card: Card) -> KitTemplate:
                              f"(exit {result.returncode}): {result.stdout[-800:]} "
                              f"{result.stderr[-800:]}")
         manifest = save_manifest(root, params, {"description": card.description,
-                                                "ingest_seconds": round(watch.seconds, 1)})
+                                                "ingest_seconds": round(watch.seconds, 1)},
+                                 fmt=INPUT_FORMAT)
         log(f"imported in {watch.seconds:.1f} s")
     return KitTemplate(root, card, card.files)
 
