@@ -9,12 +9,14 @@ scripts (`./scripts/bench NAME`), so this folder is on `sys.path`: `from _bench_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,33 @@ from typing import IO, Any
 
 MB = 1_000_000
 READ_BLOCK = 4 * 1024 * 1024
+
+
+# -- small helpers ---------------------------------------------------------------------------
+
+
+def pick(value: Any, default: Any) -> Any:
+    """An option's value, or its default when it was not given."""
+    return default if value is None else value
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Stopwatch:
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[Stopwatch]:
+    watch = Stopwatch()
+    started = time.perf_counter()
+    try:
+        yield watch
+    finally:
+        watch.seconds = time.perf_counter() - started
 
 
 def tree_files(root: Path) -> Iterator[Path]:

@@ -64,7 +64,6 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
@@ -77,9 +76,12 @@ from _bench_common import (
     file_sizes,
     launch,
     load_cached,
+    log,
+    pick,
     remove_tree,
     save_manifest,
     start_fresh,
+    stopwatch,
 )
 from PIL import Image
 
@@ -159,10 +161,10 @@ def parse_args(argv: Sequence[str]) -> Options:
     args = p.parse_args(argv)
     quick = args.quick
     opts = Options(
-        size_gb=_pick(args.size_gb, 0.2 if quick else 2.0),
-        files=_pick(args.files, 100 if quick else 1000),
-        seed_items=_pick(args.seed_items, 5000 if quick else 100_000),
-        repeat=_pick(args.repeat, 2 if quick else 3),
+        size_gb=pick(args.size_gb, 0.2 if quick else 2.0),
+        files=pick(args.files, 100 if quick else 1000),
+        seed_items=pick(args.seed_items, 5000 if quick else 100_000),
+        repeat=pick(args.repeat, 2 if quick else 3),
         workdir=args.workdir.absolute(),
         rebuild=args.rebuild,
         profile=args.profile,
@@ -173,39 +175,13 @@ def parse_args(argv: Sequence[str]) -> Options:
     return opts
 
 
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
 # -- small helpers ---------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Stopwatch:
-    seconds: float = 0.0
-
-
-@contextmanager
-def stopwatch() -> Iterator[Stopwatch]:
-    watch = Stopwatch()
-    started = time.perf_counter()
-    try:
-        yield watch
-    finally:
-        watch.seconds = time.perf_counter() - started
 
 
 def require_tools(*names: str) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
         raise BenchError(f"missing tools: {', '.join(missing)} (run ./scripts/setup as root)")
-
-
-
 
 
 def write_file(path: Path, data: bytes, when: datetime) -> None:
@@ -233,14 +209,9 @@ class Card:
     description: str
 
 
-
-
-
-
 def card_from(root: Path, manifest: dict[str, Any]) -> Card:
     sizes = manifest["sizes"]
     return Card(root, len(sizes), sum(sizes.values()), manifest["info"]["description"])
-
 
 
 # -- JPEGs -----------------------------------------------------------------------------------

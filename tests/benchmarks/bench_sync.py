@@ -94,9 +94,12 @@ from _bench_common import (
     file_sizes,
     launch,
     load_cached,
+    log,
+    pick,
     remove_tree,
     save_manifest,
     start_fresh,
+    stopwatch,
     tree_files,
 )
 
@@ -192,17 +195,17 @@ def parse_args(argv: Sequence[str]) -> Options:
     chunks = tuple(int(c) for c in (args.chunks or ("8" if q else "8,32")).split(",") if c)
     parts = tuple(x.strip() for x in (args.only or ",".join(PARTS)).split(",") if x.strip())
     opts = Options(
-        videos=_pick(args.videos, 2 if q else 10),
-        video_mb=_pick(args.video_mb, 20.0 if q else 60.0),
-        photos=_pick(args.photos, 40 if q else 400),
-        photo_mb=_pick(args.photo_mb, 1.0),
+        videos=pick(args.videos, 2 if q else 10),
+        video_mb=pick(args.video_mb, 20.0 if q else 60.0),
+        photos=pick(args.photos, 40 if q else 400),
+        photo_mb=pick(args.photo_mb, 1.0),
         chunks=chunks,
-        repeat=_pick(args.repeat, 1 if q else 3),
-        cap_kbps=_pick(args.cap_kbps, 2048),
-        cap_mb=_pick(args.cap_mb, 6.0 if q else 30.0),
-        cuts=_pick(args.cuts, 5 if q else 20),
-        cut_mb=_pick(args.cut_mb, 40.0 if q else 300.0),
-        cut_chunk_mb=_pick(args.cut_chunk_mb, chunks[0] if chunks else 8),
+        repeat=pick(args.repeat, 1 if q else 3),
+        cap_kbps=pick(args.cap_kbps, 2048),
+        cap_mb=pick(args.cap_mb, 6.0 if q else 30.0),
+        cuts=pick(args.cuts, 5 if q else 20),
+        cut_mb=pick(args.cut_mb, 40.0 if q else 300.0),
+        cut_chunk_mb=pick(args.cut_chunk_mb, chunks[0] if chunks else 8),
         seed=args.seed,
         parts=parts,
         workdir=args.workdir.absolute(),
@@ -225,39 +228,13 @@ def parse_args(argv: Sequence[str]) -> Options:
     return opts
 
 
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
 # -- small helpers ---------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Stopwatch:
-    seconds: float = 0.0
-
-
-@contextlib.contextmanager
-def stopwatch() -> Iterator[Stopwatch]:
-    watch = Stopwatch()
-    started = time.perf_counter()
-    try:
-        yield watch
-    finally:
-        watch.seconds = time.perf_counter() - started
 
 
 def require_tools(*names: str) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
         raise BenchError(f"missing tools: {', '.join(missing)} (run ./scripts/setup as root)")
-
-
-
 
 
 def median(values: Sequence[float]) -> float:
@@ -449,11 +426,6 @@ class Card:
     files: int
     total_bytes: int
     description: str
-
-
-
-
-
 
 
 def random_bytes(n: int) -> bytes:
