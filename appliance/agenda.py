@@ -220,18 +220,9 @@ class Agenda:
         write; the slugs whose record changed. Malformed records and stamps the clock
         refuses are logged and skipped; the others' stamps are observed first. A current
         activity removed by the merge stops being current."""
-        from sync.merge import check_activity, merge_activity, stamps_of
+        from sync.merge import accepted, check_activity, merge_activity, stamps_of
 
-        valid: list[dict[str, Any]] = []
-        for record in remote_records:
-            try:
-                check_activity(record)
-                for stamp in stamps_of(record):
-                    clock.check(stamp)
-            except ValueError as exc:
-                log.warning("sync: activity not merged: %s", exc)
-                continue
-            valid.append(record)
+        valid = list(accepted(remote_records, check_activity, clock, "activity"))
         stamps = [s for r in valid for s in stamps_of(r)]
         if stamps:
             clock.observe(max(stamps))

@@ -774,10 +774,7 @@ def cmd_mural(config: Config, args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         made = make_mural(config, DataDir.at(config.data_dir), args.month, args.size, out)
-    except NoApprovedPhotos as exc:
-        print(f"acopio: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
-    except FontError as exc:
+    except (NoApprovedPhotos, FontError) as exc:
         print(f"acopio: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     report = made.summary

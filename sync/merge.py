@@ -42,7 +42,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -253,6 +253,22 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+
+def accepted(records: Iterable[dict[str, Any]], check: Callable[[dict[str, Any]], None],
+             clock: Any, what: str) -> Iterator[dict[str, Any]]:
+    """The remote records that pass `check` and whose stamps `clock` accepts; the others
+    are logged and skipped (a bad record from a peer never stops a merge)."""
+    for record in records:
+        try:
+            check(record)
+            for stamp in stamps_of(record):
+                clock.check(stamp)
+        except ValueError as exc:
+            log.warning("sync: %s not merged: %s", what, exc)
+            continue
+        yield record
+
+
 def merge_into_catalog(catalog: Catalog, remote_records: Iterable[dict[str, Any]], *,
                        clock: Clock) -> list[dict[str, Any]]:
     """Merge records received from the hub into this box's catalog; the records (as stored
@@ -274,14 +290,7 @@ def merge_into_catalog(catalog: Catalog, remote_records: Iterable[dict[str, Any]
     with `Refiler.follow` (which keeps the merged stamps), for every returned record whose
     `folder` differs from `catalog.lookup(sha)["folder"]`."""
     incoming: dict[str, dict[str, Any]] = {}
-    for record in remote_records:
-        try:
-            check_record(record)
-            for stamp in stamps_of(record):
-                clock.check(stamp)
-        except ValueError as exc:
-            log.warning("sync: record not merged: %s", exc)
-            continue
+    for record in accepted(remote_records, check_record, clock, "record"):
         sha = record["sha256"]
         incoming[sha] = merge_record(incoming.get(sha), record)
     stamps = [s for r in incoming.values() for s in stamps_of(r)]

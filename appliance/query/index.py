@@ -79,9 +79,7 @@ class ItemIndex:
             except sqlite3.DatabaseError as exc:
                 if not self._unusable(exc):
                     raise
-                log.warning("query index %s is damaged (%s); rebuilding it", self.path, exc)
-                self._refresher.discard(self._refresher.db_ino)
-                count = self._refresher.run(wait=True)
+                count = self._rebuild(exc)
             self._last_refresh = time.monotonic()
             return count
         finally:
@@ -107,11 +105,16 @@ class ItemIndex:
             except sqlite3.DatabaseError as exc:
                 if not self._unusable(exc):
                     raise
-                log.warning("query index %s is damaged (%s); rebuilding it", self.path, exc)
-                self._refresher.discard(self._refresher.db_ino)
-                count = self._refresher.run(wait=True)
+                count = self._rebuild(exc)
                 self._last_refresh = time.monotonic()
                 return count
+
+    def _rebuild(self, exc: sqlite3.DatabaseError) -> int:
+        """A damaged index file: dropped and built again from the shards (call with the
+        refresh lock held). The number of shards read."""
+        log.warning("query index %s is damaged (%s); rebuilding it", self.path, exc)
+        self._refresher.discard(self._refresher.db_ino)
+        return self._refresher.run(wait=True)
 
     def _fresh(self) -> bool:
         last = self._last_refresh
