@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from tusclient.client import TusClient
 from tusclient.exceptions import TusUploadFailed
 from tusclient.uploader import Uploader
@@ -155,9 +156,20 @@ def sha256_of(path: Path) -> str:
 
 def uploader(client: TusClient, path: Path, *, chunk: int = 1 << 20, sha: str | None = None,
              url: str | None = None, cls: type[Uploader] = Uploader) -> Uploader:
-    return cls(file_path=str(path), client=client, url=url, chunk_size=chunk,
-               upload_checksum=True,
-               metadata={"sha256": sha or sha256_of(path), "filename": path.name})
+    """tuspy's uploader; once its last PATCH is answered, it asks the hub about the file as a
+    kit does (the hub keeps a file after that answer, and answers the question once kept)."""
+
+    class AsksAfter(cls):  # type: ignore[valid-type,misc]
+        def upload(self, stop_at: int | None = None) -> None:
+            super().upload(stop_at)
+            if self.offset >= self.get_file_size():
+                object_url = client.url.replace("/sync/files/", "/sync/objects/")
+                requests.get(object_url + self.metadata["sha256"], headers=client.headers,
+                             timeout=60)
+
+    return AsksAfter(file_path=str(path), client=client, url=url, chunk_size=chunk,
+                     upload_checksum=True,
+                     metadata={"sha256": sha or sha256_of(path), "filename": path.name})
 
 
 def random_file(path: Path, size: int, seed: int = 1) -> Path:
@@ -456,8 +468,69 @@ def test_checksum_mismatches(hub: Hub, tmp_path: Path) -> None:
                       "Upload-Offset": str(offset), "Upload-Checksum": "sha256 " +
                       base64.b64encode(hashlib.sha256(chunk).digest()).decode()}))
         assert status == (460 if damaged else 204), body
+    # answered once kept (the last PATCH's answer came before the keep: sync.hub.keeper)
+    assert hub.json("GET", f"/sync/objects/{hashlib.sha256(good).hexdigest()}",
+                    token=token)[0] == 200
     [item] = [i for i in hub.items() if i["original_name"] == "bueno.jpg"]
     assert sha256_of(hub.data_dir / item["archive_path"]) == hashlib.sha256(good).hexdigest()
+
+
+def test_creation_with_upload(hub: Hub) -> None:
+    """A file that fits in one chunk goes with its creation (tus creation-with-upload):
+    kept when whole and right; a chunk whose checksum fails leaves the upload at offset 0
+    for PATCH to go on from; a lie is 460 and nothing is kept; bad requests are refused."""
+    token = hub.pair("kit-una-vez")
+
+    def create_with(data: bytes, sha: str, name: str, checksum_of: bytes | None = None,
+                    **extra: str) -> tuple[int, Any, bytes]:
+        headers = {"Upload-Length": str(len(data)),
+                   "Upload-Metadata": f"sha256 {b64(sha)},filename {b64(name)}",
+                   "Content-Type": "application/offset+octet-stream",
+                   "Upload-Checksum": "sha256 " + base64.b64encode(hashlib.sha256(
+                       data if checksum_of is None else checksum_of).digest()).decode(),
+                   **extra}
+        return hub.request("POST", "/sync/files/", data, tus_headers(token, **headers))
+
+    photo = os.urandom(70_000)
+    sha = hashlib.sha256(photo).hexdigest()
+    status, headers, body = create_with(photo, sha, "una.jpg")
+    assert status == 201 and headers["Upload-Offset"] == str(len(photo)), body
+    verified = hub.json("GET", f"/sync/objects/{sha}?verify=1", token=token)
+    assert verified[0] == 200 and verified[1]["verified"], verified
+    [item] = [i for i in hub.items() if i["sha256"] == sha]
+    assert (hub.data_dir / item["archive_path"]).read_bytes() == photo
+    # the same content again: "complete" at once, nothing more kept
+    status, headers, _ = create_with(photo, sha, "una.jpg")
+    assert status == 201 and headers["Upload-Offset"] == str(len(photo))
+    # bytes damaged on the way: the upload exists at offset 0, PATCH sends them again
+    other = os.urandom(50_000)
+    other_sha = hashlib.sha256(other).hexdigest()
+    damaged = bytes([other[0] ^ 1]) + other[1:]
+    status, headers, _ = create_with(damaged, other_sha, "otra.jpg", checksum_of=other)
+    assert status == 201 and headers["Upload-Offset"] == "0"
+    status, headers, body = hub.request("PATCH", headers["Location"], other, tus_headers(
+        token, **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}))
+    assert status == 204 and headers["Upload-Offset"] == str(len(other)), body
+    assert hub.json("GET", f"/sync/objects/{other_sha}?verify=1", token=token)[0] == 200
+    # a lie (right chunk checksum, wrong announced SHA-256): 460, nothing kept
+    lie = os.urandom(40_000)
+    status, _, body = create_with(lie, "ef" * 32, "mentira3.jpg")
+    assert status == 460 and json.loads(body)["error"] == "checksum_mismatch", body
+    assert hub.json("GET", f"/sync/objects/{'ef' * 32}", token=token)[0] == 404
+    # bytes without their content type, or more bytes than announced: refused, clearly
+    status, _, body = create_with(lie, hashlib.sha256(lie).hexdigest(), "x.jpg",
+                                  **{"Content-Type": "text/plain"})
+    assert status == 415 and json.loads(body)["error"] == "bad_content_type", body
+    status, _, body = hub.request("POST", "/sync/files/", lie, tus_headers(token, **{
+        "Upload-Length": "100", "Upload-Metadata": f"sha256 {b64('12' * 32)}",
+        "Content-Type": "application/offset+octet-stream"}))
+    assert status == 413 and json.loads(body)["error"] == "too_long", body
+    assert not any(i["original_name"] in ("mentira3.jpg", "x.jpg") for i in hub.items())
+    # nothing left behind by the refused ones: only the upload PATCH went on with remains
+    # besides the kept ones' markers
+    uploads = hub.data_dir / "state/hub/uploads/kit-una-vez"
+    assert not list(uploads.glob("*.bin"))
+    assert len(list(uploads.glob("*.json"))) == 3
 
 
 def test_two_kits_one_file_and_uploads_kept_apart(hub: Hub, tmp_path: Path) -> None:
@@ -565,7 +638,7 @@ def test_malformed_requests_get_clear_errors(hub: Hub) -> None:
                                      {"Authorization": f"Bearer {token}"})
     assert status == 204
     assert headers["Tus-Version"] == "1.0.0"
-    assert headers["Tus-Extension"] == "creation,checksum,termination"
+    assert headers["Tus-Extension"] == "creation,creation-with-upload,checksum,termination"
     assert headers["Tus-Checksum-Algorithm"] == "sha1,sha256"
     assert headers["Tus-Max-Size"] == str(64 * 1024**3)
     # a foreign Host name (DNS rebinding) is refused before anything else

@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from appliance.keyindex import KeyIndex
 from ingest import copy, filing, kinds, records
 from sync.hub.changes import ChangeFeed
 from sync.hub.derivatives import DerivativeBatcher
+from sync.hub.keeper import Keeper
 from sync.hub.kits import Kits, check_kit_name
 from sync.hub.uploads import Upload, UploadError, Uploads, is_sha256
 
@@ -73,6 +75,19 @@ class RecordError(ValueError):
     pass
 
 
+@dataclass
+class _KeepBatch:
+    """Uploads placed and not yet let go: their new records, by folder, written together."""
+
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    kept: list[tuple[Upload, dict[str, Any]]] = field(default_factory=list)
+    shas: set[str] = field(default_factory=set)
+
+    def add(self, folder: str, upload: Upload, record: dict[str, Any]) -> None:
+        self.records.setdefault(folder, []).append(record)
+        self.kept.append((upload, record))
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -90,6 +105,7 @@ class Hub:
         self.kits = Kits(self.state, code_minutes=config.hub.pair_code_minutes)
         self.uploads = Uploads(self.state / "uploads", self.tmp)
         self.derivatives = DerivativeBatcher(self.data)
+        self.keeper = Keeper(self._keep_queued)
         self.agenda = Agenda(self.data.state)
         self.feed = ChangeFeed(self.catalog, self.state / "changes.sqlite", self.agenda.path)
         self.max_upload = int(config.hub.max_upload_gb * 1024**3)
@@ -160,6 +176,7 @@ class Hub:
             raise UploadError(413, "too_large", f"Upload-Length {length} is over the hub's "
                               f"limit of {self.max_upload} bytes (hub.max_upload_gb)")
         self._check_space(length)
+        self.keeper.wait(sha)  # sent again while its last upload is being kept
         record = self.owned(kit, sha)
         if record is not None and record.get("size") == length:
             # Sent before by this kit (its acknowledgement was lost): nothing to send.
@@ -193,11 +210,13 @@ class Hub:
                     dropped += 1
         return dropped
 
-    def finish(self, upload: Upload) -> dict[str, Any]:
-        """An upload whose last byte arrived: keep it (placed and catalogued) only when it is
-        the announced content, by the hash of the bytes as they came (or, when this process
-        did not see them all, read back from the disk). The acknowledgement is a read back
-        later (`object_status(verify=True)`). Call under the upload's lock."""
+    def finish(self, upload: Upload, *, wait: bool = True) -> None:
+        """An upload whose last byte arrived: keep it (bytes fsynced, placed, catalogued) only
+        when it is the announced content, by the hash of the bytes as they came (or, when
+        this process did not see them all, read back from the disk); else 460 and it is
+        dropped. With `wait=False` (the final PATCH) the keep is left to the keeper's thread
+        (sync.hub.keeper) and this returns once the hash is checked. The acknowledgement is
+        a read back later (`object_status(verify=True)`). Call under the upload's lock."""
         path = self.uploads.data_path(upload)
         received = self.uploads.received_sha256(upload)
         if received is not None:
@@ -213,12 +232,59 @@ class Hub:
                               f"the whole file's SHA-256 is {actual}, not the announced "
                               f"{upload.sha256}; the upload was dropped: start again",
                               offset=0)
-        with self.lock:
-            record = self._keep(upload, path)
-        self.uploads.mark_done(upload)
-        return record
+        if wait:
+            self._keep_uploads([upload])
+        else:
+            self.keeper.submit(upload.kit, upload.id, upload.sha256)
 
-    def _keep(self, upload: Upload, path: Path) -> dict[str, Any]:
+    def _keep_queued(self, batch: list[tuple[str, str, str]]) -> None:
+        """The keeper's batch: each upload under its lock, all kept together."""
+        with contextlib.ExitStack() as held:
+            uploads = []
+            for kit, upload_id, _sha in batch:
+                try:
+                    upload = held.enter_context(self.uploads.locked(kit, upload_id,
+                                                                    wait=True))
+                except UploadError:
+                    continue  # deleted meanwhile
+                if upload.complete and not upload.done:
+                    uploads.append(upload)
+            self._keep_uploads(uploads)
+
+    def _keep_uploads(self, uploads: list[Upload]) -> None:
+        """Keep complete, checked uploads (under their locks): their bytes made durable,
+        placed, and their new records written one shard write per activity folder."""
+        for upload in uploads:
+            self.uploads.sync_data(upload)
+        with self.lock:
+            batch = _KeepBatch()
+            for upload in uploads:
+                if upload.sha256 in batch.shas:  # two kits, one content: the first is kept
+                    self._commit(batch)  # first, the second then finds it here
+                    batch = _KeepBatch()
+                try:
+                    self._keep(upload, self.uploads.data_path(upload), batch)
+                    batch.shas.add(upload.sha256)
+                except (OSError, storage.CorruptStateError) as exc:
+                    log.error("kit %s: could not keep upload %s (%s): kept at the hub's next "
+                              "start, or sent again by the kit", upload.kit, upload.id, exc)
+            self._commit(batch)
+
+    def _commit(self, batch: _KeepBatch) -> None:
+        """Write a batch's new records (one durable shard write per folder), then let the
+        uploads go."""
+        for folder, new in batch.records.items():
+            self.catalog.upsert(folder, new)
+        for upload, record in batch.kept:
+            self.pending(upload.kit).remove(upload.sha256)
+            self.derivatives.add(record)
+            self.uploads.mark_done(upload)
+            log.info("kit %s: %s verified and archived as %s", upload.kit,
+                     upload.sha256[:12], record["archive_path"])
+
+    def _keep(self, upload: Upload, path: Path, batch: _KeepBatch) -> None:
+        """Place one upload; its record joins `batch` (a record the hub had, whose file had
+        gone missing, is rewritten in its shard now)."""
         kit, sha = upload.kit, upload.sha256
         pending = self.pending(kit)
         mine = pending.get(sha)
@@ -227,9 +293,10 @@ class Hub:
             # Already here (another kit sent it, or this one before): one file, one more kit.
             self._merge_owned(sha, kit, mine, add_owner=True)
             pending.remove(sha)
+            self.uploads.mark_done(upload)
             log.info("kit %s sent %s, already in the archive: catalogued for it too",
                      kit, sha[:12])
-            return self.record(sha) or existing
+            return
         base = _copy.deepcopy(mine) if mine else None
         if existing is not None:
             # A record whose original went missing (dropped as corrupt, deleted by hand).
@@ -267,13 +334,9 @@ class Hub:
             self.catalog.update(folder, [sha], lambda _old: record)
             self.catalog.by_hash.put(sha, {"folder": folder,
                                            "archive_path": record["archive_path"]})
+            batch.kept.append((upload, record))
         else:
-            self.catalog.upsert(folder, [record])
-        pending.remove(sha)
-        self.derivatives.add(record)
-        log.info("kit %s: %s verified and archived as %s", kit, sha[:12],
-                 record["archive_path"])
-        return record
+            batch.add(folder, upload, record)
 
     def _describe(self, upload: Upload, path: Path) -> dict[str, Any]:
         """A record made from the file itself, as an import would (no record from the kit
@@ -369,7 +432,9 @@ class Hub:
                       ) -> dict[str, Any] | None:
         """What the kit may know of `sha256`: None unless it owns it. With `verify`, the
         original is read back from the disk and hashed now; a mismatch drops it (moved to
-        state/hub/corrupt/) so that the kits send it again."""
+        state/hub/corrupt/) so that the kits send it again. A file being kept is waited for
+        (sync.hub.keeper)."""
+        self.keeper.wait(sha256)
         record = self.owned(kit, sha256)
         if record is None:
             return None
@@ -559,6 +624,7 @@ class Hub:
         return out
 
     def close(self) -> None:
+        self.keeper.close()
         self.derivatives.close()
         self.feed.close()
 

@@ -6,7 +6,9 @@ otherwise). These routes use no cookies, so the web UI's session and CSRF checks
 apply to them (appliance.web.security lets /sync/ through to this blueprint after the Host
 allowlist); a browser never sends the token by itself, so a cross-site page cannot use it.
 
-tus 1.0 (core, creation, checksum, termination) at /sync/files/: every response carries
+tus 1.0 (core, creation, creation-with-upload, checksum, termination) at /sync/files/:
+a creation may carry the first bytes (a kit sends a file that fits in one chunk in the one
+request, saving a round trip per photo); every response carries
 `Tus-Resumable: 1.0.0`; a request with another version gets 412 with `Tus-Version`. PATCH
 bodies are read from the WSGI input in 1 MiB buffers and appended to the upload's file (the
 web UI's 1 MiB request limit does not apply to them; waitress itself spools a request body to
@@ -23,7 +25,14 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, 
 from appliance.accounts import LoginThrottle
 from sync.hub.kits import PairingError
 from sync.hub.ledger import Hub
-from sync.hub.uploads import CHECKSUMS, UploadError, encode_metadata, is_sha256, parse_checksum
+from sync.hub.uploads import (
+    CHECKSUMS,
+    Upload,
+    UploadError,
+    encode_metadata,
+    is_sha256,
+    parse_checksum,
+)
 from sync.hub.uploads import parse_metadata as parse_upload_metadata
 
 log = logging.getLogger(__name__)
@@ -31,7 +40,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("sync", __name__, url_prefix="/sync")
 EXTENSION = "acopio.hub"
 TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = "creation,checksum,termination"
+TUS_EXTENSIONS = "creation,creation-with-upload,checksum,termination"
 OFFSET_TYPE = "application/offset+octet-stream"
 MAX_RECORDS = 500
 MAX_RECORDS_BODY = 32 * 1024 * 1024
@@ -167,9 +176,47 @@ def create() -> Response:
         raise UploadError(413, "too_large", f"Upload-Length {length} is over the hub's limit "
                           f"of {hub().max_upload} bytes (hub.max_upload_gb)")
     metadata = parse_upload_metadata(request.headers.get("Upload-Metadata"))
+    body_length = request.content_length or 0
+    checksum = None
+    if body_length:  # creation-with-upload: the first bytes come with the creation
+        _check_offset_type()
+        checksum = parse_checksum(request.headers.get("Upload-Checksum"))
     upload = hub().create_upload(g.kit, length, metadata)
+    if body_length and not upload.done:
+        # Bytes whose checksum fails leave the upload created at offset 0: the answer says
+        # so and the client goes on with PATCH, as tus says.
+        with hub().uploads.locked(g.kit, upload.id) as current:
+            try:
+                upload = _append(current, 0, body_length, checksum)
+            except UploadError as exc:
+                if exc.code != "checksum_mismatch" or \
+                        hub().uploads.get(g.kit, upload.id) is None:
+                    # refused whole (or a whole file that is not what was announced,
+                    # dropped already): the client never learns this upload's URL
+                    hub().uploads.delete(current)
+                    raise
+                log.info("kit %s: the first bytes sent with upload %s were refused (%s)",
+                         g.kit, upload.id, exc.message)
     headers = {"Location": f"/sync/files/{upload.id}", "Upload-Offset": str(upload.offset)}
     return Response(status=201, headers=headers)
+
+
+def _check_offset_type() -> None:
+    content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type != OFFSET_TYPE:
+        raise UploadError(415, "bad_content_type", f"upload bytes need Content-Type: "
+                          f"{OFFSET_TYPE}")
+
+
+def _append(upload: Upload, offset: int, content_length: int | None,
+            checksum: tuple[str, bytes] | None) -> Upload:
+    """A request's body appended at `offset` (under the upload's lock); a file whose last
+    byte came is checked whole and left to the keeper (after this answer)."""
+    upload = hub().uploads.append(upload, offset, request.environ["wsgi.input"],
+                                  content_length, checksum)
+    if upload.complete and not upload.done:
+        hub().finish(upload, wait=False)
+    return upload
 
 
 @bp.route("/files/<upload_id>", methods=["HEAD"], provide_automatic_options=False)
@@ -177,8 +224,8 @@ def head(upload_id: str) -> Response:
     upload = hub().uploads.get(g.kit, upload_id)
     if upload is None:
         return Response(status=404)
-    if upload.complete and not upload.done:
-        # the last PATCH was acknowledged but the hub stopped before keeping it
+    if upload.complete and not upload.done and not hub().keeper.busy_with(upload.sha256):
+        # the last PATCH was answered but the hub stopped before keeping it
         try:
             with hub().uploads.locked(g.kit, upload_id) as current:
                 if not current.done:
@@ -188,8 +235,8 @@ def head(upload_id: str) -> Response:
                 return Response(status=404)
             if exc.status != 423:
                 raise
-    headers = {"Upload-Offset": str(upload.offset), "Upload-Length": str(upload.length),
-               "Cache-Control": "no-store"}
+    headers = {"Upload-Offset": str(hub().uploads.on_disk(upload)),
+               "Upload-Length": str(upload.length), "Cache-Control": "no-store"}
     if upload.metadata:
         headers["Upload-Metadata"] = encode_metadata(upload.metadata)
     return Response(status=200, headers=headers)
@@ -197,21 +244,13 @@ def head(upload_id: str) -> Response:
 
 @bp.route("/files/<upload_id>", methods=["PATCH"], provide_automatic_options=False)
 def patch(upload_id: str) -> Response:
-    content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    if content_type != OFFSET_TYPE:
-        raise UploadError(415, "bad_content_type", f"PATCH needs Content-Type: {OFFSET_TYPE}")
+    _check_offset_type()
     offset = _int_header("Upload-Offset")
     assert offset is not None
     checksum = parse_checksum(request.headers.get("Upload-Checksum"))
-    content_length = request.content_length
     with hub().uploads.locked(g.kit, upload_id) as upload:
-        upload = hub().uploads.append(upload, offset, request.environ["wsgi.input"],
-                                      content_length, checksum)
-        headers = {"Upload-Offset": str(upload.offset)}
-        if upload.complete and not upload.done:
-            record = hub().finish(upload)
-            headers["Acopio-Archived"] = record.get("archive_path", "")
-    return Response(status=204, headers=headers)
+        upload = _append(upload, offset, request.content_length, checksum)
+    return Response(status=204, headers={"Upload-Offset": str(upload.offset)})
 
 
 @bp.route("/files/<upload_id>", methods=["DELETE"], provide_automatic_options=False)

@@ -232,7 +232,7 @@ class SyncRole:
                                   chunk_size=self.config.sync.chunk_mb * 1024 * 1024,
                                   limiter=self.limiter)
             # Records went first: what is left to acknowledge is the originals, each
-            # verified by the hub while the next one uploads (sync.kit.verifier).
+            # verified by the hub while the next ones upload (sync.kit.verifier).
             left_bytes = pending.bytes
             verifier = Verifier(client.base_url, client.token, self.config.sync.ca_file)
             try:
@@ -242,18 +242,23 @@ class SyncRole:
                     self._status().update(state="sending", pending_bytes=left_bytes,
                                           pending_items=len(pending.originals) - done)
                     left_bytes -= original.size
-                    if self._evicted(original):
+                    if self._evicted(original) or \
+                            self._verified_before(client, transport, original):
                         outcome.acked += 1
                         continue
                     problem = self.upload_original(transport, original)
                     if problem:
                         outcome.unsendable.append(problem)
                         continue
-                    self._settle(verifier.take(), client, transport, outcome)
+                    # the answers already in, and the oldest when the window is full
+                    while (answered := verifier.take(wait=verifier.full)) is not None:
+                        self._settle(answered, client, transport, outcome)
                     verifier.start(original)
-                self._settle(verifier.take(), client, transport, outcome)
+                while (answered := verifier.take()) is not None:
+                    self._settle(answered, client, transport, outcome)
             finally:
-                verifier.close()
+                for original in verifier.close():  # questions lost: asked first next round
+                    self._note_sent(original)
             if outcome.acked and pending.originals:
                 # The hub catalogues an upload with the record it was sent before: take what
                 # that changed now, so the next round has nothing to exchange.
@@ -365,11 +370,42 @@ class SyncRole:
         if taken is None:
             return
         original, answer = taken
-        problem = self.acknowledge(client, transport, original, answer.result)
+        try:
+            problem = self.acknowledge(client, transport, original, answer.result)
+        except HubUnreachable:
+            self._note_sent(original)  # the question was lost with the link
+            raise
         if problem:
             outcome.unsendable.append(problem)
         else:
             outcome.acked += 1
+
+    def _note_sent(self, original: Original) -> None:
+        """Sent whole, its question to the hub unanswered: asked first next round."""
+        try:
+            self.store.uploads.put(original.sha256, {"sent": now_iso()})
+        except OSError as exc:  # then it is sent again, that is all
+            log.warning("could not note %s as sent: %s", original.name, exc)
+
+    def _verified_before(self, client: HubClient, transport: Transport,
+                         original: Original) -> bool:
+        """Sent in an earlier round whose question about it went unanswered (a cut, a
+        stop): the hub is asked first, and it is marked synced on a verified answer instead
+        of being sent again."""
+        entry = self.store.uploads.get(original.sha256)
+        if not entry or "sent" not in entry:
+            return False
+        try:
+            verified = client.object_status(original.sha256, verify=True, size=original.size)
+        except HubCorrupt:
+            verified = None  # set aside at the hub: sent again now
+        if verified is None:
+            self.store.uploads.remove(original.sha256)
+            return False
+        self.store.ack_object(original.sha256, original.size)
+        transport.urls.remove_item(original.sha256)
+        log.info("acknowledged %s %s (sent before)", original.sha256, original.name)
+        return True
 
     def _evicted(self, original: Original) -> bool:
         """Acknowledged before and evicted since (nothing to send)."""

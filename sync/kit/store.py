@@ -3,7 +3,8 @@
     state/sync/credentials.json          hub URL, kit name and token (mode 0600; credentials.py)
     state/sync/acked/objects/ab/<sha>     originals the hub verified (GET /sync/objects ?verify=1)
     state/sync/acked/records/ab/<sha>     the digest of the record revision the hub accepted
-    state/sync/uploads/ab/<sha>           tus upload URL of an original being sent (resume)
+    state/sync/uploads/ab/<sha>           tus upload URL of an original being sent (resume),
+                                          or `sent`: its question to the hub went unanswered
     state/sync/evicted/ab/<sha>           originals removed from the kit for space (evict.py)
     state/sync/cursor.json               where the last `GET /sync/changes` ended
     state/sync/status.json               what the sync role is doing (status.py)

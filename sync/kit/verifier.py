@@ -1,51 +1,72 @@
-"""The hub's verification of one upload runs while the next file uploads.
+"""The hub's verifications of the last few uploads run while the next files upload.
 
 Why: the acknowledgement of an original is the hub's `GET /sync/objects/<sha>?verify=1`,
-which reads the whole file back from the hub's disk and hashes it; asked in turn after each
-upload, it was a fifth of the time of `./scripts/bench sync`, the link idle meanwhile. Here
-one question is in flight on its own connection while the role sends the next file: the
-disk read and the hash at the hub overlap the next upload. Nothing changes in what counts
-as acknowledged (the role marks an original synced only on the verified answer) nor in
-order: answers are taken in the order the uploads were made, one at a time, so a cut or a
-stop loses at most one question, asked again next round.
+which waits for the hub to keep the file (the hub keeps files in batches after answering
+their last PATCH, sync.hub.keeper), then reads it back from the hub's disk and hashes it.
+Asked in turn after each upload, it was a fifth of the time of `./scripts/bench sync`, the
+link idle meanwhile; with one question in flight, the hub kept one file at a time. Here up
+to `WINDOW` questions are in flight, one after the other on a connection of their own,
+while the role sends the next files: the hub keeps the files that arrived meanwhile
+together, and its disk read and hash overlap the uploads. Nothing changes in what counts as
+acknowledged (the role marks an original synced only on its verified answer) nor in order
+(answers are taken in the order the uploads were made). A cut or a stop loses at most
+`WINDOW` questions: the role notes their originals as sent (`state/sync/uploads/`) and asks
+about them first next round, so none of them is sent again when the hub has it.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sync.kit.client import HubClient
 from sync.kit.outbox import Original
 
+WINDOW = 8  # questions in flight at most
+
+Asked = tuple[Original, "Future[dict[str, Any] | None]"]
+
 
 class Verifier:
     """`start(original)` asks the hub to verify it in the background; `take()` returns the
-    original started before and its answer (or raises what asking raised)."""
+    oldest original asked about and its answer (or raises what asking raised)."""
 
-    def __init__(self, base_url: str, token: str | None, ca_file: str) -> None:
+    def __init__(self, base_url: str, token: str | None, ca_file: str,
+                 window: int = WINDOW) -> None:
         # Its own connection: a requests.Session is not shared between threads.
         self.client = HubClient(base_url, token, ca_file=ca_file)
+        self.window = window
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-verify")
-        self._in_flight: tuple[Original, Future[dict[str, Any] | None]] | None = None
+        self._in_flight: deque[Asked] = deque()
+
+    @property
+    def full(self) -> bool:
+        return len(self._in_flight) >= self.window
 
     def start(self, original: Original) -> None:
-        assert self._in_flight is None, "take() the previous answer first"
+        assert not self.full, "take() an answer first"
         future = self._pool.submit(self.client.object_status, original.sha256, verify=True,
                                    size=original.size)
-        self._in_flight = (original, future)
+        self._in_flight.append((original, future))
 
-    def take(self) -> tuple[Original, Future[dict[str, Any] | None]] | None:
-        """The original in flight and its finished question (`.result()` gives the answer or
-        raises), waiting for it; None when nothing is in flight."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            in_flight[1].exception()  # waits; the caller reads the result
-        return in_flight
+    def take(self, *, wait: bool = True) -> Asked | None:
+        """The oldest original asked about and its finished question (`.result()` gives the
+        answer or raises), waiting for it unless `wait` is False; None when nothing is in
+        flight (or, without `wait`, the oldest is not answered yet)."""
+        if not self._in_flight or (not wait and not self._in_flight[0][1].done()):
+            return None
+        asked = self._in_flight.popleft()
+        asked[1].exception()  # waits; the caller reads the result
+        return asked
 
-    def close(self) -> None:
-        """Wait for a question in flight (its answer is dropped: the original stays pending
-        and is verified next round) and close the connection."""
-        self._in_flight = None
+    def close(self) -> list[Original]:
+        """Drop the questions in flight and close the connection; returns their originals
+        (still pending: the role asks about them first next round, before sending them)."""
+        unanswered = [original for original, _future in self._in_flight]
+        for _original, future in self._in_flight:
+            future.cancel()
+        self._in_flight.clear()
         self._pool.shutdown(wait=True)
         self.client.close()
+        return unanswered

@@ -1,0 +1,126 @@
+"""The hub keeps uploads after the final PATCH's answer, several at a time (sync.hub.keeper):
+every file kept once, verified, durable; files that arrive meanwhile share one shard write;
+two kits sending one content in the same batch make one file with both kits; a question
+about a file waits for its keep; a stop keeps what was submitted."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from typing import Any
+
+import pytest
+
+from appliance.catalog import Catalog
+from appliance.config import Config
+from sync.hub.ledger import Hub
+from sync.hub.uploads import Upload
+
+
+class Body:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = len(self.data) - self.pos if n < 0 else n
+        out = self.data[self.pos:self.pos + n]
+        self.pos += len(out)
+        return out
+
+
+def create(hub: Hub, kit: str, data: bytes, name: str) -> Upload:
+    return hub.create_upload(kit, len(data), {"sha256": hashlib.sha256(data).hexdigest(),
+                                              "filename": name, "kind": "other"})
+
+
+def send(hub: Hub, upload: Upload, data: bytes) -> None:
+    """The upload's one PATCH, answered: as the PATCH handler does it."""
+    with hub.uploads.locked(upload.kit, upload.id) as current:
+        current = hub.uploads.append(current, 0, Body(data), len(data), None)
+        hub.finish(current, wait=False)
+
+
+def arrive(hub: Hub, kit: str, data: bytes, name: str) -> Upload:
+    upload = create(hub, kit, data, name)
+    send(hub, upload, data)
+    return upload
+
+
+def test_files_arriving_meanwhile_are_kept_together(config: Config,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = Hub(config)
+    writes: list[tuple[str, int]] = []
+    real = Catalog.upsert
+
+    def counted(self: Catalog, folder: str, records: Any, **kw: Any) -> None:
+        records = list(records)
+        writes.append((folder, len(records)))
+        real(self, folder, records, **kw)
+
+    monkeypatch.setattr(Catalog, "upsert", counted)
+    files = [os.urandom(5000 + n) for n in range(12)]
+    try:
+        # another kit sends one of the same contents (created first: a creation waits for
+        # a keep of its content in progress, to answer "already here" when it can)
+        again = create(hub, "kit-b", files[5], "otra.bin")
+        with hub.lock:  # the keeper is held at its first file, as if busy with a slow disk
+            first = arrive(hub, "kit-a", files[0], "f00.bin")
+            uploads = [arrive(hub, "kit-a", data, f"f{n:02d}.bin")
+                       for n, data in enumerate(files[1:], 1)]
+            send(hub, again, files[5])
+            shas = [hashlib.sha256(d).hexdigest() for d in files]
+            assert all(hub.keeper.busy_with(sha) for sha in shas)
+            assert hub.record(shas[3]) is None  # answered, not yet kept
+        assert hub.keeper.idle(30)
+        # what the keeper had taken when it was held, then everything that came meanwhile
+        # in one write (the second kit's copy of one of them found it kept and only joined
+        # its record): two shard writes for twelve new records, not twelve
+        assert len(writes) == 2 and sum(n for _f, n in writes) == 12, writes
+        assert len({folder for folder, _n in writes}) == 1
+        for sha, data in zip(shas, files, strict=True):
+            record = hub.record(sha)
+            assert record is not None
+            path = hub.original_path(record)
+            assert path is not None and path.read_bytes() == data
+        assert hub.record(shas[5])["kits"] == ["kit-a", "kit-b"]
+        assert sum(1 for p in (hub.data.archive).rglob("*") if p.is_file()) == 12
+        for upload in [first, *uploads, again]:
+            state = hub.uploads.get(upload.kit, upload.id)
+            assert state is not None and state.done
+            assert not hub.uploads.data_path(state).exists()
+        # what a kit asks (its acknowledgement) is answered once kept, and reads it back
+        answer = hub.object_status("kit-b", shas[5], verify=True)
+        assert answer is not None and answer["verified"]
+    finally:
+        hub.close()
+
+
+def test_a_question_waits_for_the_keep_and_a_stop_keeps_what_came(config: Config) -> None:
+    hub = Hub(config)
+    data = os.urandom(40_000)
+    sha = hashlib.sha256(data).hexdigest()
+    answers: list[Any] = []
+    with hub.lock:
+        arrive(hub, "kit-a", data, "espera.bin")
+        asking = threading.Thread(target=lambda: answers.append(
+            hub.object_status("kit-a", sha, verify=True)))
+        asking.start()
+        asking.join(0.3)
+        assert asking.is_alive() and not answers  # not "not found": it waits
+    asking.join(10)
+    assert answers and answers[0]["verified"] is True
+    # submitted, then the hub stops at once: close keeps it before it returns
+    other = os.urandom(30_000)
+    with hub.lock:
+        arrive(hub, "kit-a", other, "cierre.bin")
+        closing = threading.Thread(target=hub.close)
+        closing.start()
+    closing.join(30)
+    assert not closing.is_alive()
+    again = Hub(config)
+    try:
+        record = again.record(hashlib.sha256(other).hexdigest())
+        assert record is not None and again.original_path(record) is not None
+    finally:
+        again.close()
