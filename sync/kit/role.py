@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -234,7 +235,9 @@ class SyncRole:
             # Records went first: what is left to acknowledge is the originals, each
             # verified by the hub while the next ones upload (sync.kit.verifier).
             left_bytes = pending.bytes
-            verifier = Verifier(client.base_url, client.token, self.config.sync.ca_file)
+            verifier = Verifier(client.base_url, client.token, self.config.sync.ca_file,
+                                on_verified=lambda original: self._record_ack(transport,
+                                                                              original))
             try:
                 for done, original in enumerate(pending.originals):
                     if self.stop.is_set():
@@ -246,7 +249,11 @@ class SyncRole:
                             self._verified_before(client, transport, original):
                         outcome.acked += 1
                         continue
-                    problem = self.upload_original(transport, original)
+                    after = pending.originals[done + 1] \
+                        if done + 1 < len(pending.originals) else None
+                    problem = self.upload_original(
+                        transport, original,
+                        (self.data.root / after.archive_path, after.size) if after else None)
                     if problem:
                         outcome.unsendable.append(problem)
                         continue
@@ -257,6 +264,7 @@ class SyncRole:
                 while (answered := verifier.take()) is not None:
                     self._settle(answered, client, transport, outcome)
             finally:
+                transport.close()
                 for original in verifier.close():  # questions lost: asked first next round
                     self._note_sent(original)
             if outcome.acked and pending.originals:
@@ -371,7 +379,8 @@ class SyncRole:
             return
         original, answer = taken
         try:
-            problem = self.acknowledge(client, transport, original, answer.result)
+            problem = self.acknowledge(client, transport, original, answer.result,
+                                       recorded=True)
         except HubUnreachable:
             self._note_sent(original)  # the question was lost with the link
             raise
@@ -382,6 +391,8 @@ class SyncRole:
 
     def _note_sent(self, original: Original) -> None:
         """Sent whole, its question to the hub unanswered: asked first next round."""
+        if self.store.object_acked(original.sha256):  # answered after all
+            return
         try:
             self.store.uploads.put(original.sha256, {"sent": now_iso()})
         except OSError as exc:  # then it is sent again, that is all
@@ -402,8 +413,7 @@ class SyncRole:
         if verified is None:
             self.store.uploads.remove(original.sha256)
             return False
-        self.store.ack_object(original.sha256, original.size)
-        transport.urls.remove_item(original.sha256)
+        self._record_ack(transport, original)
         log.info("acknowledged %s %s (sent before)", original.sha256, original.name)
         return True
 
@@ -413,8 +423,10 @@ class SyncRole:
         return not os.path.lexists(path) and \
             self.store.evicted.get(original.sha256) is not None
 
-    def upload_original(self, transport: Transport, original: Original) -> str | None:
-        """Send one original until the hub has every byte; None when sent, else why not."""
+    def upload_original(self, transport: Transport, original: Original,
+                        next_original: tuple[Path, int] | None = None) -> str | None:
+        """Send one original until the hub has every byte; None when sent, else why not.
+        `next_original` (path, size) is read from the disk while this one finishes."""
         path = self.data.root / original.archive_path
         if not os.path.lexists(path):
             log.warning("%s: original missing from the archive; cannot be sent (run `acopio "
@@ -447,7 +459,7 @@ class SyncRole:
                       between_chunks=self._hold_during_import, progress=progress)
         try:
             sent = transport.send(path, sha256=original.sha256, name=original.name,
-                                  kind=original.kind, hooks=hooks)
+                                  kind=original.kind, hooks=hooks, next_original=next_original)
         except (TooLarge, SourceChanged) as exc:
             log.warning("%s", exc)
             return str(exc)
@@ -463,11 +475,12 @@ class SyncRole:
         return None
 
     def acknowledge(self, client: HubClient, transport: Transport, original: Original,
-                    ask: Callable[[], dict[str, Any] | None], *, again: bool = True
-                    ) -> str | None:
+                    ask: Callable[[], dict[str, Any] | None], *, again: bool = True,
+                    recorded: bool = False) -> str | None:
         """Mark `original` synced on the hub's verified answer (`ask()`: its
-        `?verify=1`); None when acknowledged, else why not. A copy the hub found corrupt is
-        sent again at once (`again`)."""
+        `?verify=1`; `recorded` when whoever asked marked it already); None when
+        acknowledged, else why not. A copy the hub found corrupt is sent again at once
+        (`again`)."""
         try:
             verified = ask()
         except HubCorrupt as exc:
@@ -484,12 +497,17 @@ class SyncRole:
                         original.name)
             return (f"{original.archive_path}: the hub did not verify it (its SHA-256 on the "
                     "kit may be damaged: run `acopio check --deep`)")
-        self.store.ack_object(original.sha256, original.size)
-        # An upload whose last answer was lost (the hub kept the file, then the link died)
-        # left its URL behind: nothing to resume any more.
-        transport.urls.remove_item(original.sha256)
+        if not recorded:
+            self._record_ack(transport, original)
         log.info("acknowledged %s %s", original.sha256, original.name)
         return None
+
+    def _record_ack(self, transport: Transport, original: Original) -> None:
+        """Synced: durable before anything relies on it (eviction)."""
+        self.store.ack_object(original.sha256, original.size)
+        # An upload whose last answer was lost (the hub kept the file, then the link died)
+        # left its URL behind (or a note that it was sent): nothing to resume any more.
+        transport.urls.remove_item(original.sha256)
 
     def _hold_during_import(self) -> None:
         """Wait while a card or camera imports (sync.pause_during_import)."""

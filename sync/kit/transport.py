@@ -36,6 +36,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
@@ -59,6 +60,7 @@ from sync.kit.client import (
     hash_timeout,
 )
 from sync.kit.pacing import RateLimiter
+from sync.kit.readahead import ReadAhead
 from sync.kit.store import now_iso
 
 log = logging.getLogger(__name__)
@@ -177,12 +179,26 @@ class KitRequest(TusRequest):
 
     def perform(self) -> None:
         up = self.uploader
-        up.stream.seek(self.offset)
-        chunk = up.stream.read(self.length)
-        if len(chunk) != self.length:
-            raise SourceChanged(f"{up.name}: the file is shorter than when the upload began "
-                                "(changed on disk? run `acopio check`)")
-        self.add_checksum(chunk)
+        fd = up.stream.fileno()
+        ahead = up.readahead.take(fd, self.offset, self.length) if up.readahead else None
+        if ahead is not None:
+            chunk = ahead[0]
+            self._request_headers["upload-checksum"] = \
+                f"sha256 {base64.b64encode(ahead[1]).decode('ascii')}"
+        else:
+            up.stream.seek(self.offset)
+            chunk = up.stream.read(self.length)
+            if len(chunk) != self.length:
+                raise SourceChanged(f"{up.name}: the file is shorter than when the upload "
+                                    "began (changed on disk? run `acopio check`)")
+            self.add_checksum(chunk)
+        if up.readahead:  # read the next chunk while this one is on the wire
+            after = self.offset + self.length
+            if after < up.stop_at:
+                up.readahead.ahead_fd(fd, after, min(up.chunk_size, up.stop_at - after))
+            elif up.next_original is not None:
+                path, size = up.next_original
+                up.readahead.ahead_path(path, min(up.chunk_size, size))
         body = ThrottledBody(chunk, up.limiter,
                              lambda sent: up.hooks.progress(self.offset + sent),
                              up.hooks.should_stop)
@@ -208,7 +224,9 @@ class KitUploader(Uploader):
     CHECKSUM_ALGORITHM_PAIR = ("sha256", hashlib.sha256)
 
     def __init__(self, *, stream: IO[bytes], sha256: str, name: str, session: requests.Session,
-                 verify: bool | str, limiter: RateLimiter, hooks: Hooks, **kwargs: Any) -> None:
+                 verify: bool | str, limiter: RateLimiter, hooks: Hooks,
+                 readahead: ReadAhead | None = None,
+                 next_original: tuple[Path, int] | None = None, **kwargs: Any) -> None:
         # Set before tuspy's __init__: it asks the stored URL's offset (HEAD) through us.
         self.stream = stream
         self.sha256 = sha256
@@ -217,6 +235,8 @@ class KitUploader(Uploader):
         self.verify = verify
         self.limiter = limiter
         self.hooks = hooks
+        self.readahead = readahead
+        self.next_original = next_original  # (path, size) of the file to send after this
         self.bytes_sent = 0  # chunk bytes put on the wire by this uploader, resent ones too
         self.created_offset = 0
         # An upload sent in one chunk has nothing to resume (the hub keeps no part of a
@@ -377,16 +397,22 @@ class Transport:
         self.limiter = limiter
         self.tus = TusClient(client.url("/sync/files/"),
                              headers={"Authorization": f"Bearer {client.token}"})
+        self.readahead = ReadAhead()
+
+    def close(self) -> None:
+        self.readahead.close()
 
     def send(self, path: str | os.PathLike[str], *, sha256: str, name: str, kind: str,
-             hooks: Hooks | None = None) -> Sent:
+             hooks: Hooks | None = None, next_original: tuple[Path, int] | None = None
+             ) -> Sent:
         """Upload the file at `path` (whose content is `sha256`) until the hub has every
-        byte. Resumes from the hub's offset when an upload of it was started before."""
+        byte. Resumes from the hub's offset when an upload of it was started before.
+        `next_original` (path, size) is read ahead while the last chunk is on the wire."""
         hooks = hooks or Hooks()
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as stream:
             size = os.fstat(stream.fileno()).st_size
-            uploader = self._uploader(stream, sha256, name, kind, hooks)
+            uploader = self._uploader(stream, sha256, name, kind, hooks, next_original)
             start_offset = uploader.offset
             if uploader.url and start_offset:
                 log.info("resuming %s %s at offset %d of %d (the hub's)", sha256, name,
@@ -398,9 +424,10 @@ class Transport:
         return Sent(sha256, size, start_offset, uploader.bytes_sent, seconds)
 
     def _uploader(self, stream: IO[bytes], sha256: str, name: str, kind: str,
-                  hooks: Hooks) -> KitUploader:
+                  hooks: Hooks, next_original: tuple[Path, int] | None) -> KitUploader:
         kwargs = dict(stream=stream, sha256=sha256, name=name, session=self.client.session,
                       verify=self.client.verify, limiter=self.limiter, hooks=hooks,
+                      readahead=self.readahead, next_original=next_original,
                       client=self.tus, chunk_size=self.chunk_size, url_storage=self.urls,
                       metadata={"sha256": sha256, "filename": name, "kind": kind})
         try:

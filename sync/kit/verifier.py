@@ -17,6 +17,7 @@ about them first next round, so none of them is sent again when the hub has it.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -29,14 +30,17 @@ Asked = tuple[Original, "Future[dict[str, Any] | None]"]
 
 
 class Verifier:
-    """`start(original)` asks the hub to verify it in the background; `take()` returns the
-    oldest original asked about and its answer (or raises what asking raised)."""
+    """`start(original)` asks the hub to verify it in the background (and calls
+    `on_verified(original)` there on a verified answer); `take()` returns the oldest original
+    asked about and its answer (or raises what asking raised)."""
 
     def __init__(self, base_url: str, token: str | None, ca_file: str,
-                 window: int = WINDOW) -> None:
+                 window: int = WINDOW,
+                 on_verified: Callable[[Original], None] | None = None) -> None:
         # Its own connection: a requests.Session is not shared between threads.
         self.client = HubClient(base_url, token, ca_file=ca_file)
         self.window = window
+        self.on_verified = on_verified
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-verify")
         self._in_flight: deque[Asked] = deque()
 
@@ -46,9 +50,14 @@ class Verifier:
 
     def start(self, original: Original) -> None:
         assert not self.full, "take() an answer first"
-        future = self._pool.submit(self.client.object_status, original.sha256, verify=True,
-                                   size=original.size)
+        future = self._pool.submit(self._ask, original)
         self._in_flight.append((original, future))
+
+    def _ask(self, original: Original) -> dict[str, Any] | None:
+        answer = self.client.object_status(original.sha256, verify=True, size=original.size)
+        if answer is not None and self.on_verified is not None:
+            self.on_verified(original)  # recorded here, off the uploads' thread
+        return answer
 
     def take(self, *, wait: bool = True) -> Asked | None:
         """The oldest original asked about and its finished question (`.result()` gives the
@@ -61,8 +70,9 @@ class Verifier:
         return asked
 
     def close(self) -> list[Original]:
-        """Drop the questions in flight and close the connection; returns their originals
-        (still pending: the role asks about them first next round, before sending them)."""
+        """Drop the questions not asked yet, wait for the one being asked, close the
+        connection; returns the originals whose answers were not taken (the role asks about
+        the unacknowledged ones first next round, before sending them)."""
         unanswered = [original for original, _future in self._in_flight]
         for _original, future in self._in_flight:
             future.cancel()
