@@ -750,6 +750,14 @@ class Hub:
             raise BenchError(f"acopio hub pair failed: {result.stdout} {result.stderr}")
         return code
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the hub has used so far."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mb(self) -> float:
         try:
             status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -798,6 +806,7 @@ class SyncRun:
     runs: int = 1
     sync_after_s: float = 0.0
     hub_rss_mb: float = float("nan")
+    hub_cpu_s: float = float("nan")
     kit_probe: dict[str, Any] = field(default_factory=dict)
     hub_probe: dict[str, Any] = field(default_factory=dict)
     # per file extension: [files, bytes, seconds from "uploading" to "acknowledged",
@@ -1053,6 +1062,7 @@ class Bench:
         log_path.unlink(missing_ok=True)
         with self.paired(template, name) as (kit, hub, _):
             self.cache.prepare(template.root / "archive")
+            hub_cpu = hub.cpu_seconds()
             run = sync_once(self.config, kit, {"ACOPIO_SYNC_CHUNK_MB": str(chunk_mb),
                                                **(env or {})}, log_path,
                             self.scratch / f"{name}-kit-probe.json")
@@ -1062,10 +1072,12 @@ class Bench:
                 raise BenchError(f"acopio sync --once exited {run.returncode}: "
                                  f"{run.output[-1500:]}")
             hub_rss = hub.peak_rss_mb()
+            hub_cpu = hub.cpu_seconds() - hub_cpu
             hub_probe = hub.stop()
             kit_probe = read_probe(self.scratch / f"{name}-kit-probe.json")
         return SyncRun(f"acopio@{chunk_mb}", chunk_mb, run.seconds, run.rss_mb,
                        run.cpu_seconds, sync_after_s=after.seconds, hub_rss_mb=hub_rss,
+                       hub_cpu_s=hub_cpu,
                        kit_probe=kit_probe, hub_probe=hub_probe, per_kind=per_kind(run.output))
 
 
@@ -1087,6 +1099,8 @@ class Throughput:
     chunks: tuple[int, ...]
     acopio: dict[int, list[SyncRun]] = field(default_factory=dict)
     rsync: dict[str, list[RsyncRun]] = field(default_factory=dict)
+    file_sizes: list[int] = field(default_factory=list)
+    sha256_mb_s: float = float("nan")  # one CPU, in memory
 
     @property
     def bytes(self) -> int:
@@ -1115,6 +1129,21 @@ RSYNC_SIDES = {"rsync-whole": ["-a", "--whole-file"], "rsync-delta": ["-a"]}
 FLOOR = "floor"  # floor_main: hash while copying, fsync, read back and hash; pipelined
 
 
+def sha256_speed() -> float:
+    """MB/s of hashlib's SHA-256 on one CPU of this machine, in memory (best of 3)."""
+    import hashlib
+
+    block = os.urandom(64 * MIB)
+    best = float("inf")
+    for _ in range(3):
+        with stopwatch() as took:
+            digest = hashlib.sha256()
+            for _ in range(4):
+                digest.update(block)
+        best = min(best, took.seconds)
+    return 4 * len(block) / MB / best
+
+
 def bench_throughput(bench: Bench, template: KitTemplate, opts: Options) -> Throughput:
     result = Throughput(template, opts.chunks, {c: [] for c in opts.chunks},
                         {s: [] for s in RSYNC_SIDES})
@@ -1123,6 +1152,8 @@ def bench_throughput(bench: Bench, template: KitTemplate, opts: Options) -> Thro
     result.rsync[FLOOR] = []
     daemon = RsyncDaemon(bench.scratch / "rsyncd")
     source = template.root / "archive"
+    result.file_sizes = [path.stat().st_size for path in tree_files(source)]
+    result.sha256_mb_s = sha256_speed()
     try:
         for i in range(opts.repeat):
             order = sides[i % len(sides):] + sides[:i % len(sides)]  # rotate: drift hits all
@@ -1457,9 +1488,20 @@ def throughput_lines(t: Throughput) -> list[str]:
     lines.append(row(f"(info) peak RSS kit / hub, acopio@{primary} (MB)",
                      f"{max(r.rss_mb for r in t.acopio[primary]):.0f} / "
                      f"{max(r.hub_rss_mb for r in t.acopio[primary]):.0f}"))
-    lines.append(row("(info) CPU s: kit acopio / rsync client (median)",
+    lines.append(row("(info) CPU s: kit acopio / hub / rsync client (median)",
                      f"{median([r.cpu_seconds for r in t.acopio[primary]]):.1f} / "
+                     f"{median([r.hub_cpu_s for r in t.acopio[primary]]):.1f} / "
                      f"{median([r.cpu_seconds for r in t.rsync[best]]):.1f}"))
+    # SHA-256 passes over each byte: the kit's chunk checksum, the hub's check of it, the
+    # hub's whole-file hash (the chunk's own digest for a file sent in one chunk), the
+    # hub's read back for ?verify=1.
+    multi = sum(size for size in t.file_sizes if size > primary * MIB)
+    passes = 3 + multi / t.bytes
+    hash_cpu = passes * t.bytes / MB / t.sha256_mb_s
+    lines.append(row("(info) SHA-256 on one CPU here (MB/s); passes over each byte",
+                     f"{t.sha256_mb_s:,.0f}; {passes:.1f}"))
+    lines.append(row("(info) that hashing alone: CPU s; on both CPUs, ratio at best",
+                     f"{hash_cpu:.2f}; {t.rsync_s(best) / (hash_cpu / (os.cpu_count() or 1)):.2f}"))
     runs_line = "  runs, s: " + "  ".join(
         [f"{s} [{runs_text([r.seconds for r in t.rsync[s]])}]" for s in RSYNC_SIDES]
         + [f"acopio@{c} [{runs_text([r.seconds for r in t.acopio[c]])}]" for c in t.chunks])
