@@ -1297,7 +1297,7 @@ def bench_cuts(bench: Bench, template: KitTemplate, opts: Options) -> Cuts:
                                 bench.scratch / "cuts-probe.json")
                 for line in re.findall(r"WARNING sync\.kit\.role: sync: (.*)", run.output):
                     m = re.match(r"upload of .*\.(\w+) cut at about", line)
-                    what = f"PATCH of a .{m[1].upper()}" if m else "another request"
+                    what = f"the upload of a .{m[1].upper()}" if m else "another request"
                     failures[what] = failures.get(what, 0) + 1
                 if run.returncode == 0:
                     break
