@@ -1,10 +1,12 @@
 """The hub keeps uploads after the final PATCH's answer, several at a time (sync.hub.keeper):
 every file kept once, verified, durable; files that arrive meanwhile share one shard write;
 two kits sending one content in the same batch make one file with both kits; a question
-about a file waits for its keep; a stop keeps what was submitted."""
+about a file waits for its keep; a stop keeps what was submitted; a keep that fails is tried
+again when the kit asks."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -15,7 +17,7 @@ import pytest
 from appliance.catalog import Catalog
 from appliance.config import Config
 from sync.hub.ledger import Hub
-from sync.hub.uploads import Upload
+from sync.hub.uploads import Upload, UploadError
 
 
 class Body:
@@ -124,3 +126,38 @@ def test_a_question_waits_for_the_keep_and_a_stop_keeps_what_came(config: Config
         assert record is not None and again.original_path(record) is not None
     finally:
         again.close()
+
+
+def test_a_keep_that_fails_is_tried_again_when_the_kit_asks(
+        config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while keeping: the kit's question is told 507 (it asks again later, the
+    file stays unacknowledged), and kept once the disk has room; nothing is sent again."""
+    hub = Hub(config)
+    real = Hub._place
+    failures = {"left": 2}
+
+    def full_disk(self: Hub, *args: Any) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args)
+
+    monkeypatch.setattr(Hub, "_place", full_disk)
+    data = os.urandom(20_000)
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        upload = arrive(hub, "kit-a", data, "lleno.bin")
+        assert hub.keeper.idle(30)
+        assert failures["left"] == 1 and hub.record(sha) is None
+        with pytest.raises(UploadError) as refused:  # tried again at once: still full
+            hub.object_status("kit-a", sha, verify=True)
+        assert refused.value.status == 507 and refused.value.code == "keep_failed"
+        assert "No space left" in refused.value.message
+        answer = hub.object_status("kit-a", sha, verify=True)  # room again: kept now
+        assert answer is not None and answer["verified"] is True
+        state = hub.uploads.get("kit-a", upload.id)
+        assert state is not None and state.done
+        record = hub.record(sha)
+        assert record is not None and hub.original_path(record).read_bytes() == data
+    finally:
+        hub.close()

@@ -106,6 +106,7 @@ class Hub:
         self.uploads = Uploads(self.state / "uploads", self.tmp)
         self.derivatives = DerivativeBatcher(self.data)
         self.keeper = Keeper(self._keep_queued)
+        self._keep_failed: dict[str, Exception] = {}  # sha256 -> why its last keep failed
         self.agenda = Agenda(self.data.state)
         self.feed = ChangeFeed(self.catalog, self.state / "changes.sqlite", self.agenda.path)
         self.max_upload = int(config.hub.max_upload_gb * 1024**3)
@@ -253,22 +254,60 @@ class Hub:
 
     def _keep_uploads(self, uploads: list[Upload]) -> None:
         """Keep complete, checked uploads (under their locks): their bytes made durable,
-        placed, and their new records written one shard write per activity folder."""
+        placed, and their new records written one shard write per activity folder. One that
+        fails (a full disk) stays complete and unkept: a kit asking about it has it kept
+        again then (`object_status`), and the hub's next start does too."""
+        durable = []
         for upload in uploads:
-            self.uploads.sync_data(upload)
+            try:
+                self.uploads.sync_data(upload)
+                durable.append(upload)
+            except OSError as exc:
+                self._failed_keep(upload, exc)
         with self.lock:
             batch = _KeepBatch()
-            for upload in uploads:
+            for upload in durable:
                 if upload.sha256 in batch.shas:  # two kits, one content: the first is kept
-                    self._commit(batch)  # first, the second then finds it here
+                    self._commit_or_fail(batch)  # first, the second then finds it here
                     batch = _KeepBatch()
                 try:
                     self._keep(upload, self.uploads.data_path(upload), batch)
                     batch.shas.add(upload.sha256)
                 except (OSError, storage.CorruptStateError) as exc:
-                    log.error("kit %s: could not keep upload %s (%s): kept at the hub's next "
-                              "start, or sent again by the kit", upload.kit, upload.id, exc)
+                    self._failed_keep(upload, exc)
+            self._commit_or_fail(batch)
+
+    def _failed_keep(self, upload: Upload, exc: Exception) -> None:
+        self._keep_failed[upload.sha256] = exc
+        log.error("kit %s: could not keep upload %s of %s (%s); kept when the kit asks "
+                  "about it again, or at the hub's next start", upload.kit, upload.id,
+                  upload.sha256[:12], exc)
+
+    def _commit_or_fail(self, batch: _KeepBatch) -> None:
+        try:
             self._commit(batch)
+        except (OSError, storage.CorruptStateError) as exc:
+            for upload, _record in batch.kept:
+                if not upload.done:
+                    self._failed_keep(upload, exc)
+
+    def _keep_again(self, kit: str, sha256: str) -> None:
+        """A kit asks about content whose keep failed: keep its complete uploads of it now;
+        still failing, the kit is told so (507 for a full disk, else 500) and asks later."""
+        for upload in list(self.uploads.all()):
+            if upload.kit != kit or upload.sha256 != sha256 or upload.done or \
+                    not upload.complete:
+                continue
+            with contextlib.suppress(UploadError), \
+                    self.uploads.locked(kit, upload.id, wait=True) as current:
+                if current.complete and not current.done:
+                    self.finish(current)  # a 460 here drops it: the kit sends it again
+        failed = self._keep_failed.get(sha256)
+        if failed is not None:
+            full = isinstance(failed, OSError) and failed.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise UploadError(507 if full else 500, "keep_failed",
+                              f"the hub has this file but could not archive it yet ({failed});"
+                              " ask again later")
 
     def _commit(self, batch: _KeepBatch) -> None:
         """Write a batch's new records (one durable shard write per folder), then let the
@@ -276,6 +315,7 @@ class Hub:
         for folder, new in batch.records.items():
             self.catalog.upsert(folder, new)
         for upload, record in batch.kept:
+            self._keep_failed.pop(upload.sha256, None)
             self.pending(upload.kit).remove(upload.sha256)
             self.derivatives.add(record)
             self.uploads.mark_done(upload)
@@ -293,6 +333,7 @@ class Hub:
             # Already here (another kit sent it, or this one before): one file, one more kit.
             self._merge_owned(sha, kit, mine, add_owner=True)
             pending.remove(sha)
+            self._keep_failed.pop(sha, None)
             self.uploads.mark_done(upload)
             log.info("kit %s sent %s, already in the archive: catalogued for it too",
                      kit, sha[:12])
@@ -435,6 +476,8 @@ class Hub:
         state/hub/corrupt/) so that the kits send it again. A file being kept is waited for
         (sync.hub.keeper)."""
         self.keeper.wait(sha256)
+        if sha256 in self._keep_failed:
+            self._keep_again(kit, sha256)
         record = self.owned(kit, sha256)
         if record is None:
             return None
