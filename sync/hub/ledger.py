@@ -338,6 +338,7 @@ class Hub:
     def _keep_again(self, kit: str, sha256: str) -> None:
         """A kit asks about content whose keep failed: keep its complete uploads of it now;
         still failing, the kit is told so (507 for a full disk, else 500) and asks later."""
+        waiting = False
         for upload in list(self.uploads.all()):
             if upload.kit != kit or upload.sha256 != sha256 or upload.done or \
                     not upload.complete:
@@ -345,13 +346,21 @@ class Hub:
             with contextlib.suppress(UploadError), \
                     self.uploads.locked(kit, upload.id, wait=True) as current:
                 if current.complete and not current.done:
-                    self.finish(current)  # a 460 here drops it: the kit sends it again
+                    try:
+                        self.finish(current)  # a 460 here drops it: the kit sends it again
+                    except OSError as exc:
+                        self._failed_keep(current, exc)
+                    waiting = waiting or not current.done
         failed = self._keep_failed.get(sha256)
-        if failed is not None:
-            full = isinstance(failed, OSError) and failed.errno in (errno.ENOSPC, errno.EDQUOT)
-            raise UploadError(507 if full else 500, "keep_failed",
-                              f"the hub has this file but could not archive it yet ({failed});"
-                              " ask again later")
+        if failed is None:
+            return
+        if not waiting:  # nothing of it left to keep (it went): the kit sends it again
+            self._keep_failed.pop(sha256, None)
+            return
+        full = isinstance(failed, OSError) and failed.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise UploadError(507 if full else 500, "keep_failed",
+                          f"the hub has this file but could not archive it yet ({failed}); "
+                          "ask again later")
 
     def _commit(self, batch: _KeepBatch) -> None:
         """Write a batch's new records (one durable shard write per folder), then let the
