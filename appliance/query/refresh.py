@@ -160,6 +160,9 @@ class Refresher:
                              else write.changed, titles)
                 if write.changed is None or not rows.update_rows(
                         conn, key, write.changed, titles, self.zone):
+                    if write.records is None:  # an edit of rows the index lacks: read it
+                        behind.add(key)
+                        continue
                     if next_id is None:
                         next_id = (conn.execute("SELECT max(id) FROM items").fetchone()[0]
                                    or 0) + 1
