@@ -273,6 +273,56 @@ def test_pairing_codes_tokens_and_revocation(tmp_path: Path) -> None:
         assert status == 429
 
 
+def test_a_name_is_one_kit(tmp_path: Path) -> None:
+    """Two kits asking for one name (both left at the default `kit.name`, say) would be one
+    clock node and could read and change each other's items: the second is refused (409,
+    its code still good), the same kit pairing again takes its own name back, and a revoked
+    kit's name is free. Through the real `acopio sync pair` as well."""
+    first, second = "a1" * 16, "b2" * 16
+    with running_hub(tmp_path / "hub") as hub:
+        status, body = hub.json("POST", "/sync/pair", {"code": hub.pair_code(),
+                                                       "kit": "prensa", "kit_id": first})
+        assert status == 200, body
+        old_token = body["token"]
+        code = hub.pair_code()
+        status, body = hub.json("POST", "/sync/pair", {"code": code, "kit": "prensa",
+                                                       "kit_id": second})
+        assert status == 409 and body["error"] == "name_taken", body
+        assert "acopio hub revoke prensa" in body["message"]
+        assert hub.json("GET", "/sync/whoami", token=old_token)[0] == 200  # untouched
+        status, body = hub.json("POST", "/sync/pair", {"code": code, "kit": "prensa-sur",
+                                                       "kit_id": second})
+        assert status == 200, body  # the refused code was not used up
+        status, body = hub.json("POST", "/sync/pair", {"code": hub.pair_code(),
+                                                       "kit": "prensa", "kit_id": first})
+        assert status == 200, body  # the same kit again: a new token, the old one ends
+        assert hub.json("GET", "/sync/whoami", token=old_token)[0] == 401
+        assert hub.json("POST", "/sync/pair", {"code": hub.pair_code(), "kit": "prensa",
+                                               "kit_id": "no es un id"})[0] == 400
+        done = run_cli("--data-dir", hub.data_dir, "hub", "revoke", "prensa", env=HUB_ENV)
+        assert done.returncode == 0, done.stderr.decode()
+        status, body = hub.json("POST", "/sync/pair", {"code": hub.pair_code(),
+                                                       "kit": "prensa", "kit_id": second})
+        assert status == 200, body  # it replaces the revoked one
+
+        # two real kits, both with the default name
+        kits = [tmp_path / "kit-uno", tmp_path / "kit-dos"]
+        results = [run_cli("--data-dir", kit, "sync", "pair", hub.url, hub.pair_code())
+                   for kit in kits]
+        assert results[0].returncode == 0, results[0].stderr.decode()
+        assert results[1].returncode == 1
+        assert "another kit is already paired with this hub as 'acopio'" in \
+            results[1].stderr.decode()
+        again = run_cli("--data-dir", kits[0], "sync", "pair", hub.url, hub.pair_code())
+        assert again.returncode == 0, again.stderr.decode()  # the first one, again: fine
+        renamed = run_cli("--data-dir", kits[1], "sync", "pair", hub.url, hub.pair_code(),
+                          env={"ACOPIO_KIT_NAME": "Prensa Norte"})
+        assert renamed.returncode == 0, renamed.stderr.decode()
+        listed = json.loads(run_cli("--data-dir", hub.data_dir, "hub", "kits", "--json",
+                                    env=HUB_ENV).stdout)
+        assert {k["kit"] for k in listed if not k["revoked"]} >= {"acopio", "prensa-norte"}
+
+
 # -- uploads -------------------------------------------------------------------------------
 
 

@@ -40,10 +40,15 @@ MAX_PENDING_CODES = 20  # redeeming checks each live code's scrypt hash
 # The same as a clock node name (sync.hlc): a kit's name in `kits` is its node in stamps.
 _KIT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _MAX_TOKEN = 256
+_KIT_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class PairingError(ValueError):
     """A refused pairing (wrong, used or expired code; bad kit name)."""
+
+
+class NameTaken(PairingError):
+    """Another kit is paired under this name (the code is left unused)."""
 
 
 def check_kit_name(name: Any) -> str:
@@ -108,9 +113,17 @@ class Kits:
                           "expires": expires, "expires_at": _iso(expires)})
         return "-".join(digits[i:i + 4] for i in range(0, CODE_DIGITS, 4)), _iso(expires)
 
-    def redeem(self, code: Any, kit_name: Any) -> str:
-        """Pair `kit_name` with a code: returns the kit's new token (shown once)."""
+    def redeem(self, code: Any, kit_name: Any, kit_id: Any = None) -> str:
+        """Pair `kit_name` with a code: returns the kit's new token (shown once).
+
+        `kit_id` is the kit's own random identity (state/sync/kit_id). A kit paired again
+        under its name (reinstalled, or after `acopio sync pair` to this hub once more)
+        takes its place; another kit asking for a name that is taken is refused with
+        NameTaken, and the code stays usable: two kits with one name would be one clock
+        node and could read and change each other's items. A revoked kit's name is free."""
         name = check_kit_name(kit_name)
+        if kit_id is not None and not (isinstance(kit_id, str) and _KIT_ID.fullmatch(kit_id)):
+            raise PairingError(f"invalid kit name {kit_name!r}: its identity is malformed")
         digits = re.sub(r"[\s-]", "", code) if isinstance(code, str) else ""
         if len(digits) != CODE_DIGITS or not digits.isascii() or not digits.isdigit():
             raise PairingError("wrong pairing code")
@@ -128,13 +141,22 @@ class Kits:
             codes.remove(Query().expires < now)
             if found is None:
                 raise PairingError("wrong, used or expired pairing code")
-            codes.remove(doc_ids=[found.doc_id])  # one use
-            token = secrets.token_urlsafe(32)
             with self._write(self.kits_path) as kits:
                 table = kits.table("kits")
+                current = table.get(Query().name == name)
+                if current is not None and not current.get("revoked") and \
+                        current.get("kit_id") and current.get("kit_id") != kit_id:
+                    raise NameTaken(
+                        f"another kit is already paired with this hub as {name!r}: give this "
+                        "kit another name (kit.name in its settings) and pair it again with "
+                        f"the same code, or, if it replaces that kit, run `acopio hub revoke "
+                        f"{name}` on the hub first")
+                codes.remove(doc_ids=[found.doc_id])  # one use
+                token = secrets.token_urlsafe(32)
                 table.remove(Query().name == name)
                 table.insert({"name": name, "token_sha256": token_hash(token),
-                              "paired_at": _iso(now), "revoked": False, "revoked_at": None})
+                              "paired_at": _iso(now), "revoked": False, "revoked_at": None,
+                              "kit_id": kit_id})
         return token
 
     # -- kits ----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_file
 
 from appliance.accounts import LoginThrottle
-from sync.hub.kits import PairingError
+from sync.hub.kits import NameTaken, PairingError
 from sync.hub.ledger import Hub
 from sync.hub.uploads import (
     CHECKSUMS,
@@ -119,9 +119,12 @@ def pair() -> Response:
         return response
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        return _error(400, "bad_request", 'send JSON {"code": ..., "kit": ...}')
+        return _error(400, "bad_request", 'send JSON {"code": ..., "kit": ..., "kit_id": ...}')
     try:
-        token = hub().kits.redeem(body.get("code"), body.get("kit"))
+        token = hub().kits.redeem(body.get("code"), body.get("kit"), body.get("kit_id"))
+    except NameTaken as exc:
+        log.warning("refused pairing of %r from %s: %s", body.get("kit"), address, exc)
+        return _error(409, "name_taken", str(exc))
     except PairingError as exc:
         if "kit name" not in str(exc):
             throttle.failed(address, "pair")

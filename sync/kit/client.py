@@ -121,16 +121,20 @@ class HubClient:
 
     # -- the protocol ----------------------------------------------------------------------
 
-    def pair(self, code: str, kit: str) -> dict[str, Any]:
-        """`POST /sync/pair {"code", "kit"}` -> {"kit", "token"}."""
+    def pair(self, code: str, kit: str, kit_id: str | None = None) -> dict[str, Any]:
+        """`POST /sync/pair {"code", "kit", "kit_id"}` -> {"kit", "token"}."""
         try:
-            resp = self.request("POST", "/sync/pair", json={"code": code, "kit": kit},
-                                ok=(200, 201))
+            resp = self.request("POST", "/sync/pair", json={"code": code, "kit": kit,
+                                                            "kit_id": kit_id},
+                                ok=(200, 201, 409))
         except HubUntrusted:
             raise
         except HubRefused as exc:
             raise HubRefused("the hub refused the pairing code (wrong, used or expired: "
                              "make a new one with `acopio hub pair`)") from exc
+        if resp.status_code == 409:  # the name is another kit's (the code is still good)
+            message = _json(resp, default={}).get("message")
+            raise HubError(str(message or f"another kit is paired as {kit!r}"), 409)
         body = _json(resp)
         if not isinstance(body.get("token"), str) or not body["token"]:
             raise HubError("the hub's pairing answer has no token")

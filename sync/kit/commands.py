@@ -72,7 +72,7 @@ def cmd_sync_pair(config: Config, args: argparse.Namespace) -> int:
     kit = node_name(config.kit.name)
     client = HubClient(url, ca_file=config.sync.ca_file)
     try:
-        answer = client.pair(args.code.strip(), kit)
+        answer = client.pair(args.code.strip(), kit, credentials.kit_id(data))
     except HubRefused as exc:
         print(f"acopio: {exc}", file=sys.stderr)
         return EXIT_PROBLEM

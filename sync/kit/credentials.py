@@ -3,10 +3,16 @@
 Written once by `acopio sync pair URL CODE` (the hub's answer to `POST /sync/pair`): the hub's
 URL, the kit's name as the hub knows it, and the bearer token. The hub keeps only a hash of
 the token, so this file is the one copy; it is readable by the kit's own user alone.
+
+`state/sync/kit_id` holds the kit's own identity, 128 random bits made at its first pairing
+and sent with every pairing after: the hub lets a kit take its own name again (reinstalled,
+paired once more) but refuses it to another kit, however its `kit.name` reads.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -62,3 +68,21 @@ def save(data: DataDir, credentials: Credentials) -> None:
     path = path_of(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, dump_json(asdict(credentials)), data.tmp, mode=0o600)
+
+
+_KIT_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def kit_id(data: DataDir) -> str:
+    """This kit's identity (made, durably, the first time it is asked for)."""
+    path = sync_dir(data) / "kit_id"
+    try:
+        found = path.read_text().strip()
+    except FileNotFoundError:
+        found = ""
+    if _KIT_ID.fullmatch(found):
+        return found
+    made = secrets.token_hex(16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, (made + "\n").encode(), data.tmp)
+    return made
