@@ -253,7 +253,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-
 def accepted(records: Iterable[dict[str, Any]], check: Callable[[dict[str, Any]], None],
              clock: Any, what: str) -> Iterator[dict[str, Any]]:
     """The remote records that pass `check` and whose stamps `clock` accepts; the others

@@ -179,9 +179,6 @@ class Uploads:
 
     # -- reading -------------------------------------------------------------------------
 
-    def get(self, kit: str, upload_id: str) -> Upload | None:
-        return self._read(kit, upload_id)
-
     def on_disk(self, upload: Upload) -> int:
         """The offset the hub can go on from: the acknowledged one, or less when a power cut
         lost bytes answered for (they are not fsynced per chunk)."""
@@ -192,7 +189,7 @@ class Uploads:
         except FileNotFoundError:
             return 0
 
-    def _read(self, kit: str, upload_id: str) -> Upload | None:
+    def get(self, kit: str, upload_id: str) -> Upload | None:
         paths = self._paths(kit, upload_id)
         if paths is None:
             return None

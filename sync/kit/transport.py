@@ -266,7 +266,7 @@ class KitUploader(Uploader):
         if resp.status_code in (404, 410):
             raise UploadGone(f"the hub no longer knows the upload of {self.name}",
                              resp.status_code)
-        _raise_for(resp, f"HEAD of the upload of {self.name}")
+        _raise_status(resp.status_code, f"HEAD of the upload of {self.name}")
         offset = resp.headers.get("upload-offset")
         if offset is None or not offset.isdigit():
             raise HubError(f"the hub gave no Upload-Offset for {self.name}")
@@ -358,11 +358,7 @@ class KitUploader(Uploader):
             self.hooks.progress(self.offset)
 
 
-def _raise_for(resp: requests.Response, what: str, ok: tuple[int, ...] = (200, 204)) -> None:
-    _raise_status(resp.status_code, what, ok)
-
-
-def _raise_status(status: int, what: str, ok: tuple[int, ...]) -> None:
+def _raise_status(status: int, what: str, ok: tuple[int, ...] = (200, 204)) -> None:
     if status in ok:
         return
     if status in (401, 403):

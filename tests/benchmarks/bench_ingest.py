@@ -72,6 +72,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from _bench_common import (
+    Launched,
     PageCache,
     file_sizes,
     launch,
@@ -510,17 +511,11 @@ def seeded_archive(opts: Options, config: Path) -> tuple[Path, dict[str, Any]]:
 
 
 @dataclass
-class Measured:
-    seconds: float
-    maxrss_kb: int
-    cpu_seconds: float
-    returncode: int
+class Measured(Launched):
+    """The launcher's figures and the command's output."""
+
     stdout: str
     stderr: str
-
-    @property
-    def rss_mb(self) -> float:
-        return self.maxrss_kb * 1024 / MB
 
 
 def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None) -> Measured:

@@ -91,6 +91,7 @@ from pathlib import Path
 from typing import Any
 
 from _bench_common import (
+    Launched,
     PageCache,
     file_sizes,
     launch,
@@ -676,16 +677,10 @@ def fresh_kit(template: KitTemplate, dest: Path) -> Path:
 
 
 @dataclass
-class Measured:
-    seconds: float
-    maxrss_kb: int
-    cpu_seconds: float
-    returncode: int
-    output: str = ""
+class Measured(Launched):
+    """The launcher's figures and the command's output (stdout and stderr together)."""
 
-    @property
-    def rss_mb(self) -> float:
-        return self.maxrss_kb * 1024 / MB
+    output: str = ""
 
 
 def run_measured(cmd: Sequence[str], env: dict[str, str], log_path: Path | None = None,
