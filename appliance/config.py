@@ -228,6 +228,10 @@ class EditorialConfig:
         5000, "Most items in one ZIP download.", _positive)
 
 
+def _lanes(value: int) -> str | None:
+    return None if 1 <= value <= 4 else "must be from 1 to 4"
+
+
 @dataclass(frozen=True)
 class SyncConfig:
     hub_url: str = _setting(
@@ -236,7 +240,10 @@ class SyncConfig:
     bandwidth_kbps: int = _setting(
         0, "Upload cap in KiB/s (0: no cap); keeps a phone hotspot usable.", _non_negative)
     chunk_mb: int = _setting(8, "Upload chunk size in MiB (at most this is sent again after "
-                             "a cut).", _positive)
+                             "a cut; parallel uploads share it).", _positive)
+    parallel_uploads: int = _setting(
+        2, "Originals uploaded at once, each on its own connection (1 to 4): one keeps the "
+        "link busy while the hub handles the other's request.", _lanes)
     pause_during_import: bool = _setting(
         True, "Hold uploads while a card or camera is importing.")
     poll_s: float = _setting(30.0, "Seconds between rounds when everything is sent.",

@@ -31,6 +31,7 @@ message that says which (exit 1).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -50,9 +51,10 @@ from appliance.storage import CorruptStateError, dump_json
 from sync.kit import credentials
 from sync.kit.client import HubClient, HubCorrupt, HubRefused, HubUnreachable, SyncError
 from sync.kit.evict import Evictor
+from sync.kit.lanes import Finished, Lanes
 from sync.kit.outbox import TIERS, Original, Outbox, Pending
 from sync.kit.pacing import Backoff, RateLimiter
-from sync.kit.status import RateMeter, StatusWriter
+from sync.kit.status import LinkMeter, StatusWriter
 from sync.kit.store import SyncStore, now_iso
 from sync.kit.transport import (
     Hooks,
@@ -126,6 +128,7 @@ class SyncRole:
         self.status: StatusWriter | None = None
         self._url: str | None = None  # a hub found by zeroconf, for the next rounds
         self._paired_with: credentials.Credentials | None = None
+        self._meter = LinkMeter()
         self.stop = threading.Event()
 
     # -- the role --------------------------------------------------------------------------
@@ -229,15 +232,32 @@ class SyncRole:
             if self.pull(client):
                 pending = self.outbox.scan()
                 outcome.acked += self.push_records(client, pending.records)
-            transport = Transport(client, self.store.uploads,
-                                  chunk_size=self.config.sync.chunk_mb * 1024 * 1024,
-                                  limiter=self.limiter)
+            lanes_n = self.config.sync.parallel_uploads
+            # The lanes share the cut bound: a dropped link cuts them all (sync.kit.lanes).
+            chunk = max(64 * 1024, self.config.sync.chunk_mb * 1024 * 1024 // lanes_n)
+            transport = self._transport(client, chunk)  # resends after a failed verify
+            lanes = Lanes([self._transport(HubClient(client.base_url, client.token,
+                                                     ca_file=self.config.sync.ca_file), chunk)
+                           for _ in range(lanes_n)])
+            abort = threading.Event()  # a lane failed: the others stop between chunks
             # Records went first: what is left to acknowledge is the originals, each
             # verified by the hub while the next ones upload (sync.kit.verifier).
             left_bytes = pending.bytes
             verifier = Verifier(client.base_url, client.token, self.config.sync.ca_file,
                                 on_verified=lambda original: self._record_ack(transport,
                                                                               original))
+
+            def uploaded(finished: list[Finished]) -> None:
+                for original, future in finished:
+                    problem = future.result()  # raises what the upload raised
+                    if problem:
+                        outcome.unsendable.append(problem)
+                        continue
+                    # the answers already in, and the oldest when the window is full
+                    while (answered := verifier.take(wait=verifier.full)) is not None:
+                        self._settle(answered, client, transport, outcome)
+                    verifier.start(original)
+
             try:
                 for done, original in enumerate(pending.originals):
                     if self.stop.is_set():
@@ -249,23 +269,31 @@ class SyncRole:
                             self._verified_before(client, transport, original):
                         outcome.acked += 1
                         continue
-                    after = pending.originals[done + 1] \
-                        if done + 1 < len(pending.originals) else None
-                    problem = self.upload_original(
-                        transport, original,
-                        (self.data.root / after.archive_path, after.size) if after else None)
-                    if problem:
-                        outcome.unsendable.append(problem)
+                    while not lanes.free:
+                        uploaded(lanes.finished(wait=True))
+                    path = self._sendable(original)
+                    if isinstance(path, str):
+                        outcome.unsendable.append(path)
                         continue
-                    # the answers already in, and the oldest when the window is full
-                    while (answered := verifier.take(wait=verifier.full)) is not None:
-                        self._settle(answered, client, transport, outcome)
-                    verifier.start(original)
+                    # One lane: the next file is read while this one finishes. Several: which
+                    # lane takes it is not known yet, and the lanes overlap reads anyway.
+                    after = pending.originals[done + 1] \
+                        if lanes_n == 1 and done + 1 < len(pending.originals) else None
+                    lanes.submit(original, functools.partial(
+                        self._transfer, path=path, abort=abort,
+                        next_original=(self.data.root / after.archive_path, after.size)
+                        if after else None))
+                    uploaded(lanes.finished(wait=False))
+                while lanes.busy:
+                    uploaded(lanes.finished(wait=True))
                 while (answered := verifier.take()) is not None:
                     self._settle(answered, client, transport, outcome)
             finally:
+                abort.set()
+                unasked = lanes.close()
                 transport.close()
-                for original in verifier.close():  # questions lost: asked first next round
+                # questions not asked or not answered: asked first next round
+                for original in [*verifier.close(), *unasked]:
                     self._note_sent(original)
             if outcome.acked and pending.originals:
                 # The hub catalogues an upload with the record it was sent before: take what
@@ -423,10 +451,17 @@ class SyncRole:
         return not os.path.lexists(path) and \
             self.store.evicted.get(original.sha256) is not None
 
-    def upload_original(self, transport: Transport, original: Original,
-                        next_original: tuple[Path, int] | None = None) -> str | None:
-        """Send one original until the hub has every byte; None when sent, else why not.
-        `next_original` (path, size) is read from the disk while this one finishes."""
+    def upload_original(self, transport: Transport, original: Original) -> str | None:
+        """Send one original until the hub has every byte, on this thread; None when sent,
+        else why not."""
+        path = self._sendable(original)
+        if isinstance(path, str):
+            return path
+        return self._transfer(transport, original, path=path)
+
+    def _sendable(self, original: Original) -> Path | str:
+        """Its path in the archive when it can be sent (after waiting while a card imports),
+        else why not. Logs "uploading": the outbox's order."""
         path = self.data.root / original.archive_path
         if not os.path.lexists(path):
             log.warning("%s: original missing from the archive; cannot be sent (run `acopio "
@@ -446,17 +481,28 @@ class SyncRole:
         self._hold_during_import()
         log.info("uploading %s %s (%d bytes, %s)", original.sha256, original.name,
                  original.size, TIERS[original.tier])
-        meter = RateMeter()
+        return path
+
+    def _transfer(self, transport: Transport, original: Original, *, path: Path,
+                  abort: threading.Event | None = None,
+                  next_original: tuple[Path, int] | None = None) -> str | None:
+        """The upload itself (on a lane's thread); None when the hub has every byte, else
+        why not. `abort` stops it at the next chunk boundary; `next_original` (path, size)
+        is read from the disk while this one finishes."""
         status = self._status()
 
         def progress(offset: int) -> None:
-            meter.add(offset)
             status.update(state="sending", current={
                 "sha256": original.sha256, "name": original.name, "offset": offset,
-                "size": original.size, "rate_bps": meter.rate()})
+                "size": original.size, "rate_bps": self._meter.add(original.sha256, offset)})
 
-        hooks = Hooks(should_stop=self.stop.is_set,
-                      between_chunks=self._hold_during_import, progress=progress)
+        def between_chunks() -> None:
+            if abort is not None and abort.is_set():
+                raise Stopped()
+            self._hold_during_import()
+
+        hooks = Hooks(should_stop=self.stop.is_set, between_chunks=between_chunks,
+                      progress=progress)
         try:
             sent = transport.send(path, sha256=original.sha256, name=original.name,
                                   kind=original.kind, hooks=hooks, next_original=next_original)
@@ -469,6 +515,8 @@ class SyncRole:
             transport.urls.remove_item(original.sha256)
             log.warning("%s", exc)
             return f"{original.archive_path}: {exc}; it is sent again next round"
+        finally:
+            self._meter.done(original.sha256)
         log.info("uploaded %s %s: %d bytes sent in %.2f s (%.0f KiB/s), from offset %d",
                  original.sha256, original.name, sent.sent, sent.seconds,
                  sent.rate_bps / 1024, sent.resumed_from)
@@ -501,6 +549,10 @@ class SyncRole:
             self._record_ack(transport, original)
         log.info("acknowledged %s %s", original.sha256, original.name)
         return None
+
+    def _transport(self, client: HubClient, chunk_size: int) -> Transport:
+        return Transport(client, self.store.uploads, chunk_size=chunk_size,
+                         limiter=self.limiter)
 
     def _record_ack(self, transport: Transport, original: Original) -> None:
         """Synced: durable before anything relies on it (eviction)."""

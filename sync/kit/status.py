@@ -82,6 +82,32 @@ class RateMeter:
         return int((b1 - b0) / (t1 - t0)) if t1 > t0 else 0
 
 
+class LinkMeter:
+    """The rate of every upload lane together (sync.kit.lanes): what the link carries, not
+    one file. `add(key, offset)` takes each upload's offset as it grows; an upload's first
+    offset (where it resumed) is where its count starts."""
+
+    def __init__(self, window_s: float = 3.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._offsets: dict[str, int] = {}
+        self._total = 0
+        self._meter = RateMeter(window_s, clock)
+
+    def add(self, key: str, offset: int) -> int:
+        """Count `key`'s progress to `offset`; the rate now, bytes per second."""
+        with self._lock:
+            last = self._offsets.get(key, offset)
+            self._offsets[key] = offset
+            self._total += max(0, offset - last)
+            self._meter.add(self._total)
+            return self._meter.rate()
+
+    def done(self, key: str) -> None:
+        with self._lock:
+            self._offsets.pop(key, None)
+
+
 class StatusWriter:
     """Holds the role's status in memory; writes it out at most once per `min_interval`."""
 
