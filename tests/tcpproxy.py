@@ -11,8 +11,10 @@
     proxy.blackhole(); proxy.resume()                   # also accept and never answer
     proxy.refuse(); proxy.resume()                      # cut everything, close new ones
     proxy.cut_all()                                     # cut what is open now, only
+    proxy.flows()                                       # {connection number: bytes up}
     proxy.rate_bps = 256 * 1024                         # pace client->server
     proxy.on_upstream = lambda total, data: ...         # see each block before it goes on
+    proxy.on_flow = lambda number, up, data: ...        # the same, per connection
     proxy.close()
 
 Counting is of bytes actually forwarded (sent on to the other side), so a connection the
@@ -116,6 +118,8 @@ class TcpProxy:
         self.drop_after: int | None = None  # cut every connection after this many bytes up
         self.rate_bps: float = 0.0  # client->server pace (0: none)
         self.on_upstream: Callable[[int, bytes], None] | None = None
+        # the same per connection: (its number, bytes up on it before this block, block)
+        self.on_flow: Callable[[int, int, bytes], None] | None = None
         self._points: list[int] = []  # pending cut points (totals of `up`), ascending
         self._flowing = threading.Event()
         self._flowing.set()
@@ -168,6 +172,11 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 sock.close()
         self._flowing.set()
+
+    def flows(self) -> dict[int, int]:
+        """Client->server bytes forwarded so far on each open connection, by its number."""
+        with self.lock:
+            return {conn.number: conn.up for conn in self._conns}
 
     def cut_all(self) -> int:
         with self.lock:
@@ -240,6 +249,8 @@ class TcpProxy:
                         total = self.up
                     if self.on_upstream is not None:
                         self.on_upstream(total, bytes(view[:allowed]))
+                    if self.on_flow is not None:
+                        self.on_flow(conn.number, conn.up, bytes(view[:allowed]))
                     if allowed:
                         self._pace(allowed)
                         conn.upstream.sendall(view[:allowed])

@@ -659,6 +659,94 @@ def test_cuts_and_a_hub_killed_mid_upload_every_file_arrives_once(tmp_path: Path
         hub.close()
 
 
+@pytest.mark.slow
+def test_two_lanes_upload_at_once_and_a_dropped_link_costs_one_chunk(tmp_path: Path) -> None:
+    """sync.parallel_uploads = 2: two originals are on the wire at once, on two connections;
+    the link dropping (every connection cut at once, both lanes mid-request) costs at most
+    one sync.chunk_mb sent again, which the lanes share; everything arrives once, verified."""
+    chunk = 2 * MIB
+    rng = random.Random(11)
+    card = tmp_path / "card"
+    for i in range(8):
+        random_wav(card / "AUDIO" / f"LANE_{i}.WAV", rng.randrange(1_800_000, 2_600_000), rng)
+    kit = make_kit(tmp_path / "kit", "kit-carriles", card, ACOPIO_SYNC_CHUNK_MB="2",
+                   ACOPIO_SYNC_PARALLEL_UPLOADS="2", ACOPIO_SYNC_RETRY_MAX_S="0.4")
+    clean = kit.copy(tmp_path / "kit-clean")
+    files = kit.items()
+    total_size = sum(r["size"] for r in files.values())
+    assert len(files) == 8 and all(r["size"] > chunk for r in files.values())
+
+    def sampled(proxy: TcpProxy, stop: threading.Event, out: list[dict[int, int]]) -> None:
+        while not stop.wait(0.01):
+            out.append(proxy.flows())
+
+    def uploading_at_once(samples: list[dict[int, int]]) -> int:
+        """The most connections that each carried over 16 KiB within one 10 ms sample."""
+        most = 0
+        for before, after in itertools.pairwise(samples):
+            most = max(most, sum(1 for n, up in after.items()
+                                 if up - before.get(n, 0) > 16 * 1024))
+        return most
+
+    with HubProc(tmp_path / "hub-clean") as hub0, \
+            TcpProxy(("127.0.0.1", hub0.port)) as proxy0:
+        clean.pair(hub0, proxy0.url)
+        proxy0.rate_bps = 24 * MIB
+        heads: dict[int, RequestHeads] = {}  # per connection
+        proxy0.on_flow = lambda number, up, data: heads.setdefault(
+            number, RequestHeads()).feed(up, data)
+        samples: list[dict[int, int]] = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=sampled, args=(proxy0, stop, samples))
+        sampler.start()
+        before = proxy0.up
+        code, output = clean.sync_once(env={"ACOPIO_SYNC_HUB_URL": proxy0.url})
+        stop.set()
+        sampler.join()
+        assert code == 0, output
+        clean_bytes = proxy0.up - before
+        assert uploading_at_once(samples) == 2, "the two lanes never uploaded at once"
+        # The lanes share the chunk: no request carries more than half of it.
+        bodies = [h.length for each in heads.values() for h in each.heads
+                  if h.method in ("POST", "PATCH") and h.path.startswith("/sync/files")]
+        assert len(bodies) >= 16 and max(bodies) <= chunk // 2, bodies
+
+    with HubProc(tmp_path / "hub") as hub, TcpProxy(("127.0.0.1", hub.port)) as proxy:
+        kit.pair(hub, proxy.url)
+        proxy.rate_bps = 24 * MIB
+        base = proxy.up
+        drop_at = base + total_size // 2
+        dropped: dict[str, Any] = {}
+        samples = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=sampled, args=(proxy, stop, samples))
+        sampler.start()
+
+        def tap(total: int, data: bytes) -> None:
+            # past the middle, at a moment both lanes are sending: the link drops
+            if not dropped and total + len(data) >= drop_at and \
+                    uploading_at_once(samples[-4:]) == 2:
+                dropped["cut"] = proxy.cut_all()  # every connection at once
+
+        proxy.on_upstream = tap
+        code, output = kit.sync_once(env={"ACOPIO_SYNC_HUB_URL": proxy.url})
+        stop.set()
+        sampler.join()
+        assert code == 0, output
+        assert dropped and dropped["cut"] >= 2, dropped  # both lanes mid-request
+        excess = proxy.up - base - clean_bytes
+        print(f"\n8 files, {total_size} bytes, 2 lanes of {chunk // 2} bytes: clean "
+              f"{clean_bytes} bytes; with the link dropped once while both lanes were "
+              f"uploading, {excess} bytes more ({excess / chunk:.2f} sync.chunk_mb)")
+        assert 0 < excess <= chunk, excess
+        at_hub = hub.items()
+        assert sorted(i["sha256"] for i in at_hub) == sorted(files)
+        for item in at_hub:
+            assert sha256_file(hub.root / item["archive_path"]) == item["sha256"]
+        assert kit.acked() == set(files)
+        assert not list(kit.store.uploads.keys())
+
+
 # -- 2. the hub acknowledges, but holds corrupt bytes -----------------------------------------
 
 

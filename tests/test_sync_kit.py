@@ -926,6 +926,24 @@ def test_status_is_written_at_most_once_a_second(tmp_path: Path) -> None:
     assert read(data) == {"state": "not_configured"}
 
 
+def test_the_rate_shown_is_every_lane_together() -> None:
+    from sync.kit.status import LinkMeter
+
+    now = [0.0]
+    meter = LinkMeter(window_s=3.0, clock=lambda: now[0])
+    assert meter.add("a", 0) == 0
+    assert meter.add("b", 4_000_000) == 0  # resumed there: those bytes went before
+    for _ in range(10):  # one second, both lanes sending 1 MB/s
+        now[0] += 0.1
+        meter.add("a", meter._offsets["a"] + 100_000)
+        rate = meter.add("b", meter._offsets["b"] + 100_000)
+    assert rate == 2_000_000
+    meter.done("a")
+    now[0] += 0.1
+    # a new upload of "a" starts its own count: its first offset adds nothing
+    assert meter.add("a", 50_000) == int(2_000_000 / 1.1)
+
+
 def test_a_stale_import_does_not_hold_uploads_forever(tmp_path: Path) -> None:
     from ingest.devices.state import Device, DeviceStates
     from sync.kit.role import STALE_IMPORT_S, import_running
