@@ -1338,7 +1338,7 @@ class Lan:
     rate: str
     chunk_mb: int
     seconds: dict[str, list[float]] = field(default_factory=dict)  # side -> runs
-    hub_cpu_s: dict[str, list[float]] = field(default_factory=dict)
+    runs: dict[str, list[SyncRun]] = field(default_factory=dict)  # the acopio sides
 
     def median_s(self, side: str) -> float:
         return median(self.seconds[side])
@@ -1375,7 +1375,7 @@ def bench_lan(bench: Bench, template: KitTemplate, opts: Options) -> Lan:
                         run = bench.sync(template, f"lan-{lanes}-{i}", chunk,
                                          {"ACOPIO_SYNC_PARALLEL_UPLOADS": str(lanes)}, link)
                         seconds = run.seconds
-                        result.hub_cpu_s[side].append(run.hub_cpu_s)
+                        result.runs[side].append(run)
                     else:
                         dest = daemon.target / f"run-{i}"
                         remove_tree(dest)
@@ -1412,10 +1412,14 @@ def lan_lines(lan: Lan) -> list[str]:
                      f">= {TARGET_RATIO}", verdict(lan.ratio(judged) >= TARGET_RATIO)))
     for side in others:
         lines.append(row(f"(info) {side} / {lan.best_rsync}", f"{lan.ratio(side):.2f}"))
-    for side, cpu in lan.hub_cpu_s.items():
-        lines.append(row(f"(info) hub CPU s, {side}", f"{median(cpu):.1f}"))
+    for side, runs in lan.runs.items():
+        lines.append(row(f"(info) CPU s kit / hub, {side}",
+                         f"{median([r.cpu_seconds for r in runs]):.1f} / "
+                         f"{median([r.hub_cpu_s for r in runs]):.1f}"))
     lines.append("  (the issue's target is judged on loopback, part 1; this part shows the "
                  "same ratio where the link, not the CPU, sets rsync's pace)")
+    lines += breakdown_lines(median_breakdown(lan.runs[judged]), f"{lan.chunk_mb}, "
+                             f"{judged.split(', ')[1]}, over the link")
     return lines
 
 
@@ -1508,7 +1512,7 @@ def median_breakdown(runs: Sequence[SyncRun]) -> Breakdown:
     return Breakdown(**values)
 
 
-def breakdown_lines(b: Breakdown, chunk: int) -> list[str]:
+def breakdown_lines(b: Breakdown, chunk: int | str) -> list[str]:
     def line(label: str, seconds: float) -> str:
         return f"    {label:<66} {seconds:7.2f} s {seconds / b.wall:6.1%}"
 
@@ -1728,7 +1732,8 @@ def save_results(opts: Options, cache: PageCache, t: Throughput | None, c: Cap |
     if lan:
         out["lan"] = {"bytes": lan.template.card.total_bytes, "rate": lan.rate,
                       "chunk_mb": lan.chunk_mb, "seconds": lan.seconds,
-                      "hub_cpu_s": lan.hub_cpu_s,
+                      "acopio": {side: [asdict(r) for r in runs]
+                                 for side, runs in lan.runs.items()},
                       "ratio": {side: lan.ratio(side) for side in lan.seconds}}
     path = opts.workdir / f"results-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(out, indent=1, default=str))
