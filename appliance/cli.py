@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from appliance import config as config_mod
+from appliance import privileges
 from appliance.agenda import Activity, Agenda, AgendaError, check_slug, parse_time, slugify
 from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.config import Config, ConfigError
@@ -242,6 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"acopio: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     handler: Callable[[Config, argparse.Namespace], int] = args.handler
+    # As root on a data folder that is another user's (the box's `acopio`): run as its owner,
+    # or the services could not open what this command writes (appliance.privileges).
+    owner = privileges.owner_to_act_as(config.data_dir,
+                                       needs_root=handler in (cmd_devices_watch, cmd_run))
+    if owner is not None:
+        privileges.act_as(owner, config.data_dir)
     try:
         return handler(config, args)
     except (AgendaError, ValueError) as exc:
