@@ -926,6 +926,43 @@ def test_status_is_written_at_most_once_a_second(tmp_path: Path) -> None:
     assert read(data) == {"state": "not_configured"}
 
 
+def test_a_pairing_that_cannot_be_read_is_an_error_not_the_roles_end(tmp_path: Path) -> None:
+    """A credentials file the role cannot read (its owner, a failing disk; here a folder in
+    its place, which root cannot read either) is reported and retried: a role that raised
+    would stop the whole service, web UI included, for systemd to restart in a loop."""
+    import threading
+
+    from sync.kit.role import SyncRole
+    from sync.kit.status import read
+
+    data = DataDir.at(tmp_path / "data")
+    data.ensure()
+    credentials.path_of(data).mkdir(parents=True)
+    config = config_mod.load(None, environ={**TEST_ENV, "ACOPIO_SYNC_RETRY_MAX_S": "0.2"},
+                             data_dir=data.root)
+    role = SyncRole(config)
+    stop = threading.Event()
+    thread = threading.Thread(target=role.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while (role.status is None or role.status.status["state"] != "error") \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few retries
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    status = role.status.status
+    assert status["state"] == "error"
+    assert "cannot read the pairing" in status["last_error"]["message"]
+    assert read(data)["state"] == "error"  # what the web UI shows
+    code, output = SyncRole(config).run_once()
+    assert code == 1 and "cannot read the pairing" in output
+
+
 def test_the_rate_shown_is_every_lane_together() -> None:
     from sync.kit.status import LinkMeter
 

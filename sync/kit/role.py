@@ -138,7 +138,12 @@ class SyncRole:
         self.stop = stop
         status = self._status()
         while not stop.is_set():
-            paired = self._paired()
+            try:
+                paired = self._paired()
+            except SyncError as exc:
+                self._failed(exc)
+                stop.wait(self.backoff.next())
+                continue
             if paired is None:  # waits for `acopio sync pair`; the status says so once
                 if status.status.get("state") != "not_configured":
                     status.update(state="not_configured", hub=None, force=True)
@@ -167,15 +172,20 @@ class SyncRole:
                 stop.wait(1.0)  # more arrived meanwhile: go on soon
             else:
                 stop.wait(self.config.sync.poll_s)
-        status.update(current=None, state="idle" if self._paired() else "not_configured",
-                      force=True)
+        with contextlib.suppress(SyncError):
+            status.update(current=None, force=True,
+                          state="idle" if self._paired() else "not_configured")
 
     def run_once(self, stop: threading.Event | None = None) -> tuple[int, str]:
         """`acopio sync --once`: (exit code, message). 0 only when the hub has acknowledged
         everything."""
         self.stop = stop or threading.Event()
         self._status()
-        paired = self._paired()
+        try:
+            paired = self._paired()
+        except SyncError as exc:
+            self._failed(exc)
+            return 1, str(exc)
         if paired is None:
             return 2, "this kit is not paired with a hub: run `acopio sync pair URL CODE`"
         failures = 0
@@ -582,15 +592,25 @@ class SyncRole:
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _paired(self) -> credentials.Credentials | None:
+        """The pairing, None when there is none (or it is damaged: pair again). A file that
+        cannot be read (its owner, a failing disk) raises SyncError: pairing again would not
+        help, and the role must not die of it (that would restart the whole service)."""
         try:
             return credentials.load(self.data)
         except CorruptStateError as exc:
             log.error("sync credentials unreadable: %s; pair the kit again", exc)
             return None
+        except OSError as exc:
+            raise SyncError(f"cannot read the pairing, {credentials.path_of(self.data)}: "
+                            f"{exc.strerror or exc}; it must be readable by the user this "
+                            "runs as") from exc
 
     def _status(self) -> StatusWriter:
         if self.status is None:
-            paired = self._paired()
+            try:
+                paired = self._paired()
+            except SyncError:
+                paired = None
             hub = self.config.sync.hub_url or (paired.hub_url if paired else None)
             self.status = StatusWriter(self.data, hub=hub)
         return self.status

@@ -46,6 +46,9 @@ def read(data: DataDir) -> dict[str, Any]:
         paired = credentials.load(data)
     except CorruptStateError:
         paired = None
+    except OSError as exc:  # the sync role says the same in its own status
+        return empty("error") | {"last_error": {
+            "at": None, "message": f"cannot read the pairing: {exc.strerror or exc}"}}
     if paired is None:
         return {"state": "not_configured"}
     try:
