@@ -114,13 +114,15 @@ class TcpProxy:
         self.connections = 0  # accepted and joined to the target
         self.failed_connects = 0  # accepted, but the target could not be reached
         self.cuts = 0  # connections this proxy cut (cut points, drop_after)
-        self.cut_log: list[tuple[int, int]] = []  # (total up at the cut, connection's own up)
+        # (total up at the cut, the connection's own up, its number)
+        self.cut_log: list[tuple[int, int, int]] = []
         self.drop_after: int | None = None  # cut every connection after this many bytes up
         self.rate_bps: float = 0.0  # client->server pace (0: none)
         self.on_upstream: Callable[[int, bytes], None] | None = None
         # the same per connection: (its number, bytes up on it before this block, block)
         self.on_flow: Callable[[int, int, bytes], None] | None = None
         self._points: list[int] = []  # pending cut points (totals of `up`), ascending
+        self._in_flight = 0  # bytes reserved by a connection, not forwarded yet
         self._flowing = threading.Event()
         self._flowing.set()
         self._refusing = False
@@ -217,14 +219,21 @@ class TcpProxy:
             threading.Thread(target=self._pump_up, args=(conn,), daemon=True).start()
             threading.Thread(target=self._pump_down, args=(conn,), daemon=True).start()
 
-    def _budget(self, conn: _Conn, n: int) -> int:
-        """How many of the next `n` bytes of `conn` may go before a cut (n: no cut)."""
+    def _reserve(self, conn: _Conn, n: int) -> tuple[int, int, bool]:
+        """(call under the lock) How many of the next `n` bytes of `conn` may go before a
+        cut, where they begin in the stream of every connection, and whether this
+        connection is cut after them. The bytes are reserved at once, so connections sending
+        at the same time never both pass a cut point, and the one that reaches a point
+        claims it: each point cuts exactly one connection."""
+        at = self.up + self._in_flight
         allowed = n
         if self.drop_after is not None:
             allowed = min(allowed, max(0, self.drop_after - conn.up))
-        if self._points:
-            allowed = min(allowed, max(0, self._points[0] - self.up))
-        return allowed
+        claims = bool(self._points) and self._points[0] - at <= allowed
+        if claims:
+            allowed = max(0, self._points.pop(0) - at)
+        self._in_flight += allowed
+        return allowed, at, claims
 
     def _pace(self, n: int) -> None:
         rate = self.rate_bps
@@ -245,20 +254,24 @@ class TcpProxy:
                 view = memoryview(block)
                 while view:
                     with self.lock:
-                        allowed = self._budget(conn, len(view))
-                        total = self.up
+                        allowed, total, claims = self._reserve(conn, len(view))
                     if self.on_upstream is not None:
                         self.on_upstream(total, bytes(view[:allowed]))
                     if self.on_flow is not None:
                         self.on_flow(conn.number, conn.up, bytes(view[:allowed]))
-                    if allowed:
-                        self._pace(allowed)
-                        conn.upstream.sendall(view[:allowed])
+                    sent = 0
+                    try:
+                        if allowed:
+                            self._pace(allowed)
+                            conn.upstream.sendall(view[:allowed])
+                            sent = allowed
+                    finally:  # forwarded bytes count; the reservation ends either way
                         with self.lock:
-                            self.up += allowed
-                            conn.up += allowed
-                        view = view[allowed:]
-                    if view or self._due(conn):
+                            self._in_flight -= allowed
+                            self.up += sent
+                            conn.up += sent
+                    view = view[allowed:]
+                    if view or claims or self._due(conn):
                         self._cut(conn)
                         return
                     self._flowing.wait()
@@ -274,17 +287,14 @@ class TcpProxy:
 
     def _due(self, conn: _Conn) -> bool:
         with self.lock:
-            return (self.drop_after is not None and conn.up >= self.drop_after) or \
-                bool(self._points and self.up >= self._points[0])
+            return self.drop_after is not None and conn.up >= self.drop_after
 
     def _cut(self, conn: _Conn) -> None:
         """The client's connection ends here; the target gets every byte forwarded so far,
         then the end of the stream (not a reset, which could lose bytes still queued)."""
         with self.lock:
-            while self._points and self._points[0] <= self.up:
-                self._points.pop(0)
             self.cuts += 1
-            self.cut_log.append((self.up, conn.up))
+            self.cut_log.append((self.up, conn.up, conn.number))
             conn.cut = True
         with contextlib.suppress(OSError):
             conn.upstream.shutdown(socket.SHUT_WR)

@@ -244,11 +244,12 @@ def hundred_files(card: Path, seed: int) -> Path:
 class Head:
     """One HTTP request of the kit's stream as the proxy saw it go by."""
 
-    at: int  # proxy total where it began
+    at: int  # proxy total (or the connection's own count) where it began
     method: str
     path: str
     headers: dict[str, str]
-    body_at: int  # proxy total where its body begins
+    body_at: int  # the same, where its body begins
+    seen: float = field(default_factory=time.monotonic)  # when the proxy read its head
 
     @property
     def length(self) -> int:
@@ -287,6 +288,24 @@ class RequestHeads:
         """The request that was on the wire when the stream stopped at `total` (one that
         would begin exactly there had not begun)."""
         return [h for h in self.heads if h.at < total][-1]
+
+
+class FlowHeads:
+    """RequestHeads per connection: the kit talks to the hub on several at once (upload
+    lanes, the verifier), and each one's requests are read from its own bytes."""
+
+    def __init__(self) -> None:
+        self.by_conn: dict[int, RequestHeads] = {}
+
+    def feed(self, number: int, up: int, data: bytes) -> list[Head]:
+        """A block of connection `number`, at its own offset `up` (TcpProxy.on_flow)."""
+        return self.by_conn.setdefault(number, RequestHeads()).feed(up, data)
+
+    @property
+    def heads(self) -> list[Head]:
+        """Every connection's requests, in the order the proxy read them."""
+        return sorted((h for each in self.by_conn.values() for h in each.heads),
+                      key=lambda h: h.seen)
 
 
 def kit_sha(upload: dict[str, Any]) -> str:
@@ -419,7 +438,8 @@ def test_the_tcp_proxy_counts_cuts_holds_and_paces(tmp_path: Path) -> None:
         assert ended(again) and settle(lambda: proxy.cuts == 2)
         assert settle(lambda: len(sink.received) == 2 and len(sink.received[1]) == 149_000)
         assert bytes(sink.received[1]) == payload[:149_000] and proxy.up == 150_000
-        assert proxy.cut_log == [(1000, 1000), (150_000, 149_000)] and proxy.points_left == 0
+        assert proxy.cut_log == [(1000, 1000, 1), (150_000, 149_000, 2)]
+        assert proxy.points_left == 0
         # Every connection after N bytes.
         proxy.drop_after = 5000
         for _ in range(2):
@@ -533,7 +553,9 @@ def test_cuts_and_a_hub_killed_mid_upload_every_file_arrives_once(tmp_path: Path
         lost_answer = {"sha": rng.choice(wavs), "end": None, "at": None}
         lost_answer["size"] = files[lost_answer["sha"]]["size"]
         answer_held = threading.Event()
-        heads = RequestHeads()
+        # The kit uploads on two connections at once (sync.parallel_uploads): each one's
+        # requests are read from its own bytes, at its own offsets.
+        heads = FlowHeads()
         lost: list[int] = []  # per interruption: bytes of the request it cut short
         kill_info: dict[str, Any] = {}
 
@@ -545,28 +567,31 @@ def test_cuts_and_a_hub_killed_mid_upload_every_file_arrives_once(tmp_path: Path
                         return upload
             return None
 
-        def tap(total: int, data: bytes) -> None:
-            for head in heads.feed(total, data):
+        def tap(number: int, up: int, data: bytes) -> None:
+            """Each block of connection `number`, at offset `up` of that connection."""
+            mine = heads.by_conn.setdefault(number, RequestHeads())
+            for head in mine.feed(up, data):
                 if head.method == "PATCH" and not answer_held.is_set() and \
                         int(head.headers["upload-offset"]) + head.length == \
-                        lost_answer["size"]:
-                    lost_answer["end"] = head.body_at + head.length  # its last PATCH
+                        lost_answer["size"]:  # its last PATCH, on this connection
+                    lost_answer["end"] = (number, head.body_at + head.length)
             if lost_answer["end"] is not None and not answer_held.is_set() \
-                    and total + len(data) >= lost_answer["end"]:
+                    and lost_answer["end"][0] == number \
+                    and up + len(data) >= lost_answer["end"][1]:
                 proxy.pause()  # this block goes on; the hub's answer is held
-                lost_answer["at"] = total + len(data)
+                lost_answer["at"] = time.monotonic()
                 answer_held.set()
-            if killed.is_set() or total < kill_after or not data or not heads.heads:
+            if killed.is_set() or proxy.up < kill_after or not data or not mine.heads:
                 return
-            upload, current = part_way(), heads.heads[-1]
-            if upload is None or current.method != "PATCH" or total - current.at < kill_into:
+            upload, current = part_way(), mine.heads[-1]
+            if upload is None or current.method != "PATCH" or up - current.at < kill_into:
                 return
             hub.kill9()  # mid-PATCH: this block never reaches the hub
-            kill_info.update(upload, at=total, lost=total - current.at,
+            kill_info.update(upload, at=proxy.up, lost=up - current.at,
                              killed=time.monotonic())
             killed.set()
 
-        proxy.on_upstream = tap
+        proxy.on_flow = tap
         runs, outputs = 0, []
         started = time.monotonic()
         while True:
@@ -595,13 +620,13 @@ def test_cuts_and_a_hub_killed_mid_upload_every_file_arrives_once(tmp_path: Path
         if hub.proc.poll() is not None:
             hub.restart()
             kill_info["down_s"] = time.monotonic() - kill_info["killed"]
-        proxy.on_upstream = None
+        proxy.on_flow = None
         assert killed.is_set(), "the hub was never killed mid-upload"
         assert answer_held.is_set() and not proxy.paused
         assert proxy.points_left == 0 and proxy.cuts == cuts
         interruptions = proxy.cuts + 2
-        for at, _conn in proxy.cut_log:
-            lost.append(at - heads.before(at).at)
+        for _at, up, number in proxy.cut_log:
+            lost.append(up - heads.by_conn[number].before(up).at)
         lost += [kill_info["lost"], 0]  # the lost answer: every byte had arrived
         faulty_bytes = proxy.up - base
         text = "".join(outputs)
@@ -625,7 +650,7 @@ def test_cuts_and_a_hub_killed_mid_upload_every_file_arrives_once(tmp_path: Path
         assert all(u["offset"] == 0 for u in left if not u.get("done")), left
         assert not list((hub.root / "state" / "hub").glob("corrupt/*"))
         # The file whose answer was lost was not sent again: the hub said it has it.
-        after = [h for h in heads.heads if h.at >= lost_answer["at"]]
+        after = [h for h in heads.heads if h.seen >= lost_answer["at"]]
         assert not [h for h in after if b64(lost_answer["sha"]) in
                     h.headers.get("upload-metadata", "")], "created again\n" + "\n".join(
             line for line in (text + hub.logs()).splitlines()
@@ -692,9 +717,8 @@ def test_two_lanes_upload_at_once_and_a_dropped_link_costs_one_chunk(tmp_path: P
             TcpProxy(("127.0.0.1", hub0.port)) as proxy0:
         clean.pair(hub0, proxy0.url)
         proxy0.rate_bps = 24 * MIB
-        heads: dict[int, RequestHeads] = {}  # per connection
-        proxy0.on_flow = lambda number, up, data: heads.setdefault(
-            number, RequestHeads()).feed(up, data)
+        heads = FlowHeads()
+        proxy0.on_flow = heads.feed
         samples: list[dict[int, int]] = []
         stop = threading.Event()
         sampler = threading.Thread(target=sampled, args=(proxy0, stop, samples))
@@ -707,7 +731,7 @@ def test_two_lanes_upload_at_once_and_a_dropped_link_costs_one_chunk(tmp_path: P
         clean_bytes = proxy0.up - before
         assert uploading_at_once(samples) == 2, "the two lanes never uploaded at once"
         # The lanes share the chunk: no request carries more than half of it.
-        bodies = [h.length for each in heads.values() for h in each.heads
+        bodies = [h.length for h in heads.heads
                   if h.method in ("POST", "PATCH") and h.path.startswith("/sync/files")]
         assert len(bodies) >= 16 and max(bodies) <= chunk // 2, bodies
 
@@ -738,7 +762,9 @@ def test_two_lanes_upload_at_once_and_a_dropped_link_costs_one_chunk(tmp_path: P
         print(f"\n8 files, {total_size} bytes, 2 lanes of {chunk // 2} bytes: clean "
               f"{clean_bytes} bytes; with the link dropped once while both lanes were "
               f"uploading, {excess} bytes more ({excess / chunk:.2f} sync.chunk_mb)")
-        assert 0 < excess <= chunk, excess
+        # Both lanes' requests in flight (at most chunk_mb / 2 each), and the next round's
+        # own requests (new connections, HEADs of the uploads to resume, the questions).
+        assert 0 < excess <= chunk + 64 * 1024, (excess, output[-3000:])
         at_hub = hub.items()
         assert sorted(i["sha256"] for i in at_hub) == sorted(files)
         for item in at_hub:
@@ -777,10 +803,10 @@ def test_corrupt_bytes_at_the_hub_are_found_sent_again_never_marked_synced(
         verify = ("GET", f"/sync/objects/{target}?verify=1")
         rot = {"left": 2}  # the hub's disk spoils its copy this many times
         seen: list[dict[str, Any]] = []
-        heads = RequestHeads()
+        heads = FlowHeads()
 
-        def tap(total: int, data: bytes) -> None:
-            if verify not in [(h.method, h.path) for h in heads.feed(total, data)]:
+        def tap(number: int, up: int, data: bytes) -> None:
+            if verify not in [(h.method, h.path) for h in heads.feed(number, up, data)]:
                 return
             # The hub answered the last PATCH (204) and keeps the file in the moments after
             # (sync.hub.keeper); this question waits here until it is archived.
@@ -796,7 +822,7 @@ def test_corrupt_bytes_at_the_hub_are_found_sent_again_never_marked_synced(
                 flip_byte(stored, rng.randrange(size))  # after the hub hashed it, before
                 # the kit's verification reads it again
 
-        proxy.on_upstream = tap
+        proxy.on_flow = tap
         before = proxy.up
         code, output = kit.sync_once()
         first_run = proxy.up - before
@@ -858,16 +884,16 @@ def test_questions_lost_with_the_link_are_asked_again_not_the_files_sent(
     kit = make_kit(tmp_path / "kit", "kit-pregunta", card, ACOPIO_SYNC_RETRY_MAX_S="0.4")
     with HubProc(tmp_path / "hub") as hub, TcpProxy(("127.0.0.1", hub.port)) as proxy:
         kit.pair(hub, proxy.url)
-        heads = RequestHeads()
+        heads = FlowHeads()
         lost: list[str] = []
 
-        def tap(total: int, data: bytes) -> None:
-            for head in heads.feed(total, data):
+        def tap(number: int, up: int, data: bytes) -> None:
+            for head in heads.feed(number, up, data):
                 if head.method == "GET" and "verify=1" in head.path and not lost:
                     lost.append(head.path.split("/")[3].split("?")[0])
                     proxy.cut_all()  # the question never reaches the hub
 
-        proxy.on_upstream = tap
+        proxy.on_flow = tap
         code, output = kit.sync_once()  # fails once, tries again at once (backoff)
         assert code == 0 and lost, output
         [sha] = lost

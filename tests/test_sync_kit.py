@@ -469,7 +469,9 @@ def test_kill_9_mid_upload_resumes_from_the_hubs_offset(hub: RealHub, tmp_path: 
     proxy = Proxy(hub.port)
     paired(kit, hub, proxy.url)
     chunk = 1 * MIB
-    slow = {"ACOPIO_SYNC_CHUNK_MB": "1", "ACOPIO_SYNC_BANDWIDTH_KBPS": "6144"}
+    lane = chunk // 2  # two upload lanes share sync.chunk_mb: each sends half of it
+    slow = {"ACOPIO_SYNC_CHUNK_MB": "1", "ACOPIO_SYNC_PARALLEL_UPLOADS": "2",
+            "ACOPIO_SYNC_BANDWIDTH_KBPS": "6144"}
     child = kit.sync_popen("--once", env=slow)
     deadline = time.monotonic() + 30
     while (_status(kit).get("current") or {}).get("offset", 0) < 8 * MIB:
@@ -487,7 +489,7 @@ def test_kill_9_mid_upload_resumes_from_the_hubs_offset(hub: RealHub, tmp_path: 
     head = requests.head(url.replace(proxy.url, hub.url), timeout=10, headers={
         "Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"})
     offset = int(head.headers["Upload-Offset"])
-    assert offset % chunk == 0 and reported - chunk <= offset < size
+    assert offset % lane == 0 and reported - lane <= offset < size
 
     code, output = sync_once(kit)  # no cap now
     assert code == 0, output

@@ -81,20 +81,17 @@ class Lanes:
         next chunk boundary), close the lanes; the originals among them that reached the
         hub whole (their verification is still to be asked)."""
         sent = []
-        for original, future in self.finished_all():
-            exc = future.exception()
-            if exc is None and future.result() is None:
-                sent.append(original)
-            elif exc is not None and not isinstance(exc, Exception):
-                raise exc  # not an upload's failure (KeyboardInterrupt...): let it out
-        self._pool.shutdown(wait=True)
-        for transport in self._transports:
-            transport.close()
-            transport.client.close()
+        try:
+            while self._running:
+                for original, future in self.finished(wait=True):
+                    exc = future.exception()
+                    if exc is None and future.result() is None:
+                        sent.append(original)
+                    elif exc is not None and not isinstance(exc, Exception):
+                        raise exc  # not an upload's failure (KeyboardInterrupt...)
+        finally:
+            self._pool.shutdown(wait=True)
+            for transport in self._transports:
+                transport.close()
+                transport.client.close()
         return sent
-
-    def finished_all(self) -> list[Finished]:
-        out = []
-        while self._running:
-            out.extend(self.finished(wait=True))
-        return out

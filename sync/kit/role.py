@@ -258,15 +258,22 @@ class SyncRole:
                                                                               original))
 
             def uploaded(finished: list[Finished]) -> None:
+                """Ask the hub to verify what reached it; then raise what an upload raised
+                (the others that ended with it are asked about all the same)."""
+                failure: BaseException | None = None
                 for original, future in finished:
-                    problem = future.result()  # raises what the upload raised
-                    if problem:
+                    if (exc := future.exception()) is not None:
+                        failure = failure or exc
+                        continue
+                    if problem := future.result():
                         outcome.unsendable.append(problem)
                         continue
                     # the answers already in, and the oldest when the window is full
                     while (answered := verifier.take(wait=verifier.full)) is not None:
                         self._settle(answered, client, transport, outcome)
                     verifier.start(original)
+                if failure is not None:
+                    raise failure
 
             try:
                 for done, original in enumerate(pending.originals):

@@ -7,7 +7,9 @@ the role. Keys:
     state          not_configured | idle | sending | paused | offline | error
     pending_items  items with metadata or an original the hub has not acknowledged
     pending_bytes  bytes of the originals not acknowledged yet
-    current        the upload in progress: {sha256, name, offset, size, rate_bps}, or null
+    current        an upload in progress: {sha256, name, offset, size, rate_bps}, or null;
+                   with parallel uploads the last one that moved, and rate_bps is
+                   theirs together (what the link carries)
     last_success   when a round last ended with the hub acknowledging everything it was sent
     last_error     {"at", "message"} of the last failure, or null
     hub            the hub's URL (or null when not paired)
