@@ -1156,6 +1156,22 @@ def sha256_speed() -> float:
     return 4 * len(block) / MB / best
 
 
+def copy_once(bench: Bench, daemon: RsyncDaemon, source: Path, side: str, dest: Path
+              ) -> Measured:
+    """One timed copy of `source`, cache cold: rsync to the daemon's `dest`, or the floor."""
+    remove_tree(dest)
+    bench.cache.prepare(source)
+    if side == FLOOR:
+        dest.mkdir(parents=True)
+        cmd = [sys.executable, str(SELF), "--floor", str(source), str(dest)]
+    else:
+        cmd = ["rsync", *RSYNC_SIDES[side], f"{source}/", daemon.url(dest.name)]
+    run = run_measured(cmd, clean_env())
+    if run.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} exited {run.returncode}: {run.output[-800:]}")
+    return run
+
+
 def bench_throughput(bench: Bench, template: KitTemplate, opts: Options) -> Throughput:
     result = Throughput(template, opts.chunks, {c: [] for c in opts.chunks},
                         {s: [] for s in RSYNC_SIDES})
@@ -1177,18 +1193,7 @@ def bench_throughput(bench: Bench, template: KitTemplate, opts: Options) -> Thro
                     seconds = run.seconds
                 else:
                     dest = daemon.target / f"run-{i}"
-                    remove_tree(dest)
-                    bench.cache.prepare(source)
-                    if side == FLOOR:
-                        dest.mkdir(parents=True)
-                        cmd = [sys.executable, str(SELF), "--floor", str(source), str(dest)]
-                    else:
-                        cmd = ["rsync", *RSYNC_SIDES[side], f"{source}/",
-                               daemon.url(f"run-{i}")]
-                    run_r = run_measured(cmd, clean_env())
-                    if run_r.returncode != 0:
-                        raise BenchError(f"{' '.join(cmd)} exited {run_r.returncode}: "
-                                         f"{run_r.output[-800:]}")
+                    run_r = copy_once(bench, daemon, source, side, dest)
                     with stopwatch() as after:
                         os.sync()
                     remove_tree(dest)
@@ -1378,16 +1383,8 @@ def bench_lan(bench: Bench, template: KitTemplate, opts: Options) -> Lan:
                         result.runs[side].append(run)
                     else:
                         dest = daemon.target / f"run-{i}"
+                        seconds = copy_once(bench, daemon, source, side, dest).seconds
                         remove_tree(dest)
-                        bench.cache.prepare(source)
-                        cmd = ["rsync", *RSYNC_SIDES[side], f"{source}/",
-                               daemon.url(f"run-{i}")]
-                        run_r = run_measured(cmd, clean_env())
-                        if run_r.returncode != 0:
-                            raise BenchError(f"{' '.join(cmd)} exited {run_r.returncode}: "
-                                             f"{run_r.output[-800:]}")
-                        remove_tree(dest)
-                        seconds = run_r.seconds
                     result.seconds[side].append(seconds)
                     log(f"lan run {i + 1}/{opts.repeat} {side}: {seconds:.2f} s "
                         f"({template.card.total_bytes / MB / seconds:,.0f} MB/s)")
