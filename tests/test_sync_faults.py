@@ -926,6 +926,8 @@ def test_no_network_for_hours_the_kit_queues_and_catches_up(tmp_path: Path) -> N
     kit = Kit(tmp_path / "kit", "kit-campo", {
         "ACOPIO_KIT_NAME": "kit-campo", "ACOPIO_SYNC_RETRY_MAX_S": str(retry_max),
         "ACOPIO_SYNC_POLL_S": "0.5", "ACOPIO_SYNC_CHUNK_MB": "1",
+        # one upload at a time (the other tests run the default two lanes)
+        "ACOPIO_SYNC_PARALLEL_UPLOADS": "1",
         "ACOPIO_DEVICES_INBOX_SETTLE_S": "0.5", "ACOPIO_WEB_HOST": "127.0.0.1",
         "ACOPIO_WEB_PORT": str(web_port), "ACOPIO_WORKER_POLL_S": "0.5"})
     kit.root.mkdir()
