@@ -958,6 +958,10 @@ def test_no_network_for_hours_the_kit_queues_and_catches_up(tmp_path: Path) -> N
             # Online: what comes into the inbox reaches the hub.
             drop_into(kit.data.inbox, first, staging)
             wait_for("the first files synced", lambda: len(kit.acked()) == 2, 30, child, log)
+            # ... and the round over: a request on the wire when the link dies waits for its
+            # read timeout (READ_TIMEOUT_S) before the role can say "offline"
+            wait_for("the round over", lambda: sync_status(kit).get("state") == "idle"
+                     and sync_status(kit).get("last_success"), 30, child, log)
 
             # The cable is pulled. The kit goes on importing; the sync role says offline
             # and the queue grows; the kit's own web UI answers all along.
