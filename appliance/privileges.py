@@ -26,6 +26,7 @@ class Owner:
     name: str
     uid: int
     gid: int
+    home: str = "/"
 
 
 def owner_to_act_as(data_dir: str | os.PathLike[str], *, needs_root: bool = False,
@@ -42,10 +43,10 @@ def owner_to_act_as(data_dir: str | os.PathLike[str], *, needs_root: bool = Fals
     if st.st_uid == 0:
         return None
     try:
-        name = pwd.getpwuid(st.st_uid).pw_name
+        account = pwd.getpwuid(st.st_uid)
     except KeyError:  # an owner with no account: its uid and the folder's group
         return Owner(str(st.st_uid), st.st_uid, st.st_gid)
-    return Owner(name, st.st_uid, pwd.getpwuid(st.st_uid).pw_gid)
+    return Owner(account.pw_name, st.st_uid, account.pw_gid, account.pw_dir)
 
 
 def act_as(owner: Owner, data_dir: str | os.PathLike[str]) -> None:
@@ -57,12 +58,5 @@ def act_as(owner: Owner, data_dir: str | os.PathLike[str]) -> None:
     os.setgroups(groups)
     os.setgid(owner.gid)
     os.setuid(owner.uid)
-    os.environ["HOME"] = _home(owner)
+    os.environ["HOME"] = owner.home
     print(f"acopio: running as {owner.name}, the owner of {Path(data_dir)}", file=sys.stderr)
-
-
-def _home(owner: Owner) -> str:
-    try:
-        return pwd.getpwuid(owner.uid).pw_dir
-    except KeyError:
-        return "/"

@@ -94,7 +94,7 @@ def test_who_a_command_runs_as(tmp_path: Path) -> None:
     os.chown(theirs, nobody.pw_uid, nobody.pw_gid)
 
     owner = privileges.owner_to_act_as(theirs, euid=0)
-    assert owner == privileges.Owner("nobody", nobody.pw_uid, nobody.pw_gid)
+    assert owner == privileges.Owner("nobody", nobody.pw_uid, nobody.pw_gid, nobody.pw_dir)
     # root's own folder, a folder not made yet, a user who is not root, a command that
     # needs root (devices watch and run mount cards): nothing changes
     assert privileges.owner_to_act_as(mine, euid=0) is None

@@ -222,7 +222,7 @@ class Hub:
                               f"limit of {self.max_upload} bytes (hub.max_upload_gb)")
         self._check_space(length)
         self.keeper.wait(sha)  # sent again while its last upload is being kept
-        record = self.owned(kit, sha) if self.catalog.lookup(sha) is not None else None
+        record = self.owned(kit, sha)  # None at once for content never seen here
         if record is not None and record.get("size") == length:
             # Sent before by this kit (its acknowledgement was lost): nothing to send.
             return self.uploads.create(kit, length, metadata, done=True)
