@@ -12,7 +12,8 @@ across a veth link between two network namespaces that is set down for a while.
 2. a hub that acknowledges but holds corrupt bytes: the kit's `?verify=1` finds it, the
    kit sends it again, and never marks it synced while the hub's copy is bad;
 3. no network for a long while (the link down): the kit keeps importing and queueing, its
-   own web UI answers, and everything arrives soon after the link returns;
+   own web UI answers, and everything arrives soon after the link returns; a link that dies
+   during a request or an upload is found in seconds, a slow hub is waited for;
 4. two kits uploading the same photo: one file at the hub, one record, both kits;
 5. a revoked or wrong token, an oversized file, another kit's upload: refused, said plainly,
    and not retried forever (the raw protocol is tests/test_hub.py's).
@@ -958,8 +959,8 @@ def test_no_network_for_hours_the_kit_queues_and_catches_up(tmp_path: Path) -> N
             # Online: what comes into the inbox reaches the hub.
             drop_into(kit.data.inbox, first, staging)
             wait_for("the first files synced", lambda: len(kit.acked()) == 2, 30, child, log)
-            # ... and the round over: a request on the wire when the link dies waits for its
-            # read timeout (READ_TIMEOUT_S) before the role can say "offline"
+            # ... and the round over: a request waiting for its answer when the link dies
+            # gives up only after LINK_DEAD_S, longer than this test waits for "offline"
             wait_for("the round over", lambda: sync_status(kit).get("state") == "idle"
                      and sync_status(kit).get("last_success"), 30, child, log)
 
@@ -1018,6 +1019,139 @@ def test_no_network_for_hours_the_kit_queues_and_catches_up(tmp_path: Path) -> N
                   f"{retry_max} s, longest gap {max(gaps):.2f} s); all sent "
                   f"{catch_up:.1f} s after the link came back; the status said: "
                   f"{offline_error!r}")
+        finally:
+            hub.close()
+
+
+class Listener:
+    """A stand-in for the hub in a namespace: reads each request's head, then answers
+    `{}` after `delay` seconds, or never (None). Only the kit's side of the link is tested."""
+
+    def __init__(self, ns: Namespace, host: str, delay: float | None) -> None:
+        self.server = in_netns(ns.name, lambda: socket.create_server((host, 0)))
+        self.url = f"http://{host}:{self.server.getsockname()[1]}"
+        self.delay = delay
+        self.heard = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.server.accept()
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(4096)
+                self.heard.set()
+                if self.delay is None:
+                    time.sleep(3600)
+                time.sleep(self.delay)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 2\r\n\r\n{}")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_link_that_dies_during_a_request_is_found_in_seconds_a_slow_hub_is_waited_for(
+        ) -> None:
+    """Waiting for an answer, the kit tells a dead link (no reset ever comes: a hotspot
+    that left) from a hub that takes its time, long before READ_TIMEOUT_S."""
+    from sync.kit.client import LINK_DEAD_S, READ_TIMEOUT_S, HubClient, HubUnreachable
+
+    results: dict[str, tuple[float, Any]] = {}
+
+    def ask(name: str, url: str, ns: Namespace) -> threading.Thread:
+        def run() -> None:
+            started = time.monotonic()
+            try:
+                outcome: Any = in_netns(ns.name, lambda: HubClient(url, "t").changes("0"))
+            except Exception as exc:  # the outcome is what is checked
+                outcome = exc
+            results[name] = (time.monotonic() - started, outcome)
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    with namespace() as office, namespace() as field_ns:
+        dying = veth(office, field_ns, "10.79.0.1/24", "10.79.0.2/24")
+        steady = veth(office, field_ns, "10.79.1.1/24", "10.79.1.2/24")
+        silent = Listener(office, dying.ip_a, None)
+        slow = Listener(office, steady.ip_a, LINK_DEAD_S + 5)
+        try:
+            threads = [ask("dead", silent.url, field_ns), ask("slow", slow.url, field_ns)]
+            assert silent.heard.wait(10) and slow.heard.wait(10)
+            time.sleep(1)
+            dying.down()
+            down_at = time.monotonic()
+            for thread in threads:
+                thread.join(READ_TIMEOUT_S + 30)
+            found = time.monotonic() - down_at
+        finally:
+            silent.close()
+            slow.close()
+    dead_s, dead = results["dead"]
+    slow_s, answer = results["slow"]
+    assert isinstance(dead, HubUnreachable), dead
+    assert "timed out" in str(dead), dead
+    assert dead_s < LINK_DEAD_S + 10 < READ_TIMEOUT_S, (dead_s, found)
+    assert answer == {}, answer
+    assert slow_s >= LINK_DEAD_S + 5
+    print(f"\nlink down: the kit gave up {dead_s:.1f} s after asking (read timeout "
+          f"{READ_TIMEOUT_S:.0f} s); a hub silent for {LINK_DEAD_S + 5} s was waited for")
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_link_that_dies_mid_upload_says_offline_in_seconds_and_resumes(
+        tmp_path: Path) -> None:
+    """The link dies while a chunk's bytes are going out: a send waits at most the connect
+    timeout (urllib3 keeps it on the socket until the answer is awaited) or LINK_DEAD_S,
+    the status says "offline", and the upload resumes from the hub's offset."""
+    from sync.kit.client import LINK_DEAD_S, READ_TIMEOUT_S
+
+    rng = random.Random(11)
+    card = tmp_path / "card"
+    wav = random_wav(card / "AUDIO" / "ENTREVISTA.WAV", 1_600_000, rng)  # 3.2 MB
+    kit = make_kit(tmp_path / "kit", "kit-campo", card, ACOPIO_SYNC_CHUNK_MB="2",
+                   ACOPIO_SYNC_BANDWIDTH_KBPS="256", ACOPIO_SYNC_RETRY_MAX_S="2",
+                   ACOPIO_SYNC_PARALLEL_UPLOADS="1")
+    with namespace() as office, namespace() as field_ns:
+        link = veth(office, field_ns, "10.80.0.1/24", "10.80.0.2/24")
+        hub = HubProc(tmp_path / "hub", host=link.ip_a, port=8090, ns=office)
+        try:
+            paired = field_ns.run(sys.executable, "-m", "appliance", "--data-dir", kit.root,
+                                  "sync", "pair", hub.url, hub.pair_code(), cwd=REPO,
+                                  env=child_env(kit.env), check=False)
+            assert paired.returncode == 0, paired.stderr
+            log = tmp_path / "kit-sync.log"
+            with open(log, "wb") as out:
+                child = field_ns.python("-m", "appliance", "--data-dir", kit.root, "sync",
+                                        stdout=out, stderr=subprocess.STDOUT,
+                                        env=child_env(kit.env))
+
+            def moving() -> bool:
+                current = sync_status(kit).get("current") or {}
+                return current.get("name") == wav.name and current.get("offset", 0) > MIB
+
+            wait_for("the recording on its way", moving, 30, child, log)
+            link.down()  # mid-chunk: a 2 MiB chunk takes 8 s at the cap
+            offline = wait_for("offline", lambda: sync_status(kit).get("state") == "offline",
+                               READ_TIMEOUT_S + 30, child, log)
+            status = sync_status(kit)
+            link.up()
+            wait_for("sent after the link came back", lambda: kit.acked() == set(kit.items()),
+                     60, child, log)
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=20) == 0, log.read_text()[-3000:]
+            assert offline < LINK_DEAD_S + 10, (offline, log.read_text()[-3000:])
+            assert "cut at about" in status["last_error"]["message"], status
+            at_hub = hub.items()
+            assert [i["sha256"] for i in at_hub] == [sha256_file(wav)]
+            hub.check_deep()
+            print(f"\nthe link died mid-upload: 'offline' {offline:.1f} s later "
+                  f"({status['last_error']['message']!r})")
         finally:
             hub.close()
 

@@ -17,10 +17,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection
 
 from sync.kit.credentials import normalize_url
 
@@ -33,6 +36,15 @@ READ_TIMEOUT_S = 60.0
 HASH_RATE_BPS = 20 * 1024 * 1024
 RECORDS_BATCH = 200
 USER_AGENT = "acopio-kit/1"
+# A link that dies without a word (a phone's hotspot that leaves, a cable pulled beyond a
+# switch) sends no reset: the kit would learn of it only when a request's timeout ran out,
+# a minute or more with the status still saying "sending". So every connection to the hub
+# gives up once LINK_DEAD_S pass without the hub's machine acknowledging anything: bytes sent
+# unanswered (TCP_USER_TIMEOUT), or keepalive probes while waiting for an answer. The hub's
+# kernel answers the probes even while its app works on a long request, so a slow hub is
+# not taken for a dead link; READ_TIMEOUT_S still bounds a hub that answers nothing.
+LINK_DEAD_S = 20
+KEEPALIVE_IDLE_S = 5
 
 
 class SyncError(Exception):
@@ -72,6 +84,36 @@ def verify_setting(ca_file: str) -> bool | str:
     return True
 
 
+def link_socket_options() -> list[tuple[int, int, int]]:
+    """The socket options of every connection to the hub (see LINK_DEAD_S): Linux names
+    them all; elsewhere, those the platform has."""
+    options = [*HTTPConnection.default_socket_options,
+               (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+                        ("TCP_KEEPINTVL", KEEPALIVE_IDLE_S),
+                        ("TCP_KEEPCNT", LINK_DEAD_S // KEEPALIVE_IDLE_S),
+                        ("TCP_USER_TIMEOUT", LINK_DEAD_S * 1000)):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
+class LinkWatchAdapter(HTTPAdapter):
+    """requests' adapter, its connections opened with `link_socket_options`."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["socket_options"] = link_socket_options()
+        super().init_poolmanager(*args, **kwargs)
+
+
+def hub_session() -> requests.Session:
+    session = requests.Session()
+    adapter = LinkWatchAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def hash_timeout(size: int) -> tuple[float, float]:
     return (CONNECT_TIMEOUT_S, READ_TIMEOUT_S + size / HASH_RATE_BPS)
 
@@ -82,7 +124,7 @@ class HubClient:
         self.base_url = normalize_url(base_url)
         self.token = token
         self.verify = verify_setting(ca_file)
-        self.session = session or requests.Session()
+        self.session = session or hub_session()
         self.session.headers["User-Agent"] = USER_AGENT
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
