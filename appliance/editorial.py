@@ -39,7 +39,7 @@ from typing import Any
 from appliance.catalog import Catalog, ShardWrite
 from appliance.datadir import DataDir
 from appliance.fields import EDITABLE, MERGED, with_defaults
-from appliance.fsutil import file_lock, fsync_dir
+from appliance.fsutil import SHARED_MODE, file_lock, fsync_dir
 from sync.hlc import Clock, is_stamp, node_name
 
 PICKS = ("picked", "rejected")
@@ -225,7 +225,8 @@ class EditLog:
         payload = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n"
                           for e in entries).encode()
         with file_lock(self.root / ".lock"):
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         SHARED_MODE)
             try:
                 os.write(fd, payload)
                 os.fsync(fd)

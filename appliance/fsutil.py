@@ -15,6 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 TEMP_PREFIX = ".acopio-tmp-"
+# Files that are opened and written in place (lock files, append-only logs), not replaced: two
+# services write them, the device watcher as root and acopio.service as the acopio user, both
+# in the acopio group with UMask=0002 (systemd/). Group write is what lets the acopio user
+# open a lock file the device watcher made first; the umask still narrows it elsewhere.
+SHARED_MODE = 0o664
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -126,7 +131,7 @@ def file_lock(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield

@@ -76,7 +76,7 @@ from tinydb.table import Document, Table
 
 from appliance import storage
 from appliance.datadir import DataDir
-from appliance.fsutil import atomic_write, file_lock, fsync_dir
+from appliance.fsutil import SHARED_MODE, atomic_write, file_lock, fsync_dir
 from appliance.storage import CorruptStateError
 
 State = Literal["queued", "running", "done", "parked"]
@@ -288,7 +288,7 @@ def _validate(kind: str, item: str, priority: int, max_attempts: int) -> None:
 def _try_exclusive(path: Path, *, wait: bool) -> Iterator[bool]:
     """An exclusive flock on `path`; without `wait`, yields False when someone holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

@@ -102,7 +102,14 @@ from appliance.catalog import (
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.editorial import EditLog, apply
-from appliance.fsutil import TEMP_PREFIX, atomic_write, fsync_dir, is_debris, remove_debris
+from appliance.fsutil import (
+    SHARED_MODE,
+    TEMP_PREFIX,
+    atomic_write,
+    fsync_dir,
+    is_debris,
+    remove_debris,
+)
 from appliance.storage import CorruptStateError, dump_json
 from ingest import copy, filing
 from sync.hlc import Clock, node_name
@@ -142,7 +149,7 @@ def exclusive(data: DataDir, timeout: float | None = None) -> Iterator[None]:
     root = journal_dir(data)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o664)
+        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
     except PermissionError:
         # A user who may only read (an `acopio check` by someone else): flock works on a
         # read-only descriptor too. No lock file at all means no re-filing ever ran here.

@@ -12,7 +12,8 @@ import pwd
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,12 @@ import appliance.accounts
 import appliance.agenda
 import appliance.datadir  # noqa: F401
 from appliance import cli, privileges
+from appliance import config as config_mod
+from appliance.catalog import Catalog
+from appliance.datadir import DataDir
+from ingest.pipeline import Importer
+from tests.cards import exif_jpeg
+from tests.conftest import TEST_ENV
 
 
 @pytest.fixture
@@ -105,3 +112,99 @@ def test_who_a_command_runs_as(tmp_path: Path) -> None:
     os.chown(theirs, 43210, 43211)
     assert privileges.owner_to_act_as(theirs, euid=0) == privileges.Owner("43210", 43210,
                                                                            43211)
+
+
+# -- the two services on one data folder --------------------------------------------------------
+
+
+def _as(argv_list: list[list[str]], *, uid: int, gid: int, groups: list[int],
+        call: Callable[[], None] | None = None) -> tuple[int, str]:
+    """In a forked child with these ids and umask 0002 (both units' UMask=): `call()`, then
+    `acopio ARGV` for each argv in turn; the exit code of the first that fails (or 0) and
+    everything the commands said."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 70
+        said = io.StringIO()
+        try:
+            os.close(read_end)
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            os.umask(0o002)
+            sys.stdin = io.TextIOWrapper(io.BytesIO(b"una-clave-larga\n"))
+            sys.stdout = sys.stderr = said
+            if call is not None:
+                call()
+            code = 0
+            for argv in argv_list:
+                said.write(f"$ acopio {' '.join(argv)}\n")
+                code = cli.main(argv)
+                if code != 0:
+                    break
+        except BaseException:
+            said.write(traceback.format_exc())
+            code = code or 71
+        finally:
+            os.write(write_end, said.getvalue().encode())
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        out = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_what_the_root_device_watcher_writes_the_acopio_user_can_change(
+        nobodys_folder: Path, tmp_path: Path) -> None:
+    """acopio-devices.service imports cards as root, in the acopio group with UMask=0002;
+    acopio.service, as the acopio user, then edits those items, makes their thumbnails and
+    files them into an activity. Here `nobody` and its group stand for acopio."""
+    nobody = pwd.getpwnam("nobody")
+    card = tmp_path / "card"
+    for i in range(3):
+        exif_jpeg(card / "DCIM" / "100CANON" / f"IMG_{i:04d}.JPG", f"2026:11:2{i} 10:00:00",
+                  "-06:00", color=(40 * i, 90, 160))
+    nobodys_folder.chmod(0o770)  # StateDirectoryMode=0770
+
+    def work(data: Path) -> list[list[str]]:
+        sha = next(iter(Catalog(DataDir.at(data)).items()))["sha256"]
+        base = ["--data-dir", str(data)]
+        return [[*base, "users", "add", "ana", "--role", "director", "--password-stdin"],
+                [*base, "items", "set", sha, "--caption", "Entrega de becas", "--pick",
+                 "--as", "ana"],
+                [*base, "worker", "--once"],
+                [*base, "agenda", "add", "Entrega de becas", "--start", "2026-11-20T09:00",
+                 "--end", "2026-11-22T18:00"],
+                [*base, "items", "refile", sha, "--activity", "entrega-de-becas", "--as",
+                 "ana"],
+                [*base, "check"]]
+
+    def import_card(data: Path) -> Callable[[], None]:
+        def run() -> None:  # what the device watcher does with a mounted card
+            config = config_mod.load(None, environ=TEST_ENV, data_dir=data)
+            summary = Importer(config).run(card)
+            assert summary.ok and summary.imported == 3, summary.as_dict()
+        return run
+
+    # The same work once as root on a folder of root's own: every module it needs is loaded
+    # before the children give up root (this machine's interpreter lives under /root).
+    rehearsal = tmp_path / "rehearsal"
+    import_card(rehearsal)()
+    code, said = _as(work(rehearsal), uid=0, gid=0, groups=[])
+    assert code == 0, said
+
+    # The device watcher: root, the acopio group, UMask=0002.
+    code, said = _as([], uid=0, gid=nobody.pw_gid, groups=[], call=import_card(nobodys_folder))
+    assert code == 0, said
+    made_by_root = [p for p in nobodys_folder.rglob("*") if p.lstat().st_uid == 0]
+    assert made_by_root
+    # acopio.service: the acopio user, its own group.
+    code, said = _as(work(nobodys_folder), uid=nobody.pw_uid, gid=nobody.pw_gid,
+                     groups=[nobody.pw_gid])
+    assert code == 0, said
+    assert "6 jobs run" in said, said  # a thumbnail and a preview of each photo
+    moved = Catalog(DataDir.at(nobodys_folder)).items()
+    assert sum("entrega-de-becas" in r["archive_path"] for r in moved) == 1
+    print(said)

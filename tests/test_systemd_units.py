@@ -142,6 +142,32 @@ def test_service_is_hardened(unit: Path, tmp_path: Path) -> None:
     assert score <= limit, f"{unit.name} exposure {score} > {limit}; weak points:\n{flagged}"
 
 
+def settings(unit: Path) -> dict[str, list[str]]:
+    """Each `Key=value` line of a unit file (all sections), values in order."""
+    out: dict[str, list[str]] = {}
+    for line in unit.read_text().splitlines():
+        key, eq, value = line.partition("=")
+        if eq and not line.startswith(("#", ";", "[")):
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_the_data_folder_has_one_owner() -> None:
+    """systemd hands a StateDirectory= over to the unit's User= and Group=, recursively, when
+    they differ from its owner (systemd.exec(5)): the units that declare /var/lib/acopio all
+    run as acopio, or each start would pass the archive to root and back. The device
+    watcher, root for mounting, writes there as the acopio group with group write."""
+    owners = {unit.name: (settings(unit).get("User"), settings(unit).get("Group"))
+              for unit in UNITS if "acopio" in settings(unit).get("StateDirectory", [])}
+    assert "acopio.service" in owners
+    assert all(owner == (["acopio"], ["acopio"]) for owner in owners.values()), owners
+    devices = settings(SYSTEMD_DIR / "acopio-devices.service")
+    assert devices["User"] == ["root"] and devices["Group"] == ["acopio"]
+    assert devices["UMask"] == ["0002"]
+    assert "/var/lib/acopio" in devices["ReadWritePaths"][0].split()
+    assert "acopio.service" in devices["After"][0].split()
+
+
 RULES = sorted(SYSTEMD_DIR.glob("*.rules"))
 # One udev rule: comma-separated KEY[{attr}] OP "value" pairs (udev(7)).
 RULE_PAIR = re.compile(r'^\s*[A-Z_]+(\{[^}]+\})?\s*(==|!=|=|\+=|-=|:=)\s*"[^"]*"\s*$')

@@ -37,7 +37,7 @@ from appliance import storage
 from appliance.agenda import Agenda
 from appliance.catalog import Catalog, SchemaTooNewError, ShardStat, ShardWrite, is_folder_key
 from appliance.datadir import DataDir
-from appliance.fsutil import file_lock
+from appliance.fsutil import SHARED_MODE, file_lock
 from appliance.query import rows
 from appliance.query.schema import analyze_if_grown, header_ok, open_index, transaction
 from appliance.query.text import tokens
@@ -350,7 +350,7 @@ def exclusive(path: Path, *, wait: bool) -> Iterator[bool]:
             yield True
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

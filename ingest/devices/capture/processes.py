@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.fsutil import SHARED_MODE
 from ingest.devices.capture.args import KILL_TIMEOUT_S, TERM_TIMEOUT_S, RecordError
 
 logger = logging.getLogger("ingest.devices.capture")  # one logger name, as before the split
@@ -126,7 +127,8 @@ def end_process(proc: ProcessId, stop_timeout: float) -> str:
 
 def spawn(args: list[str], log: Path) -> int:
     """Start `args` detached: own session, stdin /dev/null, stdout and stderr to `log`."""
-    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                     SHARED_MODE)
     try:
         return os.posix_spawnp(
             args[0], args, os.environ,
