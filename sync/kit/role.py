@@ -36,8 +36,8 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -64,7 +64,7 @@ from sync.kit.transport import (
     Transport,
     UploadGone,
 )
-from sync.kit.verifier import Verifier
+from sync.kit.verifier import Asked, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,6 @@ class SyncRole:
             lanes_n = self.config.sync.parallel_uploads
             # The lanes share the cut bound: a dropped link cuts them all (sync.kit.lanes).
             chunk = max(64 * 1024, self.config.sync.chunk_mb * 1024 * 1024 // lanes_n)
-            transport = self._transport(client, chunk)  # resends after a failed verify
             lanes = Lanes([self._transport(HubClient(client.base_url, client.token,
                                                      ca_file=self.config.sync.ca_file), chunk)
                            for _ in range(lanes_n)])
@@ -254,8 +253,14 @@ class SyncRole:
             # verified by the hub while the next ones upload (sync.kit.verifier).
             left_bytes = pending.bytes
             verifier = Verifier(client.base_url, client.token, self.config.sync.ca_file,
-                                on_verified=lambda original: self._record_ack(transport,
-                                                                              original))
+                                on_verified=self._record_ack)
+            # Copies the hub found corrupt, sent once more through the lanes (so a cut still
+            # costs at most one chunk), and which were.
+            again: deque[Original] = deque()
+            resent: set[str] = set()
+
+            def settle(answered: Asked) -> None:
+                self._settle(answered, outcome, again, resent)
 
             def uploaded(finished: list[Finished]) -> None:
                 """Ask the hub to verify what reached it; then raise what an upload raised
@@ -270,10 +275,21 @@ class SyncRole:
                         continue
                     # the answers already in, and the oldest when the window is full
                     while (answered := verifier.take(wait=verifier.full)) is not None:
-                        self._settle(answered, client, transport, outcome)
+                        settle(answered)
                     verifier.start(original)
                 if failure is not None:
                     raise failure
+
+            def submit(original: Original, after: Original | None = None) -> None:
+                """To a free lane (`after`: read ahead while it finishes)."""
+                path = self._sendable(original)
+                if isinstance(path, str):
+                    outcome.unsendable.append(path)
+                    return
+                lanes.submit(original, functools.partial(
+                    self._transfer, path=path, abort=abort,
+                    next_original=(self.data.root / after.archive_path, after.size)
+                    if after else None))
 
             try:
                 for done, original in enumerate(pending.originals):
@@ -282,33 +298,29 @@ class SyncRole:
                     self._status().update(state="sending", pending_bytes=left_bytes,
                                           pending_items=len(pending.originals) - done)
                     left_bytes -= original.size
-                    if self._evicted(original) or \
-                            self._verified_before(client, transport, original):
+                    if self._evicted(original) or self._verified_before(client, original):
                         outcome.acked += 1
                         continue
                     while not lanes.free:
                         uploaded(lanes.finished(wait=True))
-                    path = self._sendable(original)
-                    if isinstance(path, str):
-                        outcome.unsendable.append(path)
-                        continue
                     # One lane: the next file is read while this one finishes. Several: which
                     # lane takes it is not known yet, and the lanes overlap reads anyway.
-                    after = pending.originals[done + 1] \
-                        if lanes_n == 1 and done + 1 < len(pending.originals) else None
-                    lanes.submit(original, functools.partial(
-                        self._transfer, path=path, abort=abort,
-                        next_original=(self.data.root / after.archive_path, after.size)
-                        if after else None))
+                    submit(original, pending.originals[done + 1]
+                           if lanes_n == 1 and done + 1 < len(pending.originals) else None)
                     uploaded(lanes.finished(wait=False))
-                while lanes.busy:
-                    uploaded(lanes.finished(wait=True))
-                while (answered := verifier.take()) is not None:
-                    self._settle(answered, client, transport, outcome)
+                # The uploads still going, the questions, and what the answers send again.
+                while True:
+                    while again and lanes.free:
+                        submit(again.popleft())
+                    if lanes.busy:
+                        uploaded(lanes.finished(wait=True))
+                    elif (answered := verifier.take()) is not None:
+                        settle(answered)
+                    elif not again:
+                        break
             finally:
                 abort.set()
                 unasked = lanes.close()
-                transport.close()
                 # questions not asked or not answered: asked first next round
                 for original in [*verifier.close(), *unasked]:
                     self._note_sent(original)
@@ -405,34 +417,38 @@ class SyncRole:
 
     # -- originals -------------------------------------------------------------------------
 
-    def send_original(self, client: HubClient, transport: Transport, original: Original,
-                      *, again: bool = True) -> str | None:
-        """Send one original and get it verified, in turn; None when acknowledged, else why
-        not. (A round overlaps the verification with the next upload instead.)"""
-        if self._evicted(original):
-            return None
-        problem = self.upload_original(transport, original)
-        if problem:
-            return problem
-        return self.acknowledge(client, transport, original, lambda: client.object_status(
-            original.sha256, verify=True, size=original.size), again=again)
-
-    def _settle(self, taken: tuple[Original, Future[dict[str, Any] | None]] | None,
-                client: HubClient, transport: Transport, outcome: Outcome) -> None:
-        """The answer to a verification started before (sync.kit.verifier)."""
-        if taken is None:
-            return
+    def _settle(self, taken: Asked, outcome: Outcome, again: deque[Original],
+                resent: set[str]) -> None:
+        """The answer to a verification started before (sync.kit.verifier, which recorded a
+        verified one). A copy the hub found corrupt goes into `again`, once."""
         original, answer = taken
         try:
-            problem = self.acknowledge(client, transport, original, answer.result,
-                                       recorded=True)
+            verified = answer.result()
+        except HubCorrupt as exc:
+            # The hub hashed the bytes when the last one came: a copy failing its re-hash now
+            # is the hub's disk. The hub set it aside and wants the original again.
+            if original.sha256 in resent:
+                log.warning("%s %s: %s again", original.sha256, original.name, exc)
+                outcome.unsendable.append(
+                    f"{original.archive_path}: the hub's copy failed verification again "
+                    "(check the hub's disk and log); it is sent again next round")
+                return
+            log.warning("%s %s: %s; sending it again", original.sha256, original.name, exc)
+            resent.add(original.sha256)
+            again.append(original)
+            return
         except HubUnreachable:
             self._note_sent(original)  # the question was lost with the link
             raise
-        if problem:
-            outcome.unsendable.append(problem)
-        else:
-            outcome.acked += 1
+        if verified is None:
+            log.warning("the hub did not verify %s %s after its upload", original.sha256,
+                        original.name)
+            outcome.unsendable.append(
+                f"{original.archive_path}: the hub did not verify it (its SHA-256 on the kit "
+                "may be damaged: run `acopio check --deep`)")
+            return
+        log.info("acknowledged %s %s", original.sha256, original.name)
+        outcome.acked += 1
 
     def _note_sent(self, original: Original) -> None:
         """Sent whole, its question to the hub unanswered: asked first next round."""
@@ -443,8 +459,7 @@ class SyncRole:
         except OSError as exc:  # then it is sent again, that is all
             log.warning("could not note %s as sent: %s", original.name, exc)
 
-    def _verified_before(self, client: HubClient, transport: Transport,
-                         original: Original) -> bool:
+    def _verified_before(self, client: HubClient, original: Original) -> bool:
         """Sent in an earlier round whose question about it went unanswered (a cut, a
         stop): the hub is asked first, and it is marked synced on a verified answer instead
         of being sent again."""
@@ -458,7 +473,7 @@ class SyncRole:
         if verified is None:
             self.store.uploads.remove(original.sha256)
             return False
-        self._record_ack(transport, original)
+        self._record_ack(original)
         log.info("acknowledged %s %s (sent before)", original.sha256, original.name)
         return True
 
@@ -467,14 +482,6 @@ class SyncRole:
         path = self.data.root / original.archive_path
         return not os.path.lexists(path) and \
             self.store.evicted.get(original.sha256) is not None
-
-    def upload_original(self, transport: Transport, original: Original) -> str | None:
-        """Send one original until the hub has every byte, on this thread; None when sent,
-        else why not."""
-        path = self._sendable(original)
-        if isinstance(path, str):
-            return path
-        return self._transfer(transport, original, path=path)
 
     def _sendable(self, original: Original) -> Path | str:
         """Its path in the archive when it can be sent (after waiting while a card imports),
@@ -539,44 +546,16 @@ class SyncRole:
                  sent.rate_bps / 1024, sent.resumed_from)
         return None
 
-    def acknowledge(self, client: HubClient, transport: Transport, original: Original,
-                    ask: Callable[[], dict[str, Any] | None], *, again: bool = True,
-                    recorded: bool = False) -> str | None:
-        """Mark `original` synced on the hub's verified answer (`ask()`: its
-        `?verify=1`; `recorded` when whoever asked marked it already); None when
-        acknowledged, else why not. A copy the hub found corrupt is sent again at once
-        (`again`)."""
-        try:
-            verified = ask()
-        except HubCorrupt as exc:
-            # The hub hashed the bytes when the last one came: a copy failing its re-hash now
-            # is the hub's disk. The hub set it aside and wants the original again: now.
-            log.warning("%s %s: %s%s", original.sha256, original.name, exc,
-                        "; sending it again" if again else "")
-            if again:
-                return self.send_original(client, transport, original, again=False)
-            return (f"{original.archive_path}: the hub's copy failed verification again "
-                    "(check the hub's disk and log); it is sent again next round")
-        if verified is None:
-            log.warning("the hub did not verify %s %s after its upload", original.sha256,
-                        original.name)
-            return (f"{original.archive_path}: the hub did not verify it (its SHA-256 on the "
-                    "kit may be damaged: run `acopio check --deep`)")
-        if not recorded:
-            self._record_ack(transport, original)
-        log.info("acknowledged %s %s", original.sha256, original.name)
-        return None
-
     def _transport(self, client: HubClient, chunk_size: int) -> Transport:
         return Transport(client, self.store.uploads, chunk_size=chunk_size,
                          limiter=self.limiter)
 
-    def _record_ack(self, transport: Transport, original: Original) -> None:
+    def _record_ack(self, original: Original) -> None:
         """Synced: durable before anything relies on it (eviction)."""
         self.store.ack_object(original.sha256, original.size)
         # An upload whose last answer was lost (the hub kept the file, then the link died)
         # left its URL behind (or a note that it was sent): nothing to resume any more.
-        transport.urls.remove_item(original.sha256)
+        self.store.uploads.remove(original.sha256)
 
     def _hold_during_import(self) -> None:
         """Wait while a card or camera imports (sync.pause_during_import)."""
