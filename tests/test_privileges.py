@@ -48,28 +48,49 @@ def nobodys_folder() -> Iterator[Path]:
         shutil.rmtree(base)
 
 
-def run_in_child(argv: list[str], stdin: str = "") -> tuple[int, str]:
-    """`acopio ARGV` in a forked child (as root when it starts); its exit code and stderr."""
+def as_user(argv_list: list[list[str]], *, uid: int, gid: int, groups: list[int],
+            call: Callable[[], None] | None = None, stdin: str = "una-clave-larga\n"
+            ) -> tuple[int, str]:
+    """In a forked child with these ids and umask 0002 (both units' UMask=): `call()`, then
+    `acopio ARGV` for each argv in turn; the exit code of the first that fails (or 0) and
+    everything the commands said."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 70
+        said = io.StringIO()
         try:
             os.close(read_end)
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            os.umask(0o002)
             sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()))
-            sys.stderr = io.StringIO()
-            sys.stdout = io.StringIO()
-            code = cli.main(argv)
-            os.write(write_end, sys.stderr.getvalue().encode())
-        except BaseException as exc:
-            os.write(write_end, f"{type(exc).__name__}: {exc}".encode())
+            sys.stdout = sys.stderr = said
+            if call is not None:
+                call()
+            code = 0
+            for argv in argv_list:
+                said.write(f"$ acopio {' '.join(argv)}\n")
+                code = cli.main(argv)
+                if code != 0:
+                    break
+        except BaseException:
+            said.write(traceback.format_exc())
+            code = code or 71
         finally:
+            os.write(write_end, said.getvalue().encode())
             os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
-        err = pipe.read().decode()
+        out = pipe.read().decode()
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), err
+    return os.waitstatus_to_exitcode(status), out
+
+
+def run_in_child(argv: list[str], stdin: str = "") -> tuple[int, str]:
+    """`acopio ARGV` in a forked child, as root when it starts; its exit code and output."""
+    return as_user([argv], uid=0, gid=0, groups=[], stdin=stdin)
 
 
 def test_root_runs_a_command_as_the_data_folders_owner(nobodys_folder: Path) -> None:
@@ -117,45 +138,6 @@ def test_who_a_command_runs_as(tmp_path: Path) -> None:
 # -- the two services on one data folder --------------------------------------------------------
 
 
-def _as(argv_list: list[list[str]], *, uid: int, gid: int, groups: list[int],
-        call: Callable[[], None] | None = None) -> tuple[int, str]:
-    """In a forked child with these ids and umask 0002 (both units' UMask=): `call()`, then
-    `acopio ARGV` for each argv in turn; the exit code of the first that fails (or 0) and
-    everything the commands said."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 70
-        said = io.StringIO()
-        try:
-            os.close(read_end)
-            os.setgroups(groups)
-            os.setgid(gid)
-            os.setuid(uid)
-            os.umask(0o002)
-            sys.stdin = io.TextIOWrapper(io.BytesIO(b"una-clave-larga\n"))
-            sys.stdout = sys.stderr = said
-            if call is not None:
-                call()
-            code = 0
-            for argv in argv_list:
-                said.write(f"$ acopio {' '.join(argv)}\n")
-                code = cli.main(argv)
-                if code != 0:
-                    break
-        except BaseException:
-            said.write(traceback.format_exc())
-            code = code or 71
-        finally:
-            os.write(write_end, said.getvalue().encode())
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        out = pipe.read().decode()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out
-
-
 def test_what_the_root_device_watcher_writes_the_acopio_user_can_change(
         nobodys_folder: Path, tmp_path: Path) -> None:
     """acopio-devices.service imports cards as root, in the acopio group with UMask=0002;
@@ -192,16 +174,16 @@ def test_what_the_root_device_watcher_writes_the_acopio_user_can_change(
     # before the children give up root (this machine's interpreter lives under /root).
     rehearsal = tmp_path / "rehearsal"
     import_card(rehearsal)()
-    code, said = _as(work(rehearsal), uid=0, gid=0, groups=[])
+    code, said = as_user(work(rehearsal), uid=0, gid=0, groups=[])
     assert code == 0, said
 
     # The device watcher: root, the acopio group, UMask=0002.
-    code, said = _as([], uid=0, gid=nobody.pw_gid, groups=[], call=import_card(nobodys_folder))
+    code, said = as_user([], uid=0, gid=nobody.pw_gid, groups=[], call=import_card(nobodys_folder))
     assert code == 0, said
     made_by_root = [p for p in nobodys_folder.rglob("*") if p.lstat().st_uid == 0]
     assert made_by_root
     # acopio.service: the acopio user, its own group.
-    code, said = _as(work(nobodys_folder), uid=nobody.pw_uid, gid=nobody.pw_gid,
+    code, said = as_user(work(nobodys_folder), uid=nobody.pw_uid, gid=nobody.pw_gid,
                      groups=[nobody.pw_gid])
     assert code == 0, said
     assert "6 jobs run" in said, said  # a thumbnail and a preview of each photo

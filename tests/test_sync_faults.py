@@ -212,6 +212,13 @@ def make_kit(root: Path, name: str, card: Path, **env: str) -> Kit:
     return kit
 
 
+def pair_from(ns: Namespace, kit: Kit, hub: HubProc) -> None:
+    """`acopio sync pair` run in namespace `ns`, the kit's side of a veth link."""
+    paired = ns.run(sys.executable, "-m", "appliance", "--data-dir", kit.root, "sync", "pair",
+                    hub.url, hub.pair_code(), cwd=REPO, env=child_env(kit.env), check=False)
+    assert paired.returncode == 0, paired.stderr
+
+
 def random_wav(path: Path, frames: int, rng: random.Random) -> Path:
     """A valid WAV (16-bit mono, 44.1 kHz) of random samples: real media, unique bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -943,10 +950,7 @@ def test_no_network_for_hours_the_kit_queues_and_catches_up(tmp_path: Path) -> N
         link = veth(office, field_ns, "10.78.0.1/24", "10.78.0.2/24")
         hub = HubProc(tmp_path / "hub", host=link.ip_a, port=8090, ns=office)
         try:
-            paired = field_ns.run(sys.executable, "-m", "appliance", "--data-dir", kit.root,
-                                  "sync", "pair", hub.url, hub.pair_code(), cwd=REPO,
-                                  env=child_env(kit.env), check=False)
-            assert paired.returncode == 0, paired.stderr
+            pair_from(field_ns, kit, hub)
             log = tmp_path / "kit-run.log"
             with open(log, "wb") as out:
                 child = field_ns.python(
@@ -1121,10 +1125,7 @@ def test_a_link_that_dies_mid_upload_says_offline_in_seconds_and_resumes(
         link = veth(office, field_ns, "10.80.0.1/24", "10.80.0.2/24")
         hub = HubProc(tmp_path / "hub", host=link.ip_a, port=8090, ns=office)
         try:
-            paired = field_ns.run(sys.executable, "-m", "appliance", "--data-dir", kit.root,
-                                  "sync", "pair", hub.url, hub.pair_code(), cwd=REPO,
-                                  env=child_env(kit.env), check=False)
-            assert paired.returncode == 0, paired.stderr
+            pair_from(field_ns, kit, hub)
             log = tmp_path / "kit-sync.log"
             with open(log, "wb") as out:
                 child = field_ns.python("-m", "appliance", "--data-dir", kit.root, "sync",
