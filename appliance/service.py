@@ -1,10 +1,14 @@
 """`acopio run`: every role of the appliance in one process, until SIGTERM.
 
 Each role (device watcher, inbox, recordings, worker, web, sync) is an object with
-`run(stop: threading.Event)` on a thread of its own; systemd units can run them apart with
-the same code. Like OctoPrint, a startup flag file records that the service is running: if it
-is still there at the next start, the last stop was not clean (power cut, kill -9) and that
-is logged loudly; the imports themselves recover on their own (see ingest.pipeline).
+`run(stop: threading.Event)` on a thread of its own; systemd units run them apart with the
+same code. Like OctoPrint, a startup flag records that a role is running: if it is still
+there at the role's next start, its last stop was not clean (power cut, kill -9) and that is
+logged loudly; the imports themselves recover on their own (see ingest.pipeline). The flags
+are per role (`state/running/<role>.json`) because several processes share one data folder
+on a box: one service's start or clean stop must not read or clear another's flag. A flag
+whose process is still alive (the kernel's pid and start time) is the same role started
+twice, said as such, not an unclean stop.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Protocol
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.fsutil import atomic_write, fsync_dir
+from ingest.devices.capture.processes import ProcessId, identify, is_running
 from ingest.pipeline import Claims
 
 log = logging.getLogger(__name__)
@@ -110,9 +115,8 @@ class Service:
         self.stop = threading.Event()
         self.failed: list[str] = []
 
-    @property
-    def flag(self) -> Path:
-        return self.data.state / "running.json"
+    def flag(self, role: str) -> Path:
+        return self.data.state / "running" / f"{role}.json"
 
     def run_until_signal(self) -> int:
         configure_logging(self.config.log_level)
@@ -124,9 +128,14 @@ class Service:
         self.data.ensure()
         self._check_unclean_stop()
         self._recover_refiles()  # -- re-filing (appliance.refile) --
-        atomic_write(self.flag, json.dumps({
+        me = identify(os.getpid())
+        flag = json.dumps({
             "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(),
-            "roles": list(self.roles)}).encode())
+            "roles": list(self.roles), "proc_start": me.start if me else None,
+            "boot_id": me.boot_id if me else None}).encode()
+        self.flag(self.roles[0]).parent.mkdir(parents=True, exist_ok=True)
+        for name in self.roles:
+            atomic_write(self.flag(name), flag)
         threads = [threading.Thread(target=self._run_role, args=(name,), name=f"role-{name}")
                    for name in self.roles]
         log.info("acopio running on %s with roles: %s", self.data.root, ", ".join(self.roles))
@@ -135,8 +144,9 @@ class Service:
         for thread in threads:
             while thread.is_alive():
                 thread.join(timeout=0.5)
-        self.flag.unlink(missing_ok=True)
-        fsync_dir(self.flag.parent)
+        for name in self.roles:
+            self.flag(name).unlink(missing_ok=True)
+        fsync_dir(self.flag(self.roles[0]).parent)
         log.info("acopio stopped%s", f" (failed roles: {', '.join(self.failed)})"
                  if self.failed else "")
         return 1 if self.failed else 0
@@ -169,13 +179,25 @@ class Service:
     # -- end re-filing -----------------------------------------------------------------------
 
     def _check_unclean_stop(self) -> None:
-        if not self.flag.exists():
-            return
-        try:
-            previous = json.loads(self.flag.read_text())
-        except (OSError, ValueError):
-            previous = {}
-        log.warning(
-            "the previous run (pid %s, started %s) did not stop cleanly; interrupted imports "
-            "resume by themselves, `acopio check` verifies the archive",
-            previous.get("pid", "?"), previous.get("started_at", "?"))
+        """Say which of this service's roles did not stop cleanly last time (grouped by the
+        process that ran them), and which are running in another process right now."""
+        unclean: dict[str, list[str]] = {}
+        for name in self.roles:
+            try:
+                previous = json.loads(self.flag(name).read_text())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                previous = {}
+            pid, start = previous.get("pid"), previous.get("proc_start")
+            if isinstance(pid, int) and isinstance(start, int) and pid != os.getpid() and \
+                    is_running(ProcessId(pid, start, str(previous.get("boot_id")))):
+                log.warning("role %s is already running in process %d (started %s) on this "
+                            "data folder; both run now", name, pid, previous.get("started_at"))
+                continue
+            key = f"pid {previous.get('pid', '?')}, started {previous.get('started_at', '?')}"
+            unclean.setdefault(key, []).append(name)
+        for key, names in unclean.items():
+            log.warning("the previous run of %s (%s) did not stop cleanly; interrupted imports "
+                        "resume by themselves, `acopio check` verifies the archive",
+                        ", ".join(names), key)

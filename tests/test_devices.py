@@ -59,7 +59,7 @@ class Watcher:
             [sys.executable, "-m", "appliance", "--config", str(self.config), "devices",
              "watch"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
             stderr=open(self.log, "ab"))  # noqa: SIM115 (the child owns it)
-        self.wait_for(lambda: (DataDir.at(self.data).state / "running.json").exists(),
+        self.wait_for(lambda: (DataDir.at(self.data).state / "running" / "devices.json").exists(),
                       "the watcher to start")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

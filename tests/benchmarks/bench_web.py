@@ -535,7 +535,7 @@ def generate(opts: Options) -> Generated:
                      built_at)
 
 
-RUN_STATE = ("users.json", "sessions.json", "setup.json", "running.json", "query.sqlite",
+RUN_STATE = ("users.json", "sessions.json", "setup.json", "query.sqlite",
              "query.sqlite-wal", "query.sqlite-shm", "query.sqlite-journal")
 
 
@@ -546,6 +546,7 @@ def reset_run_state(data: DataDir, pristine: Path) -> int:
     for name in RUN_STATE:
         (data.state / name).unlink(missing_ok=True)
     shutil.rmtree(data.state / "edits", ignore_errors=True)
+    shutil.rmtree(data.state / "running", ignore_errors=True)  # the roles' startup flags
     restored = 0
     for source in pristine.glob("*/*/*.json"):
         target = data.catalog / source.relative_to(pristine)

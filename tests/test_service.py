@@ -1,0 +1,89 @@
+"""The startup flag of each role (appliance.service), with real processes on one data folder.
+
+On a box several services share the data folder (acopio.service, acopio-worker.service,
+acopio-sync.service, acopio-devices.service). A kill -9 of one must be reported at that
+role's next start, and another service's clean stop must neither hide it nor cause a false
+report.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import REPO, TEST_ENV
+
+UNCLEAN = "did not stop cleanly"
+
+
+class Acopio:
+    """`acopio ARGS` running on a data folder, its output in a log file."""
+
+    def __init__(self, data: Path, log: Path, *args: str) -> None:
+        self.log = log
+        env = {"PATH": "/usr/bin:/bin", **TEST_ENV, "PYTHONUNBUFFERED": "1"}
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "appliance", "--data-dir",
+                                          str(data), *args], cwd=REPO, env=env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+
+    def said(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.proc.poll() is None, f"{what}: exited {self.proc.returncode}\n" \
+                                             f"{self.said()}"
+            assert time.monotonic() < deadline, f"{what}: not within {timeout} s\n{self.said()}"
+            time.sleep(0.05)
+
+    def started(self) -> Acopio:
+        self.wait_for("running", lambda: "acopio running on" in self.said())
+        return self
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=30) == 0, self.said()
+        return self.said()
+
+
+def test_each_role_finds_its_own_unclean_stop(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    flags = data / "state" / "running"
+    worker = Acopio(data, tmp_path / "worker-1.log", "worker").started()
+    sync = Acopio(data, tmp_path / "sync-1.log", "sync").started()
+    assert sorted(p.name for p in flags.iterdir()) == ["sync.json", "worker.json"]
+    assert json.loads((flags / "worker.json").read_text())["pid"] == worker.proc.pid
+
+    # sync stops cleanly while the worker runs: only its own flag goes
+    assert UNCLEAN not in sync.stop()
+    assert sorted(p.name for p in flags.iterdir()) == ["worker.json"]
+    # the worker is killed: its flag stays, and its next start says so, naming it
+    worker.proc.kill()
+    worker.proc.wait(timeout=10)
+    again = Acopio(data, tmp_path / "worker-2.log", "worker").started()
+    said = again.stop()
+    assert f"the previous run of worker (pid {worker.proc.pid}, started" in said
+    assert UNCLEAN in said
+    # ... once: that start's clean stop cleared it; sync's stop was clean too
+    for role in ("worker", "sync"):
+        later = Acopio(data, tmp_path / f"{role}-3.log", role).started()
+        assert UNCLEAN not in later.stop()
+    assert not list(flags.iterdir())
+
+
+def test_a_role_started_twice_is_said_so_not_taken_for_an_unclean_stop(tmp_path: Path
+                                                                       ) -> None:
+    data = tmp_path / "data"
+    first = Acopio(data, tmp_path / "first.log", "worker").started()
+    second = Acopio(data, tmp_path / "second.log", "worker").started()
+    said = second.stop()
+    first.stop()
+    assert f"role worker is already running in process {first.proc.pid}" in said
+    assert UNCLEAN not in said
