@@ -37,8 +37,12 @@ UNITS = sorted(p for p in SYSTEMD_DIR.glob("*") if p.suffix in UNIT_SUFFIXES)
 # and no @resources system calls (it starts no niced helpers); what is left is the network
 # it serves kits on (AF_INET/AF_INET6, no IP allow list: kits come from anywhere) and
 # AF_NETLINK for zeroconf.
+# acopio-worker.service measures 0.7: no network at all (PrivateNetwork, AF_UNIX only); it
+# reads hostile files from cards and uploads. acopio-sync.service measures 1.5: the network
+# to the hub and AF_NETLINK for zeroconf, no niced helpers (@resources denied).
 MAX_EXPOSURE = {"acopio.service": 1.7, "acopio-devices.service": 2.8,
-                "acopio-kiosk.service": 2.3, "acopio-hub.service": 1.4}
+                "acopio-kiosk.service": 2.3, "acopio-hub.service": 1.4,
+                "acopio-worker.service": 0.8, "acopio-sync.service": 1.6}
 DEFAULT_MAX_EXPOSURE = 2.0
 
 EXEC_KEYS = (
@@ -166,6 +170,39 @@ def test_the_data_folder_has_one_owner() -> None:
     assert devices["UMask"] == ["0002"]
     assert "/var/lib/acopio" in devices["ReadWritePaths"][0].split()
     assert "acopio.service" in devices["After"][0].split()
+
+
+def roles_run_by(unit: Path) -> list[str]:
+    """The appliance roles (appliance.service) a unit's ExecStart runs."""
+    argv = settings(unit)["ExecStart"][0].split()
+    if not argv[0].endswith("/acopio"):
+        return []
+    command = argv[3:] if argv[1] == "--config" else argv[1:]
+    if command[:2] == ["run", "--roles"]:
+        return command[2].split(",")
+    return {"worker": ["worker"], "sync": ["sync"], "devices": ["devices"],
+            "hub": ["hub"]}.get(command[0], [])
+
+
+def test_each_role_of_a_kit_runs_in_exactly_one_unit() -> None:
+    """Design decision 7: systemd runs the roles apart, each once (two sync roles would
+    upload the same files; a role no unit runs would never run on a box)."""
+    from appliance.service import ALL_ROLES
+
+    kit_units = [u for u in UNITS if u.suffix == ".service" and u.name != "acopio-hub.service"]
+    ran = [role for unit in kit_units for role in roles_run_by(unit)]
+    assert sorted(ran) == sorted(ALL_ROLES), ran
+    by_unit = {unit.name: roles_run_by(unit) for unit in UNITS if unit.suffix == ".service"}
+    assert by_unit["acopio-worker.service"] == ["worker"]
+    assert by_unit["acopio-sync.service"] == ["sync"]
+    assert by_unit["acopio-hub.service"] == ["hub"]
+    worker = settings(SYSTEMD_DIR / "acopio-worker.service")
+    assert worker["PrivateNetwork"] == ["yes"] and worker["RestrictAddressFamilies"] == ["AF_UNIX"]
+    # the hub box runs its worker too, never a kit's roles
+    hub_conflicts = settings(SYSTEMD_DIR / "acopio-hub.service")["Conflicts"][0].split()
+    assert "acopio-worker.service" not in hub_conflicts
+    assert {"acopio.service", "acopio-sync.service", "acopio-devices.service"} <= \
+        set(hub_conflicts)
 
 
 RULES = sorted(SYSTEMD_DIR.glob("*.rules"))
