@@ -115,8 +115,12 @@ class Service:
         self.stop = threading.Event()
         self.failed: list[str] = []
 
+    @property
+    def flags(self) -> Path:
+        return self.data.state / "running"
+
     def flag(self, role: str) -> Path:
-        return self.data.state / "running" / f"{role}.json"
+        return self.flags / f"{role}.json"
 
     def run_until_signal(self) -> int:
         configure_logging(self.config.log_level)
@@ -133,7 +137,7 @@ class Service:
             "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(),
             "roles": list(self.roles), "proc_start": me.start if me else None,
             "boot_id": me.boot_id if me else None}).encode()
-        self.flag(self.roles[0]).parent.mkdir(parents=True, exist_ok=True)
+        self.flags.mkdir(parents=True, exist_ok=True)
         for name in self.roles:
             atomic_write(self.flag(name), flag)
         threads = [threading.Thread(target=self._run_role, args=(name,), name=f"role-{name}")
@@ -146,7 +150,7 @@ class Service:
                 thread.join(timeout=0.5)
         for name in self.roles:
             self.flag(name).unlink(missing_ok=True)
-        fsync_dir(self.flag(self.roles[0]).parent)
+        fsync_dir(self.flags)
         log.info("acopio stopped%s", f" (failed roles: {', '.join(self.failed)})"
                  if self.failed else "")
         return 1 if self.failed else 0
