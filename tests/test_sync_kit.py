@@ -696,6 +696,37 @@ def test_a_refile_at_the_hub_moves_the_kits_file(hub: RealHub, tmp_path: Path,
     assert kit.cli("check").returncode == 0
 
 
+def test_a_worker_on_the_hub_makes_the_derivatives_of_what_kits_send(
+        hub: RealHub, tmp_path: Path, media: Media) -> None:
+    """Headquarters runs acopio-worker.service beside the hub (systemd/): the derivatives the
+    hub queues for each kept file are made there, for its own web UI."""
+    kit = make_kit(tmp_path, "kit-fotos", small_card(media, 2))
+    paired(kit, hub)
+    assert sync_once(kit)[0] == 0
+    sent = set(kit.items())
+    assert all(not hub.items()[sha].get("derivatives") for sha in sent)
+    expected = {"photo": {"thumb", "preview"}, "video": {"poster", "proxy"},
+                "audio": {"proxy", "waveform"}}
+
+    def made_all(items: dict[str, dict[str, Any]]) -> bool:
+        return all(expected[items[sha]["kind"]] <= set(items[sha].get("derivatives") or {})
+                   for sha in sent)
+
+    # the hub queues them in batches, a moment after the files are kept (sync.hub.derivatives)
+    deadline = time.monotonic() + 30
+    while True:
+        result = hub.cli("worker", "--once")
+        assert result.returncode == 0, result.stderr.decode()
+        items = hub.items()
+        if made_all(items) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for item in (items[sha] for sha in sent):
+        made = item["derivatives"]
+        assert expected[item["kind"]] <= set(made), item
+        assert all((hub.root / path).is_file() for path in made.values())
+
+
 # -- eviction under storage pressure ----------------------------------------------------------
 
 
