@@ -6,13 +6,16 @@ same code. Like OctoPrint, a startup flag records that a role is running: if it 
 there at the role's next start, its last stop was not clean (power cut, kill -9) and that is
 logged loudly; the imports themselves recover on their own (see ingest.pipeline). The flags
 are per role (`state/running/<role>.json`) because several processes share one data folder
-on a box: one service's start or clean stop must not read or clear another's flag. A flag
-whose process is still alive (the kernel's pid and start time) is the same role started
-twice, said as such, not an unclean stop.
+on a box: one service's start or clean stop must not read or clear another's flag. Whoever
+runs a role holds an flock on `state/running/<role>.lock` while it runs (the kernel drops it
+when the process dies, kill -9 included): a lock already held is the same role started twice,
+said as such, not an unclean stop, and only the holder writes and clears that role's flag.
+A lock, not a pid check: the units' ProcSubset=pid hides /proc/sys and its boot id.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -25,8 +28,7 @@ from typing import Protocol
 
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import atomic_write, fsync_dir
-from ingest.devices.capture.processes import ProcessId, identify, is_running
+from appliance.fsutil import SHARED_MODE, atomic_write, fsync_dir
 from ingest.pipeline import Claims
 
 log = logging.getLogger(__name__)
@@ -130,15 +132,20 @@ class Service:
 
     def run(self) -> int:
         self.data.ensure()
-        self._check_unclean_stop()
+        held = self._hold_roles()
+        try:
+            return self._run(held)
+        finally:
+            for fd in held.values():
+                os.close(fd)
+
+    def _run(self, held: dict[str, int]) -> int:
+        self._check_unclean_stop(held)
         self._recover_refiles()  # -- re-filing (appliance.refile) --
-        me = identify(os.getpid())
         flag = json.dumps({
             "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(),
-            "roles": list(self.roles), "proc_start": me.start if me else None,
-            "boot_id": me.boot_id if me else None}).encode()
-        self.flags.mkdir(parents=True, exist_ok=True)
-        for name in self.roles:
+            "roles": list(self.roles)}).encode()
+        for name in held:
             atomic_write(self.flag(name), flag)
         threads = [threading.Thread(target=self._run_role, args=(name,), name=f"role-{name}")
                    for name in self.roles]
@@ -148,7 +155,7 @@ class Service:
         for thread in threads:
             while thread.is_alive():
                 thread.join(timeout=0.5)
-        for name in self.roles:
+        for name in held:
             self.flag(name).unlink(missing_ok=True)
         fsync_dir(self.flags)
         log.info("acopio stopped%s", f" (failed roles: {', '.join(self.failed)})"
@@ -182,26 +189,55 @@ class Service:
 
     # -- end re-filing -----------------------------------------------------------------------
 
-    def _check_unclean_stop(self) -> None:
-        """Say which of this service's roles did not stop cleanly last time (grouped by the
-        process that ran them), and which are running in another process right now."""
-        unclean: dict[str, list[str]] = {}
+    def _hold_roles(self) -> dict[str, int]:
+        """The roles' locks this process now holds (role: descriptor); a role whose lock
+        another process holds is running there, and is named."""
+        self.flags.mkdir(parents=True, exist_ok=True)
+        held: dict[str, int] = {}
         for name in self.roles:
+            fd = os.open(self.flags / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                         SHARED_MODE)
             try:
-                previous = json.loads(self.flag(name).read_text())
-            except FileNotFoundError:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                log.warning("role %s is already running in another process on this data "
+                            "folder (%s); both run now", name, self._describe(name))
                 continue
-            except (OSError, ValueError):
-                previous = {}
-            pid, start = previous.get("pid"), previous.get("proc_start")
-            if isinstance(pid, int) and isinstance(start, int) and pid != os.getpid() and \
-                    is_running(ProcessId(pid, start, str(previous.get("boot_id")))):
-                log.warning("role %s is already running in process %d (started %s) on this "
-                            "data folder; both run now", name, pid, previous.get("started_at"))
-                continue
-            key = f"pid {previous.get('pid', '?')}, started {previous.get('started_at', '?')}"
-            unclean.setdefault(key, []).append(name)
+            held[name] = fd
+        return held
+
+    def _describe(self, role: str) -> str:
+        try:
+            flag = json.loads(self.flag(role).read_text())
+        except (OSError, ValueError):
+            return "no flag"
+        return f"pid {flag.get('pid', '?')}, started {flag.get('started_at', '?')}"
+
+    def _check_unclean_stop(self, held: dict[str, int]) -> None:
+        """Say which of the roles this process holds did not stop cleanly last time, grouped
+        by the process that ran them: their flag is there, and nobody holds their lock."""
+        unclean: dict[str, list[str]] = {}
+        for name in held:
+            if self.flag(name).exists():
+                unclean.setdefault(self._describe(name), []).append(name)
         for key, names in unclean.items():
             log.warning("the previous run of %s (%s) did not stop cleanly; interrupted imports "
                         "resume by themselves, `acopio check` verifies the archive",
                         ", ".join(names), key)
+
+
+def role_running(data: DataDir, role: str) -> bool:
+    """Whether a process runs `role` on this data folder now (its lock is held); for status
+    pages in other processes. Needs only read access."""
+    try:
+        fd = os.open(data.state / "running" / f"{role}.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.datadir import DataDir
+from appliance.service import role_running
 from tests.conftest import REPO, TEST_ENV
 
 UNCLEAN = "did not stop cleanly"
@@ -58,12 +60,12 @@ def test_each_role_finds_its_own_unclean_stop(tmp_path: Path) -> None:
     flags = data / "state" / "running"
     worker = Acopio(data, tmp_path / "worker-1.log", "worker").started()
     sync = Acopio(data, tmp_path / "sync-1.log", "sync").started()
-    assert sorted(p.name for p in flags.iterdir()) == ["sync.json", "worker.json"]
+    assert sorted(p.name for p in flags.glob("*.json")) == ["sync.json", "worker.json"]
     assert json.loads((flags / "worker.json").read_text())["pid"] == worker.proc.pid
 
     # sync stops cleanly while the worker runs: only its own flag goes
     assert UNCLEAN not in sync.stop()
-    assert sorted(p.name for p in flags.iterdir()) == ["worker.json"]
+    assert sorted(p.name for p in flags.glob("*.json")) == ["worker.json"]
     # the worker is killed: its flag stays, and its next start says so, naming it
     worker.proc.kill()
     worker.proc.wait(timeout=10)
@@ -75,15 +77,24 @@ def test_each_role_finds_its_own_unclean_stop(tmp_path: Path) -> None:
     for role in ("worker", "sync"):
         later = Acopio(data, tmp_path / f"{role}-3.log", role).started()
         assert UNCLEAN not in later.stop()
-    assert not list(flags.iterdir())
+    assert not list(flags.glob("*.json"))
 
 
 def test_a_role_started_twice_is_said_so_not_taken_for_an_unclean_stop(tmp_path: Path
                                                                        ) -> None:
     data = tmp_path / "data"
+    assert not role_running(DataDir.at(data), "worker")
     first = Acopio(data, tmp_path / "first.log", "worker").started()
+    assert role_running(DataDir.at(data), "worker")
     second = Acopio(data, tmp_path / "second.log", "worker").started()
     said = second.stop()
-    first.stop()
-    assert f"role worker is already running in process {first.proc.pid}" in said
+    assert ("role worker is already running in another process on this data folder (pid "
+            f"{first.proc.pid}, started") in said
     assert UNCLEAN not in said
+    # the second left the first's flag alone: the first's kill -9 is still found
+    assert role_running(DataDir.at(data), "worker")
+    first.proc.kill()
+    first.proc.wait(timeout=10)
+    assert not role_running(DataDir.at(data), "worker")  # the kernel dropped its lock
+    again = Acopio(data, tmp_path / "third.log", "worker").started()
+    assert f"the previous run of worker (pid {first.proc.pid}, started" in again.stop()
