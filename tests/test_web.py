@@ -19,6 +19,7 @@ from appliance.accounts import ROLES, AccountError, Sessions
 from appliance.web import browse
 from appliance.web.i18n import LANGUAGES, MESSAGES
 from appliance.web.security import CSRF_COOKIE, SESSION_COOKIE
+from sync.kit.status import STATES as SYNC_STATES
 from tests.cards import exif_jpeg
 from tests.conftest import REPO, run_cli
 from tests.webclient import (
@@ -791,7 +792,7 @@ def test_every_key_the_templates_and_script_use_exists() -> None:
     # The keys templates build from values.
     families = {
         "kind.": browse.KINDS, "role.": ROLES, "lang.": LANGUAGES,
-        "search.status.": browse.STATUSES, "status.sync.": ("not_configured",),
+        "search.status.": browse.STATUSES, "status.sync.": (*SYNC_STATES, "stopped"),
         "error.": ("400", "403", "404", "405", "409", "413", "429", "500"),
     }
     for prefix, values in families.items():

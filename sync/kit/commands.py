@@ -119,6 +119,8 @@ def cmd_sync_status(config: Config, args: argparse.Namespace) -> int:
         print("sync: not paired with a hub (`acopio sync pair URL CODE`)")
         return EXIT_OK
     print(f"sync: {report['state']} (hub {report['hub']})")
+    if not report.get("running"):
+        print("the sync role is not running (start acopio-sync.service, or `acopio sync`)")
     print(f"pending: {report['pending_items']} items, {human_bytes(report['pending_bytes'])} "
           f"({report['pending_records']} records, {report['pending_originals']} originals)")
     current = report.get("current")

@@ -14,6 +14,9 @@ the role. Keys:
     last_error     {"at", "message"} of the last failure, or null
     hub            the hub's URL (or null when not paired)
     updated_at     when the file was written
+
+`read` adds `running`: whether a process runs the sync role on this data folder now (its
+lock, appliance.service), so a page can tell a stopped acopio-sync.service from a quiet one.
 """
 
 from __future__ import annotations
@@ -57,11 +60,14 @@ def read(data: DataDir) -> dict[str, Any]:
         raw = storage.read_json_file(sync_dir(data) / "status.json")
     except CorruptStateError:
         raw = None
+    from appliance.service import role_running
+
     out = empty("idle", paired.hub_url)
     if raw:
         out.update({k: raw[k] for k in out if k in raw})
     if out["state"] not in STATES:
         out["state"] = "error"
+    out["running"] = role_running(data, "sync")
     return out
 
 

@@ -83,9 +83,28 @@
     parts.push(el("span", {"class": "jobs"}, messages["status.jobs"] + ": " + jobs));
     parts.push(el("span", {"class": "disk"}, messages["status.disk"] + ": " +
                   fmt(messages["status.disk_free"], {free: size(status.disk.free), total: size(status.disk.total)})));
-    parts.push(el("span", {"class": "sync"}, messages["status.sync"] + ": " +
-                  (messages["status.sync." + status.sync.state] || status.sync.state)));
+    parts.push(syncPart(status.sync));
     box.replaceChildren(...parts);
+  }
+
+  // "Central: Enviando · 12 pendientes (340 MB) · IMG_0001.JPG a 8.2 MB/s"; the last error
+  // as the tooltip. A paired kit whose sync service is not running says so.
+  function syncPart(sync) {
+    const stopped = sync.state !== "not_configured" && sync.running === false;
+    const state = stopped ? "stopped" : sync.state;
+    const words = [messages["status.sync." + state] || state];
+    if (sync.pending_items) {
+      words.push(fmt(messages["status.sync_pending"], {
+        count: sync.pending_items.toLocaleString(document.documentElement.lang),
+        size: size(sync.pending_bytes || 0)}));
+    }
+    if (sync.current && !stopped) {
+      words.push(fmt(messages["status.sync_current"], {name: sync.current.name,
+                                                       rate: size(sync.current.rate_bps || 0)}));
+    }
+    const attrs = {"class": "sync" + (stopped || state === "error" ? " problem" : "")};
+    if (sync.last_error && sync.last_error.message) attrs.title = sync.last_error.message;
+    return el("span", attrs, messages["status.sync"] + ": " + words.join(" · "));
   }
 
   async function record(box, deviceId, action, button) {
