@@ -107,19 +107,23 @@ def remove_debris(folder: str | os.PathLike[str]) -> list[Path]:
 
 def is_debris(path: Path) -> bool:
     """A temp file whose writer is gone: every writer holds an flock on its temp file."""
-    if not path.name.startswith(TEMP_PREFIX):
-        return False
+    return path.name.startswith(TEMP_PREFIX) and lock_held(path) is False
+
+
+def lock_held(path: str | os.PathLike[str]) -> bool | None:
+    """Whether a process holds an exclusive flock on `path` now; None when there is no such
+    file. Needs only read access (a status page in another process)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return False
+        return True
     finally:
         os.close(fd)
-    return True
+    return False
 
 
 @contextlib.contextmanager
@@ -135,5 +139,23 @@ def file_lock(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def try_lock(path: str | os.PathLike[str], *, wait: bool = False) -> Iterator[bool]:
+    """`file_lock`'s exclusive lock; without `wait`, yields False at once when another
+    process holds it (and holds nothing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)

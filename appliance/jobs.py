@@ -59,7 +59,6 @@ re-enqueues from the catalog, and enqueue skips what is still queued.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
 import re
@@ -76,7 +75,7 @@ from tinydb.table import Document, Table
 
 from appliance import storage
 from appliance.datadir import DataDir
-from appliance.fsutil import SHARED_MODE, atomic_write, file_lock, fsync_dir
+from appliance.fsutil import atomic_write, file_lock, fsync_dir, try_lock
 from appliance.storage import CorruptStateError
 
 State = Literal["queued", "running", "done", "parked"]
@@ -282,22 +281,6 @@ def _validate(kind: str, item: str, priority: int, max_attempts: int) -> None:
         raise ValueError(f"priority must be an integer from 0 to 99, not {priority!r}")
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ValueError(f"max_attempts must be a positive integer, not {max_attempts!r}")
-
-
-@contextlib.contextmanager
-def _try_exclusive(path: Path, *, wait: bool) -> Iterator[bool]:
-    """An exclusive flock on `path`; without `wait`, yields False when someone holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            locked = True
-        except BlockingIOError:
-            locked = False
-        yield locked
-    finally:
-        os.close(fd)
 
 
 # -- key files ----------------------------------------------------------------------------
@@ -835,7 +818,7 @@ class JobQueue:
         """Delete lock files of deleted shards. Safe only while nobody is inside a shard
         transaction of this priority: every one holds the gate shared."""
         folder = self.root / f"{priority:02d}"
-        with _try_exclusive(self._gate(priority), wait=wait) as locked:
+        with try_lock(self._gate(priority), wait=wait) as locked:
             if not locked:
                 return  # busy: a later sweep catches these
             for lock in folder.glob("*.json.lock"):

@@ -15,7 +15,7 @@ A lock, not a pid check: the units' ProcSubset=pid hides /proc/sys and its boot 
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +28,7 @@ from typing import Protocol
 
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import SHARED_MODE, atomic_write, fsync_dir
+from appliance.fsutil import atomic_write, fsync_dir, lock_held, try_lock
 from ingest.pipeline import Claims
 
 log = logging.getLogger(__name__)
@@ -132,14 +132,10 @@ class Service:
 
     def run(self) -> int:
         self.data.ensure()
-        held = self._hold_roles()
-        try:
-            return self._run(held)
-        finally:
-            for fd in held.values():
-                os.close(fd)
+        with contextlib.ExitStack() as locks:
+            return self._run(self._hold_roles(locks))
 
-    def _run(self, held: dict[str, int]) -> int:
+    def _run(self, held: list[str]) -> int:
         self._check_unclean_stop(held)
         self._recover_refiles()  # -- re-filing (appliance.refile) --
         flag = json.dumps({
@@ -189,22 +185,17 @@ class Service:
 
     # -- end re-filing -----------------------------------------------------------------------
 
-    def _hold_roles(self) -> dict[str, int]:
-        """The roles' locks this process now holds (role: descriptor); a role whose lock
-        another process holds is running there, and is named."""
+    def _hold_roles(self, locks: contextlib.ExitStack) -> list[str]:
+        """The roles whose locks this process now holds (until `locks` closes); a role whose
+        lock another process holds is running there, and is named."""
         self.flags.mkdir(parents=True, exist_ok=True)
-        held: dict[str, int] = {}
+        held = []
         for name in self.roles:
-            fd = os.open(self.flags / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                         SHARED_MODE)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            if locks.enter_context(try_lock(self.flags / f"{name}.lock")):
+                held.append(name)
+            else:
                 log.warning("role %s is already running in another process on this data "
                             "folder (%s); both run now", name, self._describe(name))
-                continue
-            held[name] = fd
         return held
 
     def _describe(self, role: str) -> str:
@@ -214,7 +205,7 @@ class Service:
             return "no flag"
         return f"pid {flag.get('pid', '?')}, started {flag.get('started_at', '?')}"
 
-    def _check_unclean_stop(self, held: dict[str, int]) -> None:
+    def _check_unclean_stop(self, held: list[str]) -> None:
         """Say which of the roles this process holds did not stop cleanly last time, grouped
         by the process that ran them: their flag is there, and nobody holds their lock."""
         unclean: dict[str, list[str]] = {}
@@ -229,15 +220,5 @@ class Service:
 
 def role_running(data: DataDir, role: str) -> bool:
     """Whether a process runs `role` on this data folder now (its lock is held); for status
-    pages in other processes. Needs only read access."""
-    try:
-        fd = os.open(data.state / "running" / f"{role}.lock", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    pages in other processes."""
+    return bool(lock_held(data.state / "running" / f"{role}.lock"))

@@ -23,12 +23,11 @@ waits for another process's refresh).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,7 +36,7 @@ from appliance import storage
 from appliance.agenda import Agenda
 from appliance.catalog import Catalog, SchemaTooNewError, ShardStat, ShardWrite, is_folder_key
 from appliance.datadir import DataDir
-from appliance.fsutil import SHARED_MODE, file_lock
+from appliance.fsutil import file_lock, try_lock
 from appliance.query import rows
 from appliance.query.schema import analyze_if_grown, header_ok, open_index, transaction
 from appliance.query.text import tokens
@@ -77,7 +76,7 @@ class Refresher:
                 and shards == self._known and agenda == self._agenda_known
                 and header_ok(self.path)):
             return 0  # nothing changed: no lock, no write
-        with exclusive(self.lock_path, wait=wait) as locked:
+        with try_lock(self.lock_path, wait=wait) as locked:
             if not locked:
                 return 0  # another process is writing; readers see what it commits
             conn = self._open()
@@ -102,7 +101,7 @@ class Refresher:
         """Follow shard writes from the records they wrote, in one transaction; a shard the
         index did not hold as the write found it is re-read instead. The number of shards
         re-read."""
-        with exclusive(self.lock_path, wait=True):
+        with try_lock(self.lock_path, wait=True):
             conn = self._open()
             keys = list(dict.fromkeys(w.folder_key for w in writes))
             held: dict[str, Stat] = {}
@@ -339,27 +338,6 @@ class Refresher:
             return None
         self._warned.pop(key, None)
         return records
-
-
-@contextlib.contextmanager
-def exclusive(path: Path, *, wait: bool) -> Iterator[bool]:
-    """The refresh's inter-process lock (fsutil.file_lock's flock); with wait=False, False
-    at once when another process holds it."""
-    if wait:
-        with file_lock(path):
-            yield True
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 def stat(path: Path) -> Stat | None:
