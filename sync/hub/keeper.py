@@ -8,8 +8,12 @@ the folder, while the kit waited (`./scripts/bench sync`). Now the final PATCH i
 soon as the whole file's SHA-256 is checked (a file that is not what was announced still gets
 460 at once), the kit goes on with its next file, and the acknowledgement, the kit's
 `GET /sync/objects/<sha256>?verify=1`, waits for the keep (`Keeper.wait`). Files that arrive
-while a batch is being kept are kept together: one shard write per activity folder and one
-content-index syncfs per batch instead of one of each per file.
+while a batch is being kept, or within `GATHER_S` of the first of a batch, are kept together:
+one shard write per activity folder and one content-index syncfs per batch instead of one of
+each per file. Without the gathering the keeper kept up with a kit's photos two at a time,
+rewriting the growing activity shard for each pair: in `./scripts/bench sync`, 219 shard
+writes for 410 files and 6.2 s of keeping, against 20 writes and 3.1 s with it. The kit's
+verifier asks about many files at once (sync.kit.verifier), so the wait costs it nothing.
 
 Nothing is lost to a crash meanwhile: until it is kept, the upload's state says "complete,
 not done", which the hub's start keeps (`Hub.finish_interrupted`), and the kit marks nothing
@@ -25,6 +29,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64  # uploads kept in one batch (their locks are held together)
+GATHER_S = 0.1  # how long a batch gathers after its first upload
 WAIT_S = 120.0  # how long a question about a file waits for its keep
 
 
@@ -33,9 +38,10 @@ class Keeper:
     the batches, in the order submitted."""
 
     def __init__(self, keep: Callable[[list[tuple[str, str, str]]], None],
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH, gather_s: float = GATHER_S) -> None:
         self.keep = keep
         self.max_batch = max_batch
+        self.gather_s = gather_s
         self._queue: list[tuple[str, str, str]] = []
         self._busy: dict[str, int] = {}  # sha256 -> uploads of it queued or being kept
         self._cond = threading.Condition()
@@ -84,6 +90,10 @@ class Keeper:
                 self._cond.wait_for(lambda: self._queue or self._closed)
                 if self._closed:
                     return
+                # gather a little more, unless stopping or already a full batch
+                self._cond.wait_for(lambda: self._closed
+                                    or len(self._queue) >= self.max_batch,
+                                    timeout=self.gather_s)
                 batch = self._queue[:self.max_batch]
                 del self._queue[:self.max_batch]
             try:
