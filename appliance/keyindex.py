@@ -48,8 +48,10 @@ class KeyIndex:
             return None
         return value if isinstance(value, dict) else None
 
-    def put(self, key: str, value: dict[str, Any]) -> None:
-        atomic_write(self._path(key), dump_json(value), self.tmp_dir)
+    def put(self, key: str, value: dict[str, Any], *, durable: bool = True) -> None:
+        """`durable=False`: the caller makes it durable later (`syncfs`); a crash before
+        that leaves the entry missing or empty, which `get` reads as absent."""
+        atomic_write(self._path(key), dump_json(value), self.tmp_dir, durable=durable)
 
     def put_many(self, entries: dict[str, dict[str, Any]]) -> None:
         """Write a batch of entries, then make them all durable with one syncfs.

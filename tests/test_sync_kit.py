@@ -819,6 +819,48 @@ def test_outbox_pending_follows_revisions_and_acknowledgements(
     assert Outbox(kit.data, store).scan().items == 1  # a fresh outbox agrees (no cache)
 
 
+def test_acknowledgements_are_made_durable_in_batches_and_before_any_eviction(
+        tmp_path: Path, media: Media, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One syncfs per `ACK_BATCH` acknowledgements instead of two fsyncs each (an SD card's
+    fsync costs tens of ms); what is left is synced when asked, and an eviction syncs first,
+    so no original goes on an acknowledgement that a power cut could undo."""
+    from sync.kit import store as store_mod
+    from sync.kit.evict import Evictor
+
+    kit = make_kit(tmp_path, "kit-lotes", small_card(media, 2))
+    events: list[str] = []
+    real_syncfs = store_mod.syncfs
+
+    def syncfs(path: Any) -> None:
+        events.append("syncfs")
+        real_syncfs(path)
+
+    monkeypatch.setattr(store_mod, "syncfs", syncfs)
+    store = SyncStore(kit.data)
+    fake = [f"{n:064x}" for n in range(store_mod.ACK_BATCH * 2 + 3)]
+    for sha in fake:
+        store.ack_object(sha, 1)
+    assert events == ["syncfs", "syncfs"]  # after 64 and after 128
+    assert all(store.object_acked(sha) for sha in fake)  # readable before they are durable
+    store.sync_acks()
+    store.sync_acks()  # nothing new: no syncfs
+    assert events == ["syncfs"] * 3
+
+    # the kit's real items acknowledged, not yet durable; an eviction syncs before it marks
+    # or removes anything
+    real_put = store.evicted.put
+    monkeypatch.setattr(store.evicted, "put",
+                        lambda *a, **k: (events.append("evicted"), real_put(*a, **k)))
+    events.clear()
+    items = kit.items()
+    for sha, record in items.items():
+        store.ack_object(sha, record["size"])
+    config = kit.config(ACOPIO_SYNC_EVICT_BELOW_MB=str(10**9))  # always "below"
+    evicted = Evictor(config, kit.data, store).run(None)
+    assert sorted(evicted) == sorted(items)
+    assert events == ["syncfs"] + ["evicted"] * len(items)
+
+
 # -- HTTPS, with the hub's CA from sync.ca_file -----------------------------------------------
 
 

@@ -102,6 +102,7 @@ class Evictor:
         """Evict while the disk is below the threshold; the SHA-256s evicted."""
         if not self.needed():
             return []
+        self.store.sync_acks()  # never evict on an acknowledgement a power cut can undo
         evicted: list[str] = []
         for record in self.candidates():
             if not self.needed():

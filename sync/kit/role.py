@@ -324,6 +324,7 @@ class SyncRole:
                 # questions not asked or not answered: asked first next round
                 for original in [*verifier.close(), *unasked]:
                     self._note_sent(original)
+                self.store.sync_acks()
             if outcome.acked and pending.originals:
                 # The hub catalogues an upload with the record it was sent before: take what
                 # that changed now, so the next round has nothing to exchange.
@@ -551,7 +552,8 @@ class SyncRole:
                          limiter=self.limiter)
 
     def _record_ack(self, original: Original) -> None:
-        """Synced: durable before anything relies on it (eviction)."""
+        """Synced: durable within a batch, and before anything relies on it (eviction; see
+        sync.kit.store)."""
         self.store.ack_object(original.sha256, original.size)
         # An upload whose last answer was lost (the hub kept the file, then the link died)
         # left its URL behind (or a note that it was sent): nothing to resume any more.
