@@ -11,6 +11,11 @@ runs a role holds an flock on `state/running/<role>.lock` while it runs (the ker
 when the process dies, kill -9 included): a lock already held is the same role started twice,
 said as such, not an unclean stop, and only the holder writes and clears that role's flag.
 A lock, not a pid check: the units' ProcSubset=pid hides /proc/sys and its boot id.
+
+A role already running is not started again, but for the worker (`SHARED_ROLES`): the
+process exits with `EXIT_BUSY` and says who runs it. Twice, any other role would do its work
+twice: two device watchers mounting one card, two inboxes archiving one photo twice (claims
+are per process), two sync roles sending the same files, two hubs keeping the same uploads.
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ ALL_ROLES = ("devices", "inbox", "recordings", "worker", "web", "sync")
 # Roles of a headquarters box, never in a kit's default set: `hub` serves the kits' sync
 # protocol and the web UI over every kit (sync.hub.server; `acopio hub`).
 HUB_ROLES = ("hub",)
+# Roles several processes may run on one data folder at once: workers share the job queue
+# through leases (appliance.jobs).
+SHARED_ROLES = ("worker",)
+EXIT_BUSY = 75  # EX_TEMPFAIL: a role asked for already runs here; try again once it stops
+
+
+class RoleBusy(RuntimeError):
+    """A role that runs once per data folder is running in another process."""
+
+    def __init__(self, data: DataDir, role: str) -> None:
+        super().__init__(f"the {role} role is already running on this data folder "
+                         f"({describe_running(data, role)}); not started twice")
+        self.role = role
 
 
 class Role(Protocol):
@@ -119,10 +137,10 @@ class Service:
 
     @property
     def flags(self) -> Path:
-        return self.data.state / "running"
+        return _running(self.data)
 
     def flag(self, role: str) -> Path:
-        return self.flags / f"{role}.json"
+        return _running(self.data, f"{role}.json")
 
     def run_until_signal(self) -> int:
         configure_logging(self.config.log_level)
@@ -133,7 +151,12 @@ class Service:
     def run(self) -> int:
         self.data.ensure()
         with contextlib.ExitStack() as locks:
-            return self._run(self._hold_roles(locks))
+            try:
+                held = self._hold_roles(locks)
+            except RoleBusy as exc:
+                log.error("%s", exc)
+                return EXIT_BUSY
+            return self._run(held)
 
     def _run(self, held: list[str]) -> int:
         self._check_unclean_stop(held)
@@ -186,24 +209,21 @@ class Service:
     # -- end re-filing -----------------------------------------------------------------------
 
     def _hold_roles(self, locks: contextlib.ExitStack) -> list[str]:
-        """The roles whose locks this process now holds (until `locks` closes); a role whose
-        lock another process holds is running there, and is named."""
+        """The roles whose locks this process now holds (until `locks` closes). A shared
+        role whose lock another process holds is running there too, and is named; any other
+        raises RoleBusy."""
         self.flags.mkdir(parents=True, exist_ok=True)
         held = []
         for name in self.roles:
-            if locks.enter_context(try_lock(self.flags / f"{name}.lock")):
+            if locks.enter_context(role_lock(self.data, name)):
                 held.append(name)
-            else:
+            elif name in SHARED_ROLES:
                 log.warning("role %s is already running in another process on this data "
-                            "folder (%s); both run now", name, self._describe(name))
+                            "folder (%s); both run now", name,
+                            describe_running(self.data, name))
+            else:
+                raise RoleBusy(self.data, name)
         return held
-
-    def _describe(self, role: str) -> str:
-        try:
-            flag = json.loads(self.flag(role).read_text())
-        except (OSError, ValueError):
-            return "no flag"
-        return f"pid {flag.get('pid', '?')}, started {flag.get('started_at', '?')}"
 
     def _check_unclean_stop(self, held: list[str]) -> None:
         """Say which of the roles this process holds did not stop cleanly last time, grouped
@@ -211,14 +231,34 @@ class Service:
         unclean: dict[str, list[str]] = {}
         for name in held:
             if self.flag(name).exists():
-                unclean.setdefault(self._describe(name), []).append(name)
+                unclean.setdefault(describe_running(self.data, name), []).append(name)
         for key, names in unclean.items():
             log.warning("the previous run of %s (%s) did not stop cleanly; interrupted imports "
                         "resume by themselves, `acopio check` verifies the archive",
                         ", ".join(names), key)
 
 
+def _running(data: DataDir, name: str = "") -> Path:
+    """`state/running/`, where each role's lock and startup flag are."""
+    return data.state / "running" / name
+
+
+def role_lock(data: DataDir, role: str) -> contextlib.AbstractContextManager[bool]:
+    """Held by the process that runs `role` on this data folder, while it runs it; False at
+    once when another process holds it."""
+    return try_lock(_running(data, f"{role}.lock"))
+
+
 def role_running(data: DataDir, role: str) -> bool:
     """Whether a process runs `role` on this data folder now (its lock is held); for status
     pages in other processes."""
-    return bool(lock_held(data.state / "running" / f"{role}.lock"))
+    return bool(lock_held(_running(data, f"{role}.lock")))
+
+
+def describe_running(data: DataDir, role: str) -> str:
+    """Who runs `role`, from its flag: "pid N, started T" (or "no flag")."""
+    try:
+        flag = json.loads(_running(data, f"{role}.json").read_text())
+    except (OSError, ValueError):
+        return "no flag"
+    return f"pid {flag.get('pid', '?')}, started {flag.get('started_at', '?')}"

@@ -98,3 +98,29 @@ def test_a_role_started_twice_is_said_so_not_taken_for_an_unclean_stop(tmp_path:
     assert not role_running(DataDir.at(data), "worker")  # the kernel dropped its lock
     again = Acopio(data, tmp_path / "third.log", "worker").started()
     assert f"the previous run of worker (pid {first.proc.pid}, started" in again.stop()
+
+
+def test_a_role_that_runs_once_per_folder_is_not_started_twice(tmp_path: Path) -> None:
+    """Two sync roles would send the same files twice (two inboxes would archive a photo
+    twice, two device watchers mount one card): the second start is refused with exit 75 and
+    who runs it, whatever command asks for it; the first runs on untouched."""
+    data = tmp_path / "data"
+    flags = data / "state" / "running"
+    first = Acopio(data, tmp_path / "first.log", "sync").started()
+    busy = f"the sync role is already running on this data folder (pid {first.proc.pid}"
+    for n, args in enumerate([("sync",), ("sync", "--once"), ("run", "--roles", "inbox,sync")]):
+        second = Acopio(data, tmp_path / f"second-{n}.log", *args)
+        assert second.proc.wait(timeout=30) == 75, second.said()
+        assert busy in second.said()
+        if "--once" in args:
+            assert "acopio: the sync role is already sending this kit's archive" in \
+                second.said()
+    assert not (flags / "inbox.json").exists()  # `run` started none of its roles
+    assert json.loads((flags / "sync.json").read_text())["pid"] == first.proc.pid
+    assert first.proc.poll() is None and UNCLEAN not in first.stop()
+    # once the first has stopped, `sync --once` runs (this kit is not paired: exit 2), as
+    # the role: its lock is held meanwhile and it leaves no flag behind
+    once = Acopio(data, tmp_path / "once.log", "sync", "--once")
+    assert once.proc.wait(timeout=60) == 2, once.said()
+    assert "not paired" in once.said()
+    assert not role_running(DataDir.at(data), "sync") and not list(flags.glob("*.json"))

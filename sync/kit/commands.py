@@ -2,7 +2,8 @@
 
 - `acopio sync [--once]`: the sync role alone until SIGTERM/Ctrl-C (what `acopio run` runs
   as its `sync` role); `--once` sends everything and exits 0 only when the hub has
-  acknowledged it all, 1 when it has not (the message says why), 2 when not paired.
+  acknowledged it all, 1 when it has not (the message says why), 2 when not paired, 75 when
+  the sync role already runs on this data folder (acopio-sync.service, say).
 - `acopio sync pair URL CODE`: pair this kit with the hub at URL using a code from
   `acopio hub pair`; keeps the token in `state/sync/credentials.json` (mode 0600).
 - `acopio sync status [--json]`: what is pending (items, bytes), the upload in progress, the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from typing import Any
 
 from appliance.config import Config
@@ -40,24 +42,35 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sync(config: Config, args: argparse.Namespace) -> int:
-    from appliance.service import configure_logging
+    """The sync role as a service; `--once` runs it as one too (its lock and startup flag),
+    so that it is refused while acopio-sync.service sends, rather than send the same files
+    beside it."""
+    from appliance.service import EXIT_BUSY, Service
 
     if not args.once:
-        from appliance.service import Service
-
         return Service(config, roles=("sync",)).run_until_signal()
-    import signal
-    import threading
-
-    from sync.kit.role import SyncRole
-
-    configure_logging(config.log_level)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    code, message = SyncRole(config).run_once(stop)
+    once = _Once(config)
+    code = Service(config, roles=("sync",), make_role=lambda *_: once).run_until_signal()
+    if code == EXIT_BUSY:
+        print("acopio: the sync role is already sending this kit's archive (see `acopio sync "
+              "status`); stop it first to run `acopio sync --once`", file=sys.stderr)
+        return code
+    code, message = once.result if code == 0 else (code, "the sync round failed (see the log)")
     print(f"{'acopio: ' if code else ''}{message}", file=sys.stderr if code else sys.stdout)
     return code
+
+
+class _Once:
+    """`SyncRole.run_once` as the role a Service runs; its exit code and message kept."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.result: tuple[int, str] = (EXIT_PROBLEM, "stopped before it began")
+
+    def run(self, stop: threading.Event) -> None:
+        from sync.kit.role import SyncRole
+
+        self.result = SyncRole(self.config).run_once(stop)
 
 
 def cmd_sync_pair(config: Config, args: argparse.Namespace) -> int:
