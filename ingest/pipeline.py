@@ -33,7 +33,7 @@ from appliance.agenda import Agenda, check_slug
 from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import remove_debris
+from appliance.fsutil import file_lock, fsync_dir, remove_debris
 from appliance.keyindex import KeyIndex
 from appliance.storage import CorruptStateError
 from ingest import copy, filing, records
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 Status = Literal["imported", "duplicate", "failed"]
 # errno values meaning the source itself is gone (card pulled, FUSE daemon dead).
+COMMIT_LOCK = "ingest-commit.lock"  # in state/: one import's catalog commit at a time
 _SOURCE_GONE = frozenset({errno.ENODEV, errno.ENOTCONN, errno.ENXIO, errno.ESHUTDOWN})
 
 
@@ -127,6 +128,8 @@ class Claims:
     """Content hashes being imported right now, shared by the imports of one process.
 
     Two cards holding the same photo, imported at once by the same process, archive it once.
+    Across processes the commit does it (`_archived_meanwhile`, under `COMMIT_LOCK`): the
+    copy of the import that commits second is removed.
     """
 
     def __init__(self) -> None:
@@ -474,9 +477,17 @@ class _Run:
         verified originals that the next run, or `acopio check --repair`, adopts.
         """
         try:
-            for folder_key, batch in list(self.pending.items()):
-                self.imp.catalog.upsert(folder_key, batch)
-                del self.pending[folder_key]
+            recorded = []
+            # One commit at a time per data folder: claims are per process, and on a box the
+            # device watcher and the inbox import in two processes.
+            with file_lock(self.imp.data.state / COMMIT_LOCK):
+                for folder_key, batch in list(self.pending.items()):
+                    batch = [r for r in batch if not self._archived_meanwhile(r)]
+                    if batch:
+                        self.imp.catalog.upsert(folder_key, batch)
+                        recorded.append(batch)
+                    del self.pending[folder_key]
+            for batch in recorded:
                 self._enqueue_derivatives(batch)
             self.imp.sources.put_many(self.pending_sources)
             self.pending_sources = {}
@@ -496,6 +507,35 @@ class _Run:
             self.claimed.clear()
             self.last_flush = time.monotonic()
 
+
+    def _archived_meanwhile(self, record: dict[str, Any]) -> bool:
+        """Whether another process archived this content under another name since this
+        import checked (a card's photo copied into the inbox while the card imports): then
+        this copy goes, the file stays single and catalogued, and this file counts as a
+        duplicate. Called under the commit lock."""
+        sha, ours = record["sha256"], record["archive_path"]
+        entry = self.imp.catalog.lookup(sha)
+        theirs = entry.get("archive_path") if entry else None
+        if not isinstance(theirs, str) or theirs == ours:
+            return False
+        try:
+            if (self.imp.data.root / theirs).stat().st_size != record["size"]:
+                return False
+        except OSError:
+            return False  # its file is gone: this copy is the one
+        path = self.imp.data.root / ours
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fsync_dir(path.parent)
+        for outcome in self.pending_outcomes:
+            if outcome.record is record:
+                outcome.status, outcome.archive_path = "duplicate", theirs
+                self.summary.imported -= 1
+                self.summary.bytes_imported -= outcome.size
+                self.summary.duplicates += 1
+        log.info("%s: archived meanwhile by another import as %s; this copy removed", ours,
+                 theirs)
+        return True
 
     def _enqueue_derivatives(self, batch: list[dict[str, Any]]) -> None:
         """Queue thumbnails and proxies for the worker. Never a reason to stop an import:

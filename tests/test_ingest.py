@@ -293,3 +293,33 @@ def test_a_file_that_vanishes_is_reported_and_the_rest_imported(
     assert [(o.path, o.reason.split(":")[0]) for o in summary.failed] == [
         ("IMG_1.JPG", "vanished")]
     assert not summary.ok
+
+
+def test_two_processes_importing_the_same_content_under_other_names_archive_it_once(
+        tmp_path: Path, data_dir: Path) -> None:
+    """On a box the device watcher and the inbox import in two processes (their claims are
+    per process). The same photos arriving through both at once, under other names (a card,
+    and its photos renamed into the inbox), end as one file and one record each, with the
+    two imports' counts adding up; `acopio check` finds nothing wrong."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    card, inbox = tmp_path / "card" / "DCIM", tmp_path / "inbox"
+    card.mkdir(parents=True)
+    inbox.mkdir()
+    count = 120
+    photo = exif_jpeg(tmp_path / "foto.jpg", "2026:11:20 10:00:00").read_bytes()
+    for n in range(count):
+        data = photo + os.urandom(150_000)  # after the JPEG's end: each one different
+        (card / f"IMG_{n:04d}.JPG").write_bytes(data)
+        (inbox / f"evento_{n:04d}.jpg").write_bytes(data)
+    with ThreadPoolExecutor(2) as both:  # two real `acopio ingest` processes at once
+        results = list(both.map(lambda source: ingest(data_dir, source), [card, inbox]))
+    assert [code for code, _summary in results] == [0, 0], results
+    assert sum(s["imported"] for _c, s in results) == count, results
+    assert sum(s["duplicates"] for _c, s in results) == count, results
+    files = [p for p in (data_dir / "archive").rglob("*") if p.is_file()]
+    catalogued = items(data_dir)
+    assert len(files) == len(catalogued) == len({r["sha256"] for r in catalogued}) == count
+    assert {data_dir / r["archive_path"] for r in catalogued} == set(files)
+    check = run_cli("--data-dir", data_dir, "check")
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
