@@ -821,9 +821,9 @@ def test_outbox_pending_follows_revisions_and_acknowledgements(
 
 def test_acknowledgements_are_made_durable_in_batches_and_before_any_eviction(
         tmp_path: Path, media: Media, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One syncfs per `ACK_BATCH` acknowledgements instead of two fsyncs each (an SD card's
-    fsync costs tens of ms); what is left is synced when asked, and an eviction syncs first,
-    so no original goes on an acknowledgement that a power cut could undo."""
+    """One syncfs per `ACK_BATCH` acknowledgements (or `ACK_WINDOW_S`) instead of two fsyncs
+    each (an SD card's fsync costs tens of ms); what is left is synced when asked, and an
+    eviction syncs first, so no original goes on an acknowledgement a power cut could undo."""
     from sync.kit import store as store_mod
     from sync.kit.evict import Evictor
 
@@ -845,6 +845,14 @@ def test_acknowledgements_are_made_durable_in_batches_and_before_any_eviction(
     store.sync_acks()
     store.sync_acks()  # nothing new: no syncfs
     assert events == ["syncfs"] * 3
+    # a slow link: an acknowledgement that comes long after the first one not yet durable
+    # makes them durable without waiting for the batch to fill
+    monkeypatch.setattr(store_mod, "ACK_WINDOW_S", 0.2)
+    store.ack_object(f"{1:064x}", 1)
+    time.sleep(0.3)
+    assert events == ["syncfs"] * 3
+    store.ack_object(f"{2:064x}", 1)
+    assert events == ["syncfs"] * 4
 
     # the kit's real items acknowledged, not yet durable; an eviction syncs before it marks
     # or removes anything

@@ -15,18 +15,20 @@ as absent: the item is then sent (or checked with the hub) again, never skipped.
 is ever removed from `acked/`: an acknowledgement is what makes eviction safe.
 
 Acknowledgements of originals are written without their two fsyncs each and made durable
-`ACK_BATCH` at a time with one `syncfs` (and whatever is left at the end of a round, and
-before any eviction). Two fsyncs per file were 0.8 s of the kit's time for 410 files in
-`./scripts/bench sync`, and on a box's SD card an fsync costs tens of milliseconds. A power
-cut can lose the acknowledgements not yet synced: those items read as pending, and the next
-round asks the hub about them (the upload's creation answers "complete") without sending a
-byte again; nothing is evicted on an acknowledgement that is not durable.
+together with one `syncfs`: every `ACK_BATCH` of them or `ACK_WINDOW_S` after the first not
+yet durable, at the end of a round, and before any eviction. Two fsyncs per file were 0.8 s
+of the kit's time for 410 files in `./scripts/bench sync`, and on a box's SD card an fsync
+costs tens of milliseconds. A kill -9 loses none of them (the kernel has the writes); a power
+cut can lose those of the last seconds. Those items read as pending again, nothing is evicted
+on them, and the next round sends them: a file larger than a chunk is not sent again (its
+upload's creation answers "complete"), a smaller one is (its creation carries its bytes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,8 @@ from appliance.fsutil import atomic_write, syncfs
 from appliance.keyindex import KeyIndex
 from appliance.storage import dump_json
 
-ACK_BATCH = 64  # acknowledgements of originals made durable together
+ACK_BATCH = 64  # acknowledgements of originals made durable together, at most
+ACK_WINDOW_S = 2.0  # and at the latest when one comes this long after the first not durable
 
 
 def now_iso() -> str:
@@ -64,6 +67,7 @@ class SyncStore:
         self.uploads = KeyIndex(self.root / "uploads", tmp)
         self.evicted = KeyIndex(self.root / "evicted", tmp)
         self._unsynced_acks = 0
+        self._unsynced_since = 0.0
         self._acks_lock = threading.Lock()
 
     @property
@@ -80,12 +84,16 @@ class SyncStore:
         return self.objects.get(sha256) is not None
 
     def ack_object(self, sha256: str, size: int) -> None:
-        """Written now, durable within `ACK_BATCH` acknowledgements (`sync_acks`)."""
+        """Written now; durable with the batch it ends (`sync_acks`)."""
         self.objects.put(sha256, {"size": size, "at": now_iso()}, durable=False)
+        now = time.monotonic()
         with self._acks_lock:
+            if not self._unsynced_acks:
+                self._unsynced_since = now
             self._unsynced_acks += 1
-            full = self._unsynced_acks >= ACK_BATCH
-        if full:
+            due = self._unsynced_acks >= ACK_BATCH or \
+                now - self._unsynced_since >= ACK_WINDOW_S
+        if due:
             self.sync_acks()
 
     def sync_acks(self) -> None:
