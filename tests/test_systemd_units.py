@@ -224,3 +224,26 @@ def test_udev_rules_are_well_formed(rules: Path) -> None:
         assignments = [p.strip() for p in pairs if re.search(r"[^=!]=[^=]|\+=|:=", p)]
         assert all(a.startswith("ENV{") for a in assignments), line
         assert "RUN" not in line and "mount" not in line.lower(), line
+
+
+def test_a_target_starts_and_stops_each_box_together() -> None:
+    """`systemctl enable --now acopio.target` starts every unit a kit needs (every role,
+    each once), `acopio-hub.target` the hub and its worker; each of those units is PartOf=
+    its targets, so a restart or stop of the target reaches it."""
+    from appliance.service import ALL_ROLES
+
+    services = {u.name for u in UNITS if u.suffix == ".service"}
+    wanted = {}
+    for target in ("acopio.target", "acopio-hub.target"):
+        unit = SYSTEMD_DIR / target
+        assert unit in UNITS
+        wanted[target] = set(settings(unit)["Wants"][0].split())
+        assert wanted[target] <= services, wanted[target] - services
+        for name in wanted[target]:
+            assert target in settings(SYSTEMD_DIR / name)["PartOf"][0].split(), name
+    kit_roles = [role for name in wanted["acopio.target"]
+                 for role in roles_run_by(SYSTEMD_DIR / name)]
+    assert sorted(kit_roles) == sorted(ALL_ROLES), kit_roles
+    assert wanted["acopio-hub.target"] == {"acopio-hub.service", "acopio-worker.service"}
+    assert "acopio-kiosk.service" not in wanted["acopio.target"]  # a screen is optional
+    assert settings(SYSTEMD_DIR / "acopio-hub.target")["Conflicts"] == ["acopio.target"]
