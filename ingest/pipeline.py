@@ -44,8 +44,8 @@ from ingest.walk import NotARegularFile, Scan, SourceFile, display
 log = logging.getLogger(__name__)
 
 Status = Literal["imported", "duplicate", "failed"]
-# errno values meaning the source itself is gone (card pulled, FUSE daemon dead).
 COMMIT_LOCK = "ingest-commit.lock"  # in state/: one import's catalog commit at a time
+# errno values meaning the source itself is gone (card pulled, FUSE daemon dead).
 _SOURCE_GONE = frozenset({errno.ENODEV, errno.ENOTCONN, errno.ENXIO, errno.ESHUTDOWN})
 
 
@@ -506,7 +506,6 @@ class _Run:
                 self.imp.claims.release(sha256)
             self.claimed.clear()
             self.last_flush = time.monotonic()
-
 
     def _archived_meanwhile(self, record: dict[str, Any]) -> bool:
         """Whether another process archived this content under another name since this

@@ -855,16 +855,17 @@ def test_acknowledgements_are_made_durable_in_batches_and_before_any_eviction(
     assert events == ["syncfs"] * 4
 
     # the kit's real items acknowledged, not yet durable; an eviction syncs before it marks
-    # or removes anything
-    real_put = store.evicted.put
-    monkeypatch.setattr(store.evicted, "put",
+    # or removes anything, whoever wrote them (here another store object)
+    evicting = SyncStore(kit.data)
+    real_put = evicting.evicted.put
+    monkeypatch.setattr(evicting.evicted, "put",
                         lambda *a, **k: (events.append("evicted"), real_put(*a, **k)))
     events.clear()
     items = kit.items()
     for sha, record in items.items():
         store.ack_object(sha, record["size"])
     config = kit.config(ACOPIO_SYNC_EVICT_BELOW_MB=str(10**9))  # always "below"
-    evicted = Evictor(config, kit.data, store).run(None)
+    evicted = Evictor(config, kit.data, evicting).run(None)
     assert sorted(evicted) == sorted(items)
     assert events == ["syncfs"] + ["evicted"] * len(items)
 

@@ -102,7 +102,8 @@ class Evictor:
         """Evict while the disk is below the threshold; the SHA-256s evicted."""
         if not self.needed():
             return []
-        self.store.sync_acks()  # never evict on an acknowledgement a power cut can undo
+        # never evict on an acknowledgement a power cut can undo
+        self.store.sync_acks(whoever=True)
         evicted: list[str] = []
         for record in self.candidates():
             if not self.needed():

@@ -96,12 +96,13 @@ class SyncStore:
         if due:
             self.sync_acks()
 
-    def sync_acks(self) -> None:
-        """Make the acknowledgements written so far durable (one syncfs)."""
+    def sync_acks(self, *, whoever: bool = False) -> None:
+        """Make the acknowledgements this store wrote durable (one syncfs); `whoever`: those
+        of any writer too, another store or process (eviction cannot know who wrote them)."""
         with self._acks_lock:
-            if not self._unsynced_acks:
+            if not (self._unsynced_acks or whoever):
                 return
-            syncfs(self.objects.root)
+            syncfs(self.data.root)
             self._unsynced_acks = 0
 
     def record_acked(self, record: dict[str, Any]) -> bool:
