@@ -142,13 +142,19 @@ def test_what_the_root_device_watcher_writes_the_acopio_user_can_change(
         nobodys_folder: Path, tmp_path: Path) -> None:
     """acopio-devices.service imports cards as root, in the acopio group with UMask=0002;
     acopio.service, as the acopio user, then edits those items, makes their thumbnails and
-    files them into an activity. Here `nobody` and its group stand for acopio."""
+    files them into an activity, and its inbox imports more. Here `nobody` and its group
+    stand for acopio."""
     nobody = pwd.getpwnam("nobody")
     card = tmp_path / "card"
     for i in range(3):
         exif_jpeg(card / "DCIM" / "100CANON" / f"IMG_{i:04d}.JPG", f"2026:11:2{i} 10:00:00",
                   "-06:00", color=(40 * i, 90, 160))
     nobodys_folder.chmod(0o770)  # StateDirectoryMode=0770
+    # then the inbox, as the acopio user, imports a photo of its own (the import's commit
+    # lock was made by root)
+    inbox = nobodys_folder.parent / "buzon"
+    exif_jpeg(inbox / "foto-del-buzon.jpg", "2026:11:23 12:00:00", "-06:00", color=(9, 9, 9))
+    inbox.chmod(0o755)
 
     def work(data: Path) -> list[list[str]]:
         sha = next(iter(Catalog(DataDir.at(data)).items()))["sha256"]
@@ -161,6 +167,7 @@ def test_what_the_root_device_watcher_writes_the_acopio_user_can_change(
                  "--end", "2026-11-22T18:00"],
                 [*base, "items", "refile", sha, "--activity", "entrega-de-becas", "--as",
                  "ana"],
+                [*base, "ingest", str(inbox)],
                 [*base, "check"]]
 
     def import_card(data: Path) -> Callable[[], None]:
@@ -187,6 +194,7 @@ def test_what_the_root_device_watcher_writes_the_acopio_user_can_change(
                      groups=[nobody.pw_gid])
     assert code == 0, said
     assert "6 jobs run" in said, said  # a thumbnail and a preview of each photo
-    moved = Catalog(DataDir.at(nobodys_folder)).items()
+    moved = list(Catalog(DataDir.at(nobodys_folder)).items())
     assert sum("entrega-de-becas" in r["archive_path"] for r in moved) == 1
+    assert len(moved) == 4 and any(r["original_name"] == "foto-del-buzon.jpg" for r in moved)
     print(said)
