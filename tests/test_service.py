@@ -119,7 +119,7 @@ def test_a_role_that_runs_once_per_folder_is_not_started_twice(tmp_path: Path) -
     assert json.loads((flags / "sync.json").read_text())["pid"] == first.proc.pid
     assert first.proc.poll() is None and UNCLEAN not in first.stop()
     # once the first has stopped, `sync --once` runs (this kit is not paired: exit 2), as
-    # the role: its lock is held meanwhile and it leaves no flag behind
+    # the role, and leaves neither its lock held nor its flag behind
     once = Acopio(data, tmp_path / "once.log", "sync", "--once")
     assert once.proc.wait(timeout=60) == 2, once.said()
     assert "not paired" in once.said()
