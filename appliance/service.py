@@ -7,9 +7,10 @@ there at the role's next start, its last stop was not clean (power cut, kill -9)
 logged loudly; the imports themselves recover on their own (see ingest.pipeline). The flags
 are per role (`state/running/<role>.json`) because several processes share one data folder
 on a box: one service's start or clean stop must not read or clear another's flag. Whoever
-runs a role holds an flock on `state/running/<role>.lock` while it runs (the kernel drops it
-when the process dies, kill -9 included): a lock already held is the same role started twice,
-said as such, not an unclean stop, and only the holder writes and clears that role's flag.
+runs a role holds an flock on `state/running/<role>.lock` while it runs (appliance.running;
+the kernel drops it when the process dies, kill -9 included): a lock already held is the
+same role started twice, said as such, not an unclean stop, and only the holder writes and
+clears that role's flag.
 A lock, not a pid check: the units' ProcSubset=pid hides /proc/sys and its boot id.
 
 A role already running is not started again, but for the worker (`SHARED_ROLES`): the
@@ -33,7 +34,8 @@ from typing import Protocol
 
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import atomic_write, fsync_dir, lock_held, try_lock
+from appliance.fsutil import atomic_write, fsync_dir
+from appliance.running import describe_running, role_flag, role_lock, running_dir
 from ingest.pipeline import Claims
 
 log = logging.getLogger(__name__)
@@ -137,10 +139,10 @@ class Service:
 
     @property
     def flags(self) -> Path:
-        return _running(self.data)
+        return running_dir(self.data)
 
     def flag(self, role: str) -> Path:
-        return _running(self.data, f"{role}.json")
+        return role_flag(self.data, role)
 
     def run_until_signal(self) -> int:
         configure_logging(self.config.log_level)
@@ -236,29 +238,3 @@ class Service:
             log.warning("the previous run of %s (%s) did not stop cleanly; interrupted imports "
                         "resume by themselves, `acopio check` verifies the archive",
                         ", ".join(names), key)
-
-
-def _running(data: DataDir, name: str = "") -> Path:
-    """`state/running/`, where each role's lock and startup flag are."""
-    return data.state / "running" / name
-
-
-def role_lock(data: DataDir, role: str) -> contextlib.AbstractContextManager[bool]:
-    """Held by the process that runs `role` on this data folder, while it runs it; False at
-    once when another process holds it."""
-    return try_lock(_running(data, f"{role}.lock"))
-
-
-def role_running(data: DataDir, role: str) -> bool:
-    """Whether a process runs `role` on this data folder now (its lock is held); for status
-    pages in other processes."""
-    return bool(lock_held(_running(data, f"{role}.lock")))
-
-
-def describe_running(data: DataDir, role: str) -> str:
-    """Who runs `role`, from its flag: "pid N, started T" (or "no flag")."""
-    try:
-        flag = json.loads(_running(data, f"{role}.json").read_text())
-    except (OSError, ValueError):
-        return "no flag"
-    return f"pid {flag.get('pid', '?')}, started {flag.get('started_at', '?')}"

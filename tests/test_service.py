@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.datadir import DataDir
-from appliance.service import role_running
+from appliance.running import role_running
 from tests.conftest import REPO, TEST_ENV
 
 UNCLEAN = "did not stop cleanly"

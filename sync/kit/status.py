@@ -16,7 +16,7 @@ the role. Keys:
     updated_at     when the file was written
 
 `read` adds `running`: whether a process runs the sync role on this data folder now (its
-lock, appliance.service), so a page can tell a stopped acopio-sync.service from a quiet one.
+lock, appliance.running), so a page can tell a stopped acopio-sync.service from a quiet one.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 from appliance import storage
 from appliance.datadir import DataDir
 from appliance.fsutil import atomic_write
+from appliance.running import role_running
 from appliance.storage import CorruptStateError, dump_json
 from sync.kit.store import now_iso, sync_dir
 
@@ -60,8 +61,6 @@ def read(data: DataDir) -> dict[str, Any]:
         raw = storage.read_json_file(sync_dir(data) / "status.json")
     except CorruptStateError:
         raw = None
-    from appliance.service import role_running
-
     out = empty("idle", paired.hub_url)
     if raw:
         out.update({k: raw[k] for k in out if k in raw})
