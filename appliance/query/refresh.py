@@ -101,7 +101,7 @@ class Refresher:
         """Follow shard writes from the records they wrote, in one transaction; a shard the
         index did not hold as the write found it is re-read instead. The number of shards
         re-read."""
-        with try_lock(self.lock_path, wait=True):
+        with file_lock(self.lock_path):
             conn = self._open()
             keys = list(dict.fromkeys(w.folder_key for w in writes))
             held: dict[str, Stat] = {}
