@@ -11,7 +11,7 @@ import contextlib
 import fcntl
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 TEMP_PREFIX = ".acopio-tmp-"
@@ -47,6 +47,59 @@ def atomic_write(path: str | os.PathLike[str], data: bytes,
     0o600 keeps secrets (password hashes) from other users of the box.
     """
     path = Path(path)
+    fd, tmp = _write_temp(path, data, tmp_dir, mode)
+    try:
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        _drop_temp(fd, tmp)
+        raise
+    os.close(fd)
+    _rename(tmp, path)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def atomic_write_many(files: Mapping[Path, bytes], tmp_dir: str | os.PathLike[str]) -> None:
+    """`atomic_write` for a batch, with one flush instead of two fsyncs per file.
+
+    Every temp file is written, then one `syncfs` makes them all durable before any is
+    renamed, then each folder is fsynced once. So each file is, after a crash, the old or the
+    new one, whole, as with `atomic_write`; none is ever empty. On an SD card an fsync costs
+    milliseconds, and an import's batch rewrites up to 256 job key files.
+    """
+    if len(files) <= 1:
+        for path, data in files.items():
+            atomic_write(path, data, tmp_dir)
+        return
+    written: list[tuple[int, Path, Path]] = []
+    try:
+        for path, data in files.items():
+            fd, tmp = _write_temp(Path(path), data, tmp_dir, 0o644)
+            written.append((fd, tmp, Path(path)))
+        syncfs(tmp_dir)
+    except BaseException:
+        for fd, tmp, _path in written:
+            _drop_temp(fd, tmp)
+        raise
+    renamed = 0
+    try:
+        for _fd, tmp, path in written:
+            os.replace(tmp, path)
+            renamed += 1
+    finally:
+        for i, (fd, tmp, _path) in enumerate(written):
+            os.close(fd)  # after the rename: the flock marks a live temp until then
+            if i >= renamed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+    for folder in dict.fromkeys(path.parent for _fd, _tmp, path in written):
+        fsync_dir(folder)
+
+
+def _write_temp(path: Path, data: bytes, tmp_dir: str | os.PathLike[str] | None,
+                mode: int) -> tuple[int, Path]:
+    """A new temp file holding `data`, its fd open and flocked (not yet fsynced)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if tmp_dir is not None:
         Path(tmp_dir).mkdir(parents=True, exist_ok=True)
@@ -59,22 +112,26 @@ def atomic_write(path: str | os.PathLike[str], data: bytes,
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        if durable:
-            os.fsync(fd)
     except BaseException:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _drop_temp(fd, tmp)
         raise
-    os.close(fd)
+    return fd, tmp
+
+
+def _drop_temp(fd: int, tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def _rename(tmp: Path, path: Path) -> None:
     try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    if durable:
-        fsync_dir(path.parent)
 
 
 def syncfs(path: str | os.PathLike[str]) -> None:

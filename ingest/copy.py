@@ -3,8 +3,9 @@
 Order matters and is the whole point: hash while reading the source; write a temp file on the
 archive's filesystem (its staging folder, because the destination folder depends on metadata
 read from the copy); fsync it; give it its final name in the destination folder without ever
-replacing an existing file; fsync that folder; then read the destination back from the disk,
-not from the page cache, and compare hashes. Only then may the catalog say it is archived.
+replacing an existing file; read the destination back from the disk, not from the page cache,
+and compare hashes; fsync that folder. Only then may the catalog say it is archived. (An
+import fsyncs each folder once per catalog batch, just before the batch is recorded.)
 
 A temp file holds an flock for as long as its writer lives, so a crash leaves an unlocked
 temp that any later run (or `acopio check --repair`) can recognise as debris and delete,
@@ -215,12 +216,14 @@ def candidate_names(name: str) -> Iterator[str]:
 
 
 def place(temp: TempCopy, dest_dir: Path, name: str,
-          same_content: Callable[[Path], bool]) -> tuple[Path, bool]:
+          same_content: Callable[[Path], bool], *, sync_dir: bool = True) -> tuple[Path, bool]:
     """Give the temp file a final name in `dest_dir` without ever replacing a file.
 
     Returns (final path, adopted). If a file of that name already holds the same content (a
     run that crashed after its rename but before its catalog write), it is adopted and the
     temp discarded. A clash with different content takes the next free suffix.
+    `sync_dir=False` leaves fsyncing `dest_dir` to the caller, who must do it before any
+    record says the file is archived (an import does it once per folder and batch).
     """
     for candidate in candidate_names(name):
         final = dest_dir / candidate
@@ -233,7 +236,8 @@ def place(temp: TempCopy, dest_dir: Path, name: str,
             continue
         os.unlink(temp.path)
         temp.close()
-        fsync_dir(dest_dir)
+        if sync_dir:
+            fsync_dir(dest_dir)
         return final, False
     raise OSError(errno.EEXIST, f"too many files named {name!r} in {dest_dir}")
 

@@ -408,6 +408,7 @@ class _Run:
             final, adopted = copy.place(
                 temp, dest, copy.safe_name(f.name),
                 same_content=lambda p: _same_content(p, temp.sha256, temp.size, self.reader),
+                sync_dir=False,  # once per folder, before its batch is recorded (flush)
             )
         except BaseException:
             temp.discard()
@@ -477,6 +478,11 @@ class _Run:
         verified originals that the next run, or `acopio check --repair`, adopts.
         """
         try:
+            # The new names first, one fsync per folder: a record never points at a file
+            # whose name a power cut could still undo.
+            for folder in {(self.imp.data.root / r["archive_path"]).parent
+                           for batch in self.pending.values() for r in batch}:
+                fsync_dir(folder)
             recorded = []
             # One commit at a time per data folder: claims are per process, and on a box the
             # device watcher and the inbox import in two processes.

@@ -64,8 +64,9 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # Each crash point: the Nth call of a system call the import uses to make data durable, in
 # any of its threads (strace counts per thread). With this card a clean import makes six
-# copies (one is a duplicate). The verifying thread makes 10 fsyncs (copy, folder), 5 links
-# and 5 unlinks; the importing thread 8 fsyncs (catalog), 5 syncfs (index), 15 renames.
+# copies (one is a duplicate). The verifying thread makes 5 fsyncs (the copies), 5 links and
+# 5 unlinks; the importing thread fsyncs the 4 archive folders, then writes the catalog and
+# the job queue, with 6 syncfs (content index, job key files) and renames.
 CRASH_POINTS = (
     [("fsync", n) for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)]
     + [("syncfs", n) for n in (1, 2, 3)]
@@ -115,6 +116,37 @@ def test_kill_9_at_random_moments_then_rerun(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr.decode()
     assert_archived_exactly_once(data, card)
 
+
+
+def test_each_archive_folder_is_fsynced_once_per_batch_before_its_record(
+        tmp_path: Path) -> None:
+    """A record never reaches the disk before the name of its file (a power cut would leave
+    it pointing at nothing); and the folder is fsynced once per catalog batch, not once per
+    file, which on an SD card is the difference between one and twelve journal commits."""
+    strace = require_tool("strace")
+    card = tmp_path / "card"
+    for i in range(12):
+        exif_jpeg(card / f"DCIM/100CANON/IMG_{i:04d}.JPG",
+                  f"2026:05:{10 + i % 2} 10:00:{i:02d}", size=(64, 48), color=(i * 9, 40, 90))
+    data = tmp_path / "data"
+    log = tmp_path / "strace.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    subprocess.run([strace, "-f", "-qq", "-y", "-o", str(log), "-e",
+                    "trace=fsync,rename,renameat,renameat2",
+                    sys.executable, "-m", "appliance", "--data-dir", str(data), "ingest",
+                    str(card)], cwd=REPO, env=env, check=True, capture_output=True)
+    events = []  # ("fsync", folder) or ("record", folder), in the order they ran
+    for line in log.read_text().splitlines():
+        if " fsync(" in line and f"<{data}/archive/2026/05/" in line:
+            events.append(("fsync", line.split("<", 1)[1].split(">", 1)[0].rsplit("/", 1)[1]))
+        elif "rename" in line and f"{data}/state/catalog/2026/05/" in line:
+            events.append(("record", line.rsplit("/", 1)[1].split(".json", 1)[0]))
+    folders = {"2026-05-10_sin-actividad", "2026-05-11_sin-actividad"}
+    assert sorted(f for kind, f in events if kind == "fsync") == sorted(folders), events
+    for kind, folder in events:
+        if kind == "record":
+            assert ("fsync", folder) in events[:events.index((kind, folder))], events
+    assert len(list((data / "archive/2026/05").rglob("*.JPG"))) == 12
 
 @pytest.fixture
 def small_disk(tmp_path: Path):

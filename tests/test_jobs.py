@@ -90,8 +90,14 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> Counter[Path]:
             real(path, *args, **kwargs)
         return write
 
+    def counting_many(files: dict[Path, bytes], tmp_dir: os.PathLike[str]) -> None:
+        counter.update(Path(path) for path in files)
+        real_many(files, tmp_dir)
+
+    real_many = jobs_mod.atomic_write_many
     monkeypatch.setattr(storage, "atomic_write", counting(storage.atomic_write))
     monkeypatch.setattr(jobs_mod, "atomic_write", counting(jobs_mod.atomic_write))
+    monkeypatch.setattr(jobs_mod, "atomic_write_many", counting_many)
     return counter
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from appliance import storage
-from appliance.fsutil import TEMP_PREFIX, atomic_write
+from appliance.fsutil import TEMP_PREFIX, atomic_write, atomic_write_many
 from appliance.storage import CorruptStateError
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 
 
 def test_atomic_write_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -20,6 +20,68 @@ def test_atomic_write_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
     atomic_write(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+# A batch of 40 files over two folders, half of them existing: written by a child process
+# so that strace sees (and can kill) it.
+_MANY = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from appliance.fsutil import atomic_write_many
+    root = Path(sys.argv[1])
+    files = {root / f"d{i % 2}" / f"{i:02d}.json": b"new %02d " % i * 300 for i in range(40)}
+    atomic_write_many(files, root / "tmp")
+""")
+
+
+def _old_batch(root: Path) -> None:
+    for i in range(0, 40, 2):
+        atomic_write(root / f"d{i % 2}" / f"{i:02d}.json", b"old %02d " % i * 300)
+
+
+def test_atomic_write_many_flushes_every_file_before_any_rename(tmp_path: Path) -> None:
+    """The order that makes a batch as safe as one `atomic_write` per file across a power
+    cut: all the data durable (one syncfs), then the renames, then each folder once."""
+    strace = require_tool("strace")
+    _old_batch(tmp_path)
+    log = tmp_path / "strace.log"
+    subprocess.run([strace, "-f", "-qq", "-o", str(log), "-e",
+                    "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2",
+                    sys.executable, "-c", _MANY, str(tmp_path)], cwd=REPO, check=True)
+    calls = [line.split(None, 1)[1].split("(")[0] for line in log.read_text().splitlines()
+             if "(" in line and "resumed" not in line]
+    calls = ["rename" if c.startswith("rename") else c for c in calls]
+    assert calls == ["syncfs"] + ["rename"] * 40 + ["fsync"] * 2, calls
+    for i in range(40):
+        assert (tmp_path / f"d{i % 2}" / f"{i:02d}.json").read_bytes() == b"new %02d " % i * 300
+    assert not list(tmp_path.rglob(TEMP_PREFIX + "*"))
+
+
+@pytest.mark.parametrize("when", [1, 17, 40])
+def test_atomic_write_many_killed_mid_batch_leaves_each_file_old_or_new(tmp_path: Path,
+                                                                       when: int) -> None:
+    strace = require_tool("strace")
+    _old_batch(tmp_path)
+    killed = subprocess.run(
+        [strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2",
+         "-e", f"inject=rename,renameat,renameat2:signal=SIGKILL:when={when}",
+         sys.executable, "-c", _MANY, str(tmp_path)], cwd=REPO)
+    assert killed.returncode != 0
+    renamed = 0
+    for i in range(40):
+        path = tmp_path / f"d{i % 2}" / f"{i:02d}.json"
+        content = path.read_bytes() if path.exists() else None
+        assert content in (b"new %02d " % i * 300, b"old %02d " % i * 300 if i % 2 == 0
+                           else None), (path, content)
+        renamed += content == b"new %02d " % i * 300
+    assert renamed == when - 1  # killed at the when-th rename, before it ran
+
+
+def test_atomic_write_many_of_one_file_is_atomic_write(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "x.json"
+    atomic_write_many({target: b"one"}, tmp_path / "tmp")
+    atomic_write_many({}, tmp_path / "tmp")
+    assert target.read_bytes() == b"one"
 
 
 @pytest.mark.parametrize(
