@@ -15,6 +15,12 @@ the figures with PASS/FAIL. It is not part of the test suite: `./scripts/bench i
    and shown for information.
 2. Scaling. The same 1,000 new small JPEGs go into an empty data folder and into one that
    already holds 100,000 items. Target: time into the seeded archive <= 1.2 x into the empty.
+3. Flushes (for information; no target). On a Pi's SD card every fsync is a journal commit
+   of several milliseconds, which this machine's disk does not show. The small card's import
+   is counted under strace (fsync, fdatasync and syncfs calls per imported file), then timed
+   with every flush delayed by `--flush-ms` (10 ms by default) by a small LD_PRELOAD library
+   (`slowflush.c`, built here with the C compiler), against `rsync -a` and the `sync` after
+   it under the same delay.
 
 Fairness: when the kernel lets us (root), the page cache is dropped (`sync; echo 3 >
 /proc/sys/vm/drop_caches`) before every measured run, so every run reads its source cold;
@@ -100,6 +106,8 @@ ZONE = ZoneInfo(TIMEZONE)
 OFFSET = "-06:00"  # America/Mexico_City has had no summer time since 2022
 MB = 1_000_000
 
+PARTS = ("throughput", "scaling", "flushes")
+FLUSH_CALLS = ("fsync", "fdatasync", "syncfs")
 TARGET_RATIO = 1.6
 TARGET_RSS_MB = 120.0
 TARGET_SCALING = 1.2
@@ -139,6 +147,8 @@ class Options:
     workdir: Path
     rebuild: bool
     profile: bool
+    flush_ms: float
+    parts: tuple[str, ...]
     argv: tuple[str, ...]
 
 
@@ -157,6 +167,9 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--workdir", type=Path, default=default_out,
                    help=f"cached inputs and scratch space (default {default_out})")
     p.add_argument("--rebuild", action="store_true", help="build the cached inputs again")
+    p.add_argument("--flush-ms", type=float, default=10.0,
+                   help="delay added to every flush in part 3, ms (default 10)")
+    p.add_argument("--only", help=f"comma-separated parts to run: {', '.join(PARTS)}")
     p.add_argument("--profile", action="store_true",
                    help="also run one ingest of the card under cProfile and list hot spots")
     args = p.parse_args(argv)
@@ -169,8 +182,14 @@ def parse_args(argv: Sequence[str]) -> Options:
         workdir=args.workdir.absolute(),
         rebuild=args.rebuild,
         profile=args.profile,
+        flush_ms=args.flush_ms,
+        parts=tuple(x.strip() for x in (args.only or ",".join(PARTS)).split(",") if x.strip()),
         argv=tuple(argv),
     )
+    if unknown := set(opts.parts) - set(PARTS):
+        p.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    if opts.flush_ms < 0:
+        p.error("--flush-ms cannot be negative")
     if opts.size_gb <= 0 or opts.files < 1 or opts.seed_items < 1 or opts.repeat < 1:
         p.error("--size-gb, --files, --seed-items and --repeat must be positive")
     return opts
@@ -559,8 +578,8 @@ class Runner:
         check_ingest(run, card)
         return run
 
-    def rsync(self, card: Card, dest: Path) -> Measured:
-        run = run_measured(["rsync", "-a", f"{card.root}/", f"{dest}/"], self.env)
+    def rsync(self, card: Card, dest: Path, env: dict[str, str] | None = None) -> Measured:
+        run = run_measured(["rsync", "-a", f"{card.root}/", f"{dest}/"], env or self.env)
         if run.returncode != 0:
             raise BenchError(f"rsync failed ({run.returncode}): {run.stderr.strip()[-500:]}")
         return run
@@ -691,6 +710,95 @@ def bench_scaling(card: Card, seed: Path, seed_info: dict[str, Any], opts: Optio
     return result
 
 
+# -- 3. flushes on a card-like disk ----------------------------------------------------------
+
+
+@dataclass
+class Flushes:
+    card: Card
+    flush_ms: float
+    calls: dict[str, int]
+    ingest: list[Measured] = field(default_factory=list)
+    rsync: list[Measured] = field(default_factory=list)
+    sync: list[Measured] = field(default_factory=list)
+
+    @property
+    def per_file(self) -> float:
+        return sum(self.calls.values()) / self.card.files
+
+    @property
+    def ingest_s(self) -> float:
+        return median([m.seconds for m in self.ingest])
+
+    @property
+    def rsync_durable_s(self) -> float:
+        return median([r.seconds + s.seconds for r, s in zip(self.rsync, self.sync,
+                                                             strict=True)])
+
+
+def slow_flush_library(workdir: Path) -> Path:
+    """slowflush.c built into the work folder (again when the source is newer)."""
+    source = Path(__file__).with_name("slowflush.c")
+    built = workdir / "slowflush.so"
+    if built.exists() and built.stat().st_mtime >= source.stat().st_mtime:
+        return built
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise BenchError("part 3 builds a small C library and needs a C compiler "
+                         "(apt-get install gcc), or run the other parts: --only "
+                         "throughput,scaling")
+    done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(built), str(source),
+                           "-ldl"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"could not build {source.name}: {done.stderr.strip()[-500:]}")
+    return built
+
+
+def count_flushes(card: Card, dest: Path, runner: Runner) -> dict[str, int]:
+    """The import's flush calls, all threads and helpers, from `strace -c`."""
+    out = dest.with_name(dest.name + ".strace")
+    cmd = ["strace", "-f", "-c", "-o", str(out), "-e", "trace=" + ",".join(FLUSH_CALLS),
+           *runner.ingest_cmd(card.root, dest)]
+    try:
+        check_ingest(run_measured(cmd, runner.env), card)
+        calls = dict.fromkeys(FLUSH_CALLS, 0)
+        for line in out.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 5 and fields[-1] in calls:  # % time, s, us/call, calls, ...
+                calls[fields[-1]] = int(fields[3])
+        return calls
+    finally:
+        out.unlink(missing_ok=True)
+        remove_tree(dest)
+
+
+def bench_flushes(card: Card, opts: Options, cache: PageCache, runner: Runner) -> Flushes:
+    library = slow_flush_library(opts.workdir)
+    scratch = opts.workdir / "runs"
+    scratch.mkdir(parents=True, exist_ok=True)
+    result = Flushes(card, opts.flush_ms, count_flushes(card, scratch / "count", runner))
+    log(f"flushes: {result.calls} for {card.files} files")
+    slow = {**runner.env, "LD_PRELOAD": str(library), "SLOW_FLUSH_MS": f"{opts.flush_ms:g}"}
+    for i, side in alternating(opts.repeat, ("rsync", "ingest")):
+        dest = scratch / f"flush-{side}-{i}"
+        remove_tree(dest)
+        cache.prepare(card.root)
+        try:
+            if side == "rsync":
+                result.rsync.append(runner.rsync(card, dest, slow))
+                result.sync.append(run_measured(["sync"], slow))
+                seconds = result.rsync[-1].seconds + result.sync[-1].seconds
+            else:
+                run = run_measured(runner.ingest_cmd(card.root, dest), slow)
+                check_ingest(run, card)
+                result.ingest.append(run)
+                seconds = run.seconds
+        finally:
+            remove_tree(dest)
+        log(f"flush run {i + 1}/{opts.repeat} {side}: {seconds:.2f} s")
+    return result
+
+
 # -- optional profile ------------------------------------------------------------------------
 
 
@@ -780,6 +888,25 @@ def scaling_lines(s: Scaling) -> list[str]:
     ]
 
 
+def flush_lines(f: Flushes) -> list[str]:
+    calls = " + ".join(f"{n:,} {name}" for name, n in f.calls.items() if n)
+    waited = sum(f.calls.values()) * f.flush_ms / 1000
+    return [
+        f"3. Flushes on a card-like disk: {f.card.files} new files, every flush delayed "
+        f"{f.flush_ms:g} ms (LD_PRELOAD slowflush.c)",
+        row("measure", "value"),
+        row("flushes per imported file", f"{f.per_file:.2f}"),
+        row("acopio ingest --json, delayed (median s)", f"{f.ingest_s:.2f}"),
+        row("rsync -a + sync, delayed (median s)", f"{f.rsync_durable_s:.2f}"),
+        row("ingest / (rsync + sync)", f"{f.ingest_s / f.rsync_durable_s:.2f}"),
+        row("(info) delay the flushes alone add (s)", f"{waited:.2f}"),
+        f"  flushes counted under strace -f -c: {calls or 'none'}",
+        f"  runs, s: ingest [{runs_text([m.seconds for m in f.ingest])}]  rsync "
+        f"[{runs_text([m.seconds for m in f.rsync])}]  sync after it "
+        f"[{runs_text([m.seconds for m in f.sync])}]",
+    ]
+
+
 def host_line(workdir: Path) -> str:
     fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", str(workdir)],
                         capture_output=True, text=True).stdout.strip() or "?"
@@ -792,8 +919,8 @@ def reproduce_line(opts: Options) -> str:
     return " ".join(["reproduce: ./scripts/bench ingest", *map(shlex.quote, opts.argv)])
 
 
-def report(opts: Options, cache: PageCache, t: Throughput, s: Scaling,
-           profile: list[str], wall: float) -> None:
+def report(opts: Options, cache: PageCache, t: Throughput | None, s: Scaling | None,
+           f: Flushes | None, profile: list[str], wall: float) -> None:
     floor = rss_floor_mb()
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -805,10 +932,9 @@ def report(opts: Options, cache: PageCache, t: Throughput, s: Scaling,
         f"RSS: wait4 ru_maxrss, the largest of the process and the helpers it waited for "
         f"(ffprobe, exiftool); floor of the measuring launcher {floor:.1f} MB",
         "",
-        *throughput_lines(t),
-        "",
-        *scaling_lines(s),
-        "",
+        *([*throughput_lines(t), ""] if t else []),
+        *([*scaling_lines(s), ""] if s else []),
+        *([*flush_lines(f), ""] if f else []),
         *([*profile, ""] if profile else []),
         f"benchmark wall time: {wall:.0f} s (cached inputs are reused; --rebuild rebuilds them)",
         reproduce_line(opts),
@@ -816,20 +942,29 @@ def report(opts: Options, cache: PageCache, t: Throughput, s: Scaling,
     print("\n".join(lines), flush=True)
 
 
-def save_results(opts: Options, cache: PageCache, t: Throughput, s: Scaling) -> Path:
+def save_results(opts: Options, cache: PageCache, t: Throughput | None, s: Scaling | None,
+                 f: Flushes | None) -> Path:
     def runs(ms: list[Measured]) -> list[dict[str, Any]]:
         return [{k: v for k, v in asdict(m).items() if k not in ("stdout", "stderr")}
                 for m in ms]
 
+    figures: dict[str, Any] = {"argv": list(opts.argv),
+                               "cache_mode": "cold" if cache.cold else "warm"}
+    if t:
+        figures.update({
+            "card": {"bytes": t.card.total_bytes, "files": t.card.files},
+            "rsync": runs(t.rsync), "rsync_sync_s": t.rsync_sync_s, "ingest": runs(t.ingest),
+            "ratio": t.ratio, "peak_rss_mb": t.peak_rss_mb})
+    if s:
+        figures["scaling"] = {"files": s.card.files, "seed_items": s.seed_items,
+                              "empty": runs(s.empty), "seeded": runs(s.seeded),
+                              "ratio": s.ratio}
+    if f:
+        figures["flushes"] = {"files": f.card.files, "flush_ms": f.flush_ms, "calls": f.calls,
+                              "ingest": runs(f.ingest), "rsync": runs(f.rsync),
+                              "sync": runs(f.sync)}
     out = opts.workdir / f"results-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({
-        "argv": list(opts.argv), "cache_mode": "cold" if cache.cold else "warm",
-        "card": {"bytes": t.card.total_bytes, "files": t.card.files},
-        "rsync": runs(t.rsync), "rsync_sync_s": t.rsync_sync_s, "ingest": runs(t.ingest),
-        "ratio": t.ratio, "peak_rss_mb": t.peak_rss_mb,
-        "scaling": {"files": s.card.files, "seed_items": s.seed_items,
-                    "empty": runs(s.empty), "seeded": runs(s.seeded), "ratio": s.ratio},
-    }, indent=1))
+    out.write_text(json.dumps(figures, indent=1))
     return out
 
 
@@ -856,22 +991,28 @@ def write_config(workdir: Path) -> Path:
 
 def run(opts: Options) -> None:
     started = time.perf_counter()
-    require_tools("rsync", "cp", "ffprobe")
+    require_tools("rsync", "cp", "ffprobe", *(["strace"] if "flushes" in opts.parts else []))
     check_space(opts)
     remove_tree(opts.workdir / "runs")
-    card = big_card(opts)
+    big = "throughput" in opts.parts or opts.profile
+    card = big_card(opts) if big else None
     small = small_card(opts)
     config = write_config(opts.workdir)
-    seed, seed_manifest = seeded_archive(opts, config)
     cache = PageCache()
     log(f"page cache mode: {cache.mode}")
     runner = Runner(config)
-    throughput = bench_throughput(card, opts, cache, runner)
-    scaling = bench_scaling(small, seed, seed_manifest["info"], opts, cache, runner)
-    profile = profile_ingest(card, opts, cache, runner) if opts.profile else []
+    throughput = scaling = flushes = None
+    if "throughput" in opts.parts:
+        throughput = bench_throughput(card, opts, cache, runner)
+    if "scaling" in opts.parts:
+        seed, seed_manifest = seeded_archive(opts, config)
+        scaling = bench_scaling(small, seed, seed_manifest["info"], opts, cache, runner)
+    if "flushes" in opts.parts:
+        flushes = bench_flushes(small, opts, cache, runner)
+    profile = profile_ingest(card, opts, cache, runner) if card and opts.profile else []
     remove_tree(opts.workdir / "runs")
-    results = save_results(opts, cache, throughput, scaling)
-    report(opts, cache, throughput, scaling, profile, time.perf_counter() - started)
+    results = save_results(opts, cache, throughput, scaling, flushes)
+    report(opts, cache, throughput, scaling, flushes, profile, time.perf_counter() - started)
     print(f"figures saved to {results}")
 
 
