@@ -255,8 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"acopio: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (CorruptStateError, SchemaTooNewError) as exc:
-        print(f"acopio: {exc}\n  run `acopio check --repair` to rebuild it from the archive",
-              file=sys.stderr)
+        print(f"acopio: {exc}\n  {_repair_hint(config, exc)}", file=sys.stderr)
         return EXIT_PROBLEM
     except PermissionError as exc:
         print(f"acopio: {exc}", file=sys.stderr)
@@ -269,6 +268,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at /dev/null so the interpreter's final flush does not complain either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def _repair_hint(config: Config, exc: CorruptStateError | SchemaTooNewError) -> str:
+    """What mends the damaged file: `check --repair` rebuilds only the catalog and its
+    indexes, `jobs --repair` the job queue; the other state files are not derived from
+    anything, so the operator restores them or starts them anew."""
+    from pathlib import Path
+
+    path = getattr(exc, "path", None)
+    if isinstance(exc, SchemaTooNewError) or path is None:
+        return "a newer Acopio wrote it: update this one (`acopio check` lists what it reads)"
+    state = DataDir.at(config.data_dir).state
+    try:
+        rel = Path(path).relative_to(state).parts
+    except ValueError:
+        rel = ()
+    if rel[:1] in (("catalog",), ("index",)):
+        return "run `acopio check --repair` to rebuild it from the archive"
+    if rel[:1] == ("jobs",):
+        return "run `acopio jobs --repair`, then `acopio derive --rebuild`"
+    return (f"it is not derived from the archive, so no command rebuilds it: restore it "
+            f"from a backup, or move it aside (`mv {path} {path}.damaged`) to start it "
+            f"empty; nothing was changed")
 
 
 def _print_json(value: Any) -> None:
@@ -284,11 +306,13 @@ def cmd_config_check(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(config_mod.as_dict(config))
     else:
+        plain = config_mod.as_dict(config)
         for key, _ in config_mod.iter_settings():
-            value: Any = config
+            value: Any = plain
             for part in key.split("."):
-                value = getattr(value, part)
-            print(f"{key} = {value!r}")
+                value = value[part]
+            # JSON's strings, numbers, booleans and arrays are TOML's too: lines to paste
+            print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
         print("configuration OK")
     return EXIT_OK
 
@@ -298,6 +322,8 @@ def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
     from ingest.pipeline import Importer, IngestError
 
     importer = Importer(config, reporter=TerminalProgress())
+    if args.activity:
+        _warn_unplanned(config, args.activity)
     try:
         summary = importer.run(args.source, activity=args.activity)
     except IngestError as exc:
@@ -477,14 +503,18 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(config: Config, args: argparse.Namespace) -> int:
-    from appliance.jobs import JobQueue
+    from appliance.jobs import JobNotFound, JobQueue
 
     queue = JobQueue(DataDir.at(config.data_dir))
     if args.repair:
         for moved in queue.repair():
             print(f"moved aside: {moved.path} -> {moved.aside}")
     if args.retry:
-        retried = queue.retry(None if args.retry == "all" else args.retry)
+        try:
+            retried = queue.retry(None if args.retry == "all" else args.retry)
+        except JobNotFound as exc:
+            print(f"acopio: {exc.args[0]}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"{len(retried)} jobs back in the queue")
     jobs = queue.jobs()
     if args.json:
@@ -599,12 +629,22 @@ def cmd_agenda_remove(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _warn_unplanned(config: Config, slug: str) -> None:
+    """A slug the agenda does not hold still files (by capture day: a kit offline before the
+    hub sent the agenda down), but a typo would start a stray folder, so say so."""
+    check_slug(slug)
+    if Agenda(DataDir.at(config.data_dir).state).get(slug) is None:
+        print(f"acopio: warning: {slug!r} is not in the agenda (`acopio agenda list`); items "
+              "are filed under it by their capture day", file=sys.stderr)
+
+
 def cmd_agenda_current(config: Config, args: argparse.Namespace) -> int:
     agenda = Agenda(DataDir.at(config.data_dir).state)
     if args.clear:
         agenda.set_current(None)
     elif args.slug:
         agenda.set_current(args.slug)
+        _warn_unplanned(config, args.slug)
     else:
         print(agenda.current() or "")
     return EXIT_OK

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from appliance import templates
@@ -59,6 +60,23 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
         return None if value in choices else f"must be one of {', '.join(choices)}"
 
     return check
+
+
+def _hub_url(value: str) -> str | None:
+    """The rule `sync.kit.credentials.normalize_url` applies, checked at load so that `acopio
+    config check` names it instead of every sync round failing."""
+    if not value.strip():
+        return None
+    parts = urlsplit(value.strip())
+    try:
+        parts.port  # noqa: B018 -- raises for a port out of range
+    except ValueError:
+        return "the port must be a number from 1 to 65535"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be http://host[:port] or https://host[:port], or empty"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return "a hub URL has no query, fragment or user name"
+    return None
 
 
 def _year(value: int) -> str | None:
@@ -236,7 +254,7 @@ def _lanes(value: int) -> str | None:
 class SyncConfig:
     hub_url: str = _setting(
         "", "URL of the headquarters hub (http:// or https://); empty: find one on the LAN "
-        "with zeroconf.")
+        "with zeroconf.", _hub_url)
     bandwidth_kbps: int = _setting(
         0, "Upload cap in KiB/s (0: no cap); keeps a phone hotspot usable.", _non_negative)
     chunk_mb: int = _setting(8, "Upload chunk size in MiB (at most this is sent again after "

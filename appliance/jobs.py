@@ -606,12 +606,18 @@ class JobQueue:
 
     def retry(self, job_id: str | None = None) -> list[Job]:
         """Queue parked jobs again (one, or all with None), attempts and lost leases reset.
+        `job_id` may be the id's first characters, as `acopio jobs` lists it.
 
         Returns the queued jobs (the live job instead, where one was queued meanwhile).
         """
-        chosen = [j for j in self.parked() if job_id is None or j.id == job_id]
+        parked = self.parked()
+        chosen = parked if job_id is None else [j for j in parked if j.id == job_id] or \
+            [j for j in parked if job_id and j.id.startswith(job_id)]  # as `acopio jobs` shows
         if job_id is not None and not chosen:
-            raise JobNotFound(f"no parked job {job_id}")
+            raise JobNotFound(f"no parked job {job_id} (see `acopio jobs`)")
+        if job_id is not None and len(chosen) > 1:
+            raise JobNotFound(f"{len(chosen)} parked jobs start with {job_id}: give more of "
+                              "the id (`acopio jobs --json`)")
         fresh = [replace(j, state="queued", attempts=0, lost_leases=0, not_before=0.0,
                          lease_owner=None, lease_token=None, lease_expires=None,
                          progress=None, errors=list(j.errors)) for j in chosen]

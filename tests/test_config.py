@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,9 @@ def test_toml_file_and_environment_override(tmp_path: Path) -> None:
         ("kit = 3\n", "kit: expected a table"),
         ("[ingest]\nextra_clutter = 'x'\n", "ingest.extra_clutter: expected a list"),
         ("this is not toml", "not valid TOML"),
+        ("[sync]\nhub_url = 'ftp://hq'\n", "sync.hub_url: must be http://host[:port]"),
+        ("[sync]\nhub_url = 'http://hq:99999'\n", "sync.hub_url: the port must be a number"),
+        ("[sync]\nhub_url = 'http://u:p@hq'\n", "sync.hub_url: a hub URL has no query"),
     ],
 )
 def test_errors_name_the_bad_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -84,6 +88,15 @@ def test_cli_config_check(tmp_path: Path) -> None:
     shown = json.loads(result.stdout)
     assert shown["kit"]["name"] == "kit-1"
     assert shown["data_dir"] == str(tmp_path)
+
+    # Without --json, the effective settings are TOML lines: they can be pasted into a file.
+    lines = run_cli("--config", good, "--data-dir", tmp_path, "config", "check").stdout
+    *settings, verdict = lines.decode().splitlines()
+    assert verdict == "configuration OK"
+    flat = {k: json.loads(v) for k, v in (line.split(" = ", 1) for line in settings)}
+    assert tomllib.loads("\n".join(settings))["kit"]["name"] == "kit-1"
+    assert flat["data_dir"] == str(tmp_path) and flat["ingest.extra_clutter"] == []
+    assert flat["sync.hub_url"] == ""
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[ingest]\nprobe_timeout_s = 0\n")

@@ -321,6 +321,9 @@ def test_a_name_is_one_kit(tmp_path: Path) -> None:
         listed = json.loads(run_cli("--data-dir", hub.data_dir, "hub", "kits", "--json",
                                     env=HUB_ENV).stdout)
         assert {k["kit"] for k in listed if not k["revoked"]} >= {"acopio", "prensa-norte"}
+        wrong = run_cli("--data-dir", tmp_path / "kit-tres", "sync", "pair", hub.url,
+                        "AAAA-BBBB-CCCC")
+        assert wrong.returncode != 0 and b"refused the pairing code" in wrong.stderr
 
 
 # -- uploads -------------------------------------------------------------------------------

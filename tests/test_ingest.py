@@ -323,3 +323,39 @@ def test_two_processes_importing_the_same_content_under_other_names_archive_it_o
     assert {data_dir / r["archive_path"] for r in catalogued} == set(files)
     check = run_cli("--data-dir", data_dir, "check")
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+
+
+def test_damaged_state_files_get_the_advice_that_mends_them(tmp_path: Path,
+                                                            data_dir: Path) -> None:
+    """`check --repair` rebuilds the catalog and its indexes only: the agenda or the
+    accounts are not derived from the archive, so their damage must not send the operator to
+    a command that changes nothing; the job queue has a repair of its own."""
+    card = tmp_path / "card"
+    exif_jpeg(card / "a.jpg", "2026:06:02 18:00:00", color=(1, 1, 1))
+    ingest(data_dir, card)
+    state = data_dir / "state"
+    agenda = state / "agenda.json"
+    agenda.write_text('{"activities": {')
+    listed = run_cli("--data-dir", data_dir, "agenda", "list")
+    assert listed.returncode == 1
+    assert b"check --repair" not in listed.stderr and b"not derived from the archive" in \
+        listed.stderr and f"mv {agenda} {agenda}.damaged".encode() in listed.stderr
+    agenda.unlink()
+    shard = next((state / "jobs").rglob("*.thumb.*.json"))
+    shard.write_text("{")
+    jobs = run_cli("--data-dir", data_dir, "jobs")
+    assert jobs.returncode == 1 and b"acopio jobs --repair" in jobs.stderr
+    catalog = next((state / "catalog").rglob("*.json"))
+    catalog.write_text("{")
+    items = run_cli("--data-dir", data_dir, "items")
+    assert items.returncode == 1 and b"acopio check --repair" in items.stderr
+
+
+def test_an_activity_the_agenda_lacks_is_filed_with_a_warning(tmp_path: Path,
+                                                              data_dir: Path) -> None:
+    card = tmp_path / "card"
+    exif_jpeg(card / "a.jpg", "2026:06:02 18:00:00", color=(1, 1, 1))
+    done = run_cli("--data-dir", data_dir, "ingest", card, "--activity", "rueda-de-prnsa")
+    assert done.returncode == 0 and b"'rueda-de-prnsa' is not in the agenda" in done.stderr
+    current = run_cli("--data-dir", data_dir, "agenda", "current", "otra")
+    assert current.returncode == 0 and b"'otra' is not in the agenda" in current.stderr

@@ -25,7 +25,7 @@ from appliance import storage
 from appliance.datadir import DataDir
 from appliance.jobs import Job, JobNotFound, JobQueue, JobRequest, LeaseLost
 from appliance.storage import CorruptStateError
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 T0 = datetime(2024, 6, 15, 12, 0, tzinfo=UTC).timestamp()
 DAY = 86400.0
@@ -367,6 +367,27 @@ def test_retry_unparks_one_or_all(queue: JobQueue) -> None:
     assert {j.id for j in queue.retry()} == {j.id for j in parked[1:]}
     assert queue.parked() == []
     assert {j.id for j in drain(queue)} == {j.id for j in parked}
+
+
+
+def test_cli_retries_a_parked_job_by_the_id_it_lists(queue: JobQueue, data: DataDir) -> None:
+    """`acopio jobs` shows 8 characters of an id: `--retry` takes them; an unknown or
+    ambiguous id is a usage error with a message, never a traceback."""
+    for n in range(2):
+        queue.enqueue("thumb", sha(n), 10, max_attempts=1)
+        job = queue.claim("w", 60)
+        assert job is not None
+        queue.fail(job, "decoder crashed")
+    first, second = queue.parked()
+    listed = run_cli("--data-dir", data.root, "jobs").stdout.decode()
+    assert f"{first.id[:8]}  thumb" in listed
+    retried = run_cli("--data-dir", data.root, "jobs", "--retry", first.id[:8])
+    assert retried.returncode == 0 and b"1 jobs back in the queue" in retried.stdout
+    assert [j.id for j in queue.parked()] == [second.id]
+    for wrong, message in (("zzzz", b"no parked job zzzz"), (first.id, b"no parked job")):
+        refused = run_cli("--data-dir", data.root, "jobs", "--retry", wrong)
+        assert refused.returncode == 2 and message in refused.stderr
+        assert b"Traceback" not in refused.stderr
 
 
 # -- completion, listing, cancelling ------------------------------------------------------

@@ -982,7 +982,7 @@ def test_a_hub_that_moved_is_found_with_zeroconf(netns: Namespace, tmp_path: Pat
 
 
 def test_status_is_written_at_most_once_a_second(tmp_path: Path) -> None:
-    from sync.kit.status import StatusWriter, read
+    from sync.kit.status import StatusWriter, empty, read
 
     data = DataDir.at(tmp_path / "data")
     data.ensure()
@@ -1007,7 +1007,8 @@ def test_status_is_written_at_most_once_a_second(tmp_path: Path) -> None:
     assert report["state"] == "offline" and report["last_error"]["message"] == "hub unreachable"
     assert path.stat().st_mode & 0o777 == 0o644
     credentials.path_of(data).unlink()
-    assert read(data) == {"state": "not_configured"}
+    assert read(data) == empty() | {"running": False}  # every field, in every state
+    assert read(data)["state"] == "not_configured"
 
 
 def test_a_pairing_that_cannot_be_read_is_an_error_not_the_roles_end(tmp_path: Path) -> None:
@@ -1100,3 +1101,42 @@ def test_a_merge_group_the_hub_leaves_out_is_no_news(tmp_path: Path, media: Medi
     now = kit.items()[sha]
     assert now["caption"] == "De la central"
     assert (now["folder"], now["activity"]) == (local["folder"], local["activity"])
+
+
+def test_status_of_a_kit_not_paired_yet_counts_what_it_will_send(tmp_path: Path) -> None:
+    """`sync status --json` has the same fields in every state: a script that reads
+    `running` or `pending_items` works before the pairing too."""
+    card = tmp_path / "card"
+    exif_jpeg(card / "a.jpg", "2026:06:02 18:00:00", color=(1, 1, 1))
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    report = json.loads(run_cli("--data-dir", data, "sync", "status", "--json").stdout)
+    assert report["state"] == "not_configured" and report["running"] is False
+    assert report["pending_items"] == 1 and report["pending_originals"] == 1
+    assert report["pending_bytes"] == (card / "a.jpg").stat().st_size
+    shown = run_cli("--data-dir", data, "sync", "status").stdout.decode()
+    assert "not paired" in shown and "pending: 1 items" in shown
+
+
+def test_pairing_with_a_url_that_is_not_a_hub_says_so(tmp_path: Path) -> None:
+    """The easy mistake: the kit's own web UI's port instead of the hub's. Its 401 must not
+    read as "the hub refused the pairing code" (the operator would make codes forever)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from tests.webclient import WebApp
+
+    web = WebApp.build(tmp_path / "web")
+    server = make_server("127.0.0.1", 0, web.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/"
+        paired = run_cli("--data-dir", tmp_path / "kit", "sync", "pair", url, "ABCD-EFGH")
+    finally:
+        server.shutdown()
+        thread.join()
+    assert paired.returncode != 0
+    assert b"is not an Acopio hub" in paired.stderr and b"hub.port" in paired.stderr
+    assert b"refused the pairing code" not in paired.stderr

@@ -635,7 +635,8 @@ def test_api_status(archive: WebApp, library: Library) -> None:
     disk = status["disk"]
     assert 0 < disk["free"] <= disk["total"] and disk["used"] <= disk["total"]
     assert disk["reserve"] >= 0
-    assert status["sync"] == {"state": "not_configured"}
+    assert status["sync"]["state"] == "not_configured" and status["sync"]["running"] is False
+    assert status["sync"]["pending_items"] == 0 and status["sync"]["last_error"] is None
     assert status["latest_import"] == max(i["imported_at"] for i in library.items)
     page = text(browser.get("/estado"))
     assert "libre" in page or "free" in page
@@ -821,3 +822,18 @@ def test_record_api_refusals(web: WebApp) -> None:
     assert director.post(url, json={"action": "start"}).status_code == 403  # no CSRF token
     assert web.client().post(url, json={"action": "start"}).status_code == 401
 
+
+
+def test_every_error_page_the_ui_can_show_is_translated(web: WebApp) -> None:
+    """An anonymous visitor of an unknown page gets a 401 page in Spanish, not werkzeug's
+    English name; and every status the web code aborts with has a message in each language."""
+    anonymous = web.client()
+    page = anonymous.get("/no-existe")
+    assert page.status_code == 401
+    assert "Inicie sesión para continuar" in text(page) and "Unauthorized" not in text(page)
+    source = "\n".join(p.read_text() for folder in ("appliance/web", "sync/hub")
+                       for p in (REPO / folder).rglob("*.py"))
+    codes = set(re.findall(r"abort\((\d{3})", source)) | {"401", "404", "405", "500"}
+    for language in MESSAGES:
+        missing = sorted(c for c in codes if f"error.{c}" not in MESSAGES[language])
+        assert not missing, (language, missing)

@@ -57,7 +57,8 @@ def cmd_hub_serve(config: Config, args: argparse.Namespace) -> int:
 def cmd_hub_pair(config: Config, args: argparse.Namespace) -> int:
     code, expires = _kits(config).issue_code()
     print(f"Pairing code for a kit, valid until {expires} (once):")
-    print(f"  on the kit: acopio sync pair http://<this hub>:{config.hub.port}/ CODE")
+    print(f"  on the kit: acopio sync pair http://<this hub>:<its port>/ CODE  (hub.port is "
+          f"{config.hub.port}; `acopio hub --port` overrides it)")
     print(code)
     return EXIT_OK
 

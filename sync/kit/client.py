@@ -165,15 +165,18 @@ class HubClient:
 
     def pair(self, code: str, kit: str, kit_id: str | None = None) -> dict[str, Any]:
         """`POST /sync/pair {"code", "kit", "kit_id"}` -> {"kit", "token"}."""
-        try:
-            resp = self.request("POST", "/sync/pair", json={"code": code, "kit": kit,
-                                                            "kit_id": kit_id},
-                                ok=(200, 201, 409))
-        except HubUntrusted:
-            raise
-        except HubRefused as exc:
+        resp = self.request("POST", "/sync/pair", json={"code": code, "kit": kit,
+                                                        "kit_id": kit_id},
+                            ok=(200, 201, 401, 403, 404, 405, 409))
+        error = _json(resp, default={}).get("error")
+        if resp.status_code == 403 and error == "pairing_refused":
             raise HubRefused("the hub refused the pairing code (wrong, used or expired: "
-                             "make a new one with `acopio hub pair`)") from exc
+                             "make a new one with `acopio hub pair`)")
+        if resp.status_code in (401, 403, 404, 405):  # a web server, but not a hub's answer
+            raise HubRefused(f"{self.base_url} is not an Acopio hub (POST /sync/pair -> "
+                             f"{resp.status_code}{_detail(resp)}): check the URL's port; the "
+                             "hub listens on its hub.port (8090 unless set), not on the "
+                             "kit's web UI port")
         if resp.status_code == 409:  # the name is another kit's (the code is still good)
             message = _json(resp, default={}).get("message")
             raise HubError(str(message or f"another kit is paired as {kit!r}"), 409)

@@ -117,19 +117,21 @@ def cmd_sync_status(config: Config, args: argparse.Namespace) -> int:
 
     data = DataDir.at(config.data_dir)
     report: dict[str, Any] = status.read(data)
-    if report["state"] != "not_configured":
-        # Counted now from the catalog and the acknowledgements (the role may not be running).
-        pending = Outbox(data).scan()
-        report["pending_items"] = pending.items
-        report["pending_bytes"] = pending.bytes
-        report["pending_records"] = len(pending.records)
-        report["pending_originals"] = len(pending.originals)
+    # Counted now from the catalog and the acknowledgements (the role may not be running;
+    # a kit not paired yet has everything to send).
+    pending = Outbox(data).scan()
+    report["pending_items"] = pending.items
+    report["pending_bytes"] = pending.bytes
+    report["pending_records"] = len(pending.records)
+    report["pending_originals"] = len(pending.originals)
     if args.json:
         json.dump(report, sys.stdout, ensure_ascii=True, indent=2)
         sys.stdout.write("\n")
         return EXIT_OK
     if report["state"] == "not_configured":
         print("sync: not paired with a hub (`acopio sync pair URL CODE`)")
+        print(f"pending: {report['pending_items']} items, "
+              f"{human_bytes(report['pending_bytes'])} to send once paired")
         return EXIT_OK
     print(f"sync: {report['state']} (hub {report['hub']})")
     if not report.get("running"):

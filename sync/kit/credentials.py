@@ -45,6 +45,11 @@ def normalize_url(url: str) -> str:
     """`http(s)://host[:port][/prefix]` without a trailing slash; anything else raises."""
     url = url.strip()
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- raises for a port out of range
+    except ValueError:
+        raise ValueError(f"not a hub URL (the port must be from 1 to 65535): {url!r}") \
+            from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not a hub URL (http:// or https://host[:port]): {url!r}")
     if parts.query or parts.fragment or parts.username or parts.password:

@@ -44,8 +44,9 @@ def empty(state: str = "not_configured", hub: str | None = None) -> dict[str, An
 
 
 def read(data: DataDir) -> dict[str, Any]:
-    """The status as last written; only `{"state": "not_configured"}` when the kit is not
-    paired (nothing else to say)."""
+    """The status as last written, with whether the sync role runs now; every field is
+    there in every state (`not_configured` when the kit is not paired), so that a script
+    reading `running` or `pending_items` never meets a missing key."""
     from sync.kit import credentials
 
     try:
@@ -56,7 +57,7 @@ def read(data: DataDir) -> dict[str, Any]:
         return empty("error") | {"last_error": {
             "at": None, "message": f"cannot read the pairing: {exc.strerror or exc}"}}
     if paired is None:
-        return {"state": "not_configured"}
+        return empty() | {"running": role_running(data, "sync")}
     try:
         raw = storage.read_json_file(sync_dir(data) / "status.json")
     except CorruptStateError:
