@@ -9,6 +9,8 @@ import logging
 import multiprocessing
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import date, datetime, timedelta
@@ -1091,6 +1093,25 @@ def test_a_reader_never_waits_for_another_process_writing(data: DataDir,
             assert time.monotonic() - start < 5
         assert index.search(ItemQuery())[1] == 8
 
+
+def test_another_process_closing_the_index_never_takes_this_ones_wal(data: DataDir,
+                                                                      archive: dict) -> None:
+    """The web process keeps the index open while a CLI command (`acopio informe`) opens
+    and closes it. A close that finds no other user checkpoints and deletes the WAL; the web
+    process, still writing into it, would then write into a deleted file. Its refreshes
+    check the file's header: reading it must not drop this process's locks."""
+    path = data.state / "query.sqlite"
+    other = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+             "c.execute('SELECT count(*) FROM items').fetchall(); c.close()")
+    with ItemIndex(data, ZONE, refresh_interval_s=0) as index:
+        assert index.search(ItemQuery())[1] == 7
+        assert index.refresh() == 0  # nothing changed: the header is checked
+        subprocess.run([sys.executable, "-c", other, str(path)], check=True)
+        assert Path(f"{path}-wal").exists(), "another process's close deleted our WAL"
+        Catalog(data).upsert(FERIA, [record(8, FERIA)])
+        assert index.refresh() == 1
+        with contextlib.closing(sqlite3.connect(path)) as conn:  # what the disk holds
+            assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 8
 
 def search_once(data: DataDir) -> list[str]:
     with ItemIndex(data, ZONE) as index:

@@ -60,6 +60,7 @@ class Refresher:
         self.catalog = Catalog(data)
         self.agenda_path = data.state / "agenda.json"
         self.writer: sqlite3.Connection | None = None
+        self.header_fd = -1  # kept open with the writer: see schema.header_ok
         self.db_ino: int | None = None  # the file our connections opened
         self.generation = 0  # bumped when that file is replaced: pooled readers reopen
         self._known: dict[str, Stat] = {}  # the shards table, in memory
@@ -74,7 +75,7 @@ class Refresher:
         db = stat(self.path)
         if (self.writer is not None and db is not None and db[2] == self.db_ino
                 and shards == self._known and agenda == self._agenda_known
-                and header_ok(self.path)):
+                and header_ok(self.header_fd)):
             return 0  # nothing changed: no lock, no write
         with try_lock(self.lock_path, wait=wait) as locked:
             if not locked:
@@ -206,19 +207,23 @@ class Refresher:
             with contextlib.suppress(sqlite3.Error):
                 self.writer.close()
             self.writer = None
+        if self.header_fd >= 0:
+            os.close(self.header_fd)
+            self.header_fd = -1
 
     def _open(self) -> sqlite3.Connection:
         """The writer connection: kept while its file stays; else the file opened again,
         checked, rebuilt if need be (schema.open_index). Called under the flock."""
         st = stat(self.path)
         if self.writer is not None and st is not None and st[2] == self.db_ino \
-                and header_ok(self.path):
+                and header_ok(self.header_fd):
             return self.writer
         self.close()
         self.writer = open_index(self.path, self.zone)
-        st = stat(self.path)
-        if (st[2] if st else None) != self.db_ino:
-            self.db_ino = st[2] if st else None
+        self.header_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        ino = os.fstat(self.header_fd).st_ino
+        if ino != self.db_ino:
+            self.db_ino = ino
             self.generation += 1
         self._known, self._agenda_known = {}, None
         return self.writer

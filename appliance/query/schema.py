@@ -246,11 +246,16 @@ def _expected_tables() -> dict[tuple[str, str], str]:
         return _tables(conn)
 
 
-def header_ok(path: Path) -> bool:
-    """The file still starts as an SQLite database (garbage written over it shows)."""
+def header_ok(fd: int) -> bool:
+    """The file still starts as an SQLite database (garbage written over it shows).
+
+    Read through a descriptor the caller keeps open as long as its connections: closing
+    any descriptor of the database file drops every POSIX lock this process holds on it
+    (SQLite's "How To Corrupt", 2.2), and another process would then take the file for
+    unused, checkpoint and delete the WAL this process is still writing into.
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read(16) == _SQLITE_HEADER
+        return os.pread(fd, 16, 0) == _SQLITE_HEADER
     except OSError:
         return False
 
