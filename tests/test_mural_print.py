@@ -661,3 +661,22 @@ def test_web_mural_roles_render_once_and_downloads(web: WebApp, archive: Archive
     for bad in (f"?month={MONTH}&size=A0", "?month=2026-1", f"?month={MONTH}&format=gif",
                 "?format=pdf"):
         assert designer.get("/informes/mural" + bad).status_code == 400, bad
+
+
+def test_the_cache_key_takes_a_name_that_is_not_utf8() -> None:
+    """A photo named in Latin-1 on its card (kept as surrogate escapes) made the printed
+    mural's page a 500; two such names still get two keys."""
+    from appliance import config as config_mod
+    from appliance.mural.render import cache_key
+
+    class Content:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def as_dict(self) -> dict[str, Any]:
+            return {"photos": [{"original_name": self.name}]}
+
+    config = config_mod.load(None, environ={})
+    one = cache_key(config, Content("Fotograf\udceda.jpg"), "A3")  # type: ignore[arg-type]
+    other = cache_key(config, Content("Fotograf\udcf1a.jpg"), "A3")  # type: ignore[arg-type]
+    assert re.fullmatch(r"[0-9a-f]{20}", one) and one != other

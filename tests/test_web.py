@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import re
 import string
 import time
@@ -837,3 +838,22 @@ def test_every_error_page_the_ui_can_show_is_translated(web: WebApp) -> None:
     for language in MESSAGES:
         missing = sorted(c for c in codes if f"error.{c}" not in MESSAGES[language])
         assert not missing, (language, missing)
+
+
+def test_a_name_that_is_not_utf8_shows_on_every_page(tmp_path: Path, data_dir: Path) -> None:
+    """A card from an old camera or a Windows share can name a file in Latin-1. The catalog
+    keeps its bytes (surrogate escapes); a page that printed them raw was a 500 for every
+    user, from the home page on, until the item left page one."""
+    card = tmp_path / "card"
+    exif_jpeg(card / "a.jpg", "2026:11:25 10:00:00", color=(9, 9, 9))
+    os.rename(card / "a.jpg", os.fsencode(card) + b"/Fotograf\xeda A\xf1o.jpg")
+    assert run_cli("--data-dir", data_dir, "ingest", card).returncode == 0
+    [record] = json.loads(run_cli("--data-dir", data_dir, "items", "--json").stdout)
+    sha = record["sha256"]
+    with web_app(data_dir) as app:
+        browser = app.user_and_login("ana", "director")
+        folder = "/archivo/2026-11/2026-11-25_sin-actividad"
+        for url in ("/", "/buscar?q=a", folder, f"/item/{sha}"):
+            page = browser.get(url)
+            assert page.status_code == 200, url
+        assert "Fotografía Año.jpg" in text(browser.get(f"/item/{sha}"))

@@ -266,7 +266,9 @@ def cache_key(config: Config, content: MuralContent, paper: str) -> str:
     recipe = {"v": RECIPE_VERSION, "paper": paper, "dpi": config.mural.dpi,
               "photos_per_activity": config.mural.photos_per_activity,
               "fonts": fonts_mod.identity(), "content": content.as_dict()}
-    blob = json.dumps(recipe, ensure_ascii=False, sort_keys=True).encode()
+    # surrogateescape: a name read from a card that is not UTF-8 keeps its bytes
+    blob = json.dumps(recipe, ensure_ascii=False, sort_keys=True).encode("utf-8",
+                                                                         "surrogateescape")
     return hashlib.sha256(blob).hexdigest()[:20]
 
 

@@ -8,12 +8,14 @@ package; the handlers here check the request, call the core and render its answe
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, g, render_template, request
+from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from appliance.config import Config
-from appliance.web import security
+from appliance.web import present, security
 from appliance.web.context import EXTENSION, WebContext, web
 from appliance.web.i18n import LANGUAGES, Translator
 
@@ -51,8 +53,19 @@ def create_app(config: Config, *, hub: bool = False) -> Flask:
     app.register_error_handler(security.HostError, _host_error)
     app.jinja_env.globals.update(can=security.can, csrf_token=security.csrf_token,
                                 languages=LANGUAGES)
+    app.jinja_env.finalize = _displayable  # every {{ value }} of every page
     app.context_processor(_template_context)
     return app
+
+
+def _displayable(value: Any) -> Any:
+    """A value as a page prints it: a catalogued name that is not UTF-8 would make the
+    whole page a 500 (present.displayable)."""
+    if isinstance(value, str):
+        shown = present.displayable(value)
+        if shown is not value:
+            return Markup(shown) if isinstance(value, Markup) else shown
+    return value
 
 
 def _choose_language() -> None:

@@ -58,6 +58,17 @@ def grid_image(entry: dict[str, Any]) -> str | None:
     return urls.get("thumb") or urls.get("poster") or urls.get("waveform")
 
 
+def displayable(text: str) -> str:
+    """`text` that a page can carry: a name read from a card that is not UTF-8 (an old
+    camera, a Windows share) is kept in the catalog with surrogate escapes, which cannot be
+    encoded into a page. Each escaped byte is shown as the Windows-1252 character it most
+    likely was ("Fotografía" from Latin-1), or U+FFFD."""
+    if not any(0xDC80 <= ord(c) <= 0xDCFF for c in text):
+        return text
+    return "".join(bytes([ord(c) - 0xDC00]).decode("cp1252", "replace")
+                   if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+
+
 def download_name(name: str) -> str:
     """A file name a browser can take: invalid UTF-8 (kept as surrogate escapes in the
     catalog), path separators and control characters become "_". Quotes stay: the header
