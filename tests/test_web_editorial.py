@@ -491,7 +491,10 @@ def test_the_zip_of_a_selection_is_a_plain_form_post_streamed(web: WebApp,
     one = browser.get(f"/api/items/{shas[0]}/download?variant=web")
     assert one.status_code == 409 and "not approved" in one.get_json()["message"]
     director = web.user_and_login("dora", "director")
-    assert director.get(f"/api/items/{shas[0]}/download?variant=web").status_code == 200
+    web_copy = director.get(f"/api/items/{shas[0]}/download?variant=web")
+    assert web_copy.status_code == 200
+    # its caption follows the record: asked again each time, never kept by a shared cache
+    assert web_copy.headers["Cache-Control"] == "private, no-cache" and web_copy.headers["ETag"]
     assert director.write("POST", f"/api/items/{shas[0]}/approve").status_code == 200
     web_zip = browser.post("/descargas/zip", data=web_form)
     assert web_zip.status_code == 200

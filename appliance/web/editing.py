@@ -188,9 +188,13 @@ def download(sha256: str) -> Response:
     except ValueError as exc:
         return error_json(400, "variant", str(exc))
     stem = record["original_name"].rsplit(".", 1)[0]
-    return send_file(path, mimetype="image/jpeg", as_attachment=True,
-                     download_name=present.download_name(f"{stem}-web.jpg"),
-                     conditional=True, etag=True, max_age=None)
+    response = send_file(path, mimetype="image/jpeg", as_attachment=True,
+                         download_name=present.download_name(f"{stem}-web.jpg"),
+                         conditional=True, etag=True, max_age=None)
+    # Its caption and credit change with the record: asked again each time (a 304 while
+    # the same), and kept by no shared cache (login-only content).
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
 
 
 def stream_zip(shas: list[str], variant: str) -> Response:
