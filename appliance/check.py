@@ -184,12 +184,39 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
         report.findings.append(
             Finding("uncatalogued", data.relative(entry), "in the archive, not in the catalog"))
     if repair and strays:
-        adopted = _describe_files(config, data, key, [p for p in strays if p.is_file()])
+        described = _describe_files(config, data, key, [p for p in strays if p.is_file()])
+        adopted, copies = [], {}
+        for record in described:
+            kept = _catalogued_copy(data, catalog, record, adopted)
+            if kept is None:
+                adopted.append(record)
+            else:
+                copies[record["archive_path"]] = kept
         catalog.upsert(key, adopted)
         done = {r["archive_path"] for r in adopted}
         for finding in report.findings:
             if finding.code == "uncatalogued" and finding.path in done:
                 finding.repaired = True
+            elif finding.code == "uncatalogued" and finding.path in copies:
+                # A second record of one content would make two items of one photo; the
+                # copy is an original all the same, so it stays for a person to remove.
+                finding.detail = (f"a copy of {copies[finding.path]}, which is catalogued: "
+                                  "not adopted (delete this copy, or move it out of the "
+                                  "archive)")
+
+
+def _catalogued_copy(data: DataDir, catalog: Catalog, record: dict[str, Any],
+                     adopting: list[dict[str, Any]]) -> str | None:
+    """The archive path of another file of this content that is catalogued (or about to
+    be, earlier in this repair) and present, or None."""
+    for other in adopting:
+        if other["sha256"] == record["sha256"]:
+            return str(other["archive_path"])
+    entry = catalog.lookup(record["sha256"])
+    path = entry.get("archive_path") if entry else None
+    if isinstance(path, str) and path != record["archive_path"] and (data.root / path).is_file():
+        return path
+    return None
 
 
 def _evicted(data: DataDir, sha256: str) -> bool:
@@ -260,7 +287,21 @@ def _check_index(data: DataDir, catalog: Catalog, report: Report, *, repair: boo
     for key in catalog.folder_keys():
         try:
             for item in catalog.read_shard(key):
-                wanted[item["sha256"]] = {"folder": key, "archive_path": item["archive_path"]}
+                entry = {"folder": key, "archive_path": item["archive_path"]}
+                first = wanted.get(item["sha256"])
+                if first is None:
+                    wanted[item["sha256"]] = entry
+                    continue
+                if item["sha256"] in refiling:
+                    continue
+                # Two records of one content: the index names the one whose file is there.
+                if not (data.root / first["archive_path"]).is_file() \
+                        and (data.root / entry["archive_path"]).is_file():
+                    wanted[item["sha256"]], entry = entry, first
+                report.findings.append(Finding(
+                    "duplicate_record", entry["archive_path"],
+                    "another record of the same content as "
+                    f"{wanted[item['sha256']]['archive_path']}"))
         except (CorruptStateError, SchemaTooNewError):
             continue  # already reported with its folder
     for sha256, entry in wanted.items():

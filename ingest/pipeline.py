@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.agenda import Agenda, check_slug
-from appliance.catalog import Catalog, SchemaTooNewError
+from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.fsutil import file_lock, fsync_dir, remove_debris
@@ -397,16 +397,27 @@ class _Run:
                                                file_mtime=f.mtime_ns / 1e9)
             finally:
                 os.close(fd)
-            where = filing.choose(
-                description.captured_at,
-                agenda=self.agenda,
-                zone=self.config.zone,
-                requested=self.activity,
-                current=self.current,
-            )
+            lost = self._lost_original(temp.sha256)
+            if lost is not None:
+                # Its record is here and its file is not: the copy goes back where the
+                # record (and whoever re-filed it) put it, and the record stays the one.
+                where = filing.Filing(lost["folder"], lost.get("activity") or "",
+                                      lost.get("filed_by") or "unsorted")
+                name = Path(lost["archive_path"]).name
+                log.warning("%s: its archived original %s was missing; restored from %s",
+                            temp.sha256[:12], lost["archive_path"], display(f.rel))
+            else:
+                where = filing.choose(
+                    description.captured_at,
+                    agenda=self.agenda,
+                    zone=self.config.zone,
+                    requested=self.activity,
+                    current=self.current,
+                )
+                name = copy.safe_name(f.name)
             dest = self._prepare(where.folder_key)
             final, adopted = copy.place(
-                temp, dest, copy.safe_name(f.name),
+                temp, dest, name,
                 same_content=lambda p: _same_content(p, temp.sha256, temp.size, self.reader),
                 sync_dir=False,  # once per folder, before its batch is recorded (flush)
             )
@@ -442,6 +453,22 @@ class _Run:
             return (self.imp.data.root / entry["archive_path"]).is_file()
         except (KeyError, TypeError, OSError):
             return False
+
+    def _lost_original(self, sha256: str) -> dict[str, Any] | None:
+        """The catalogued record of this content when its archive file is gone (deleted by
+        hand, lost to a damaged disk), else None."""
+        entry = self.imp.catalog.lookup(sha256)
+        if not entry or not is_folder_key(str(entry.get("folder"))):
+            return None
+        if (self.imp.data.root / str(entry.get("archive_path"))).exists():
+            return None
+        record = next((r for r in self.imp.catalog.read_shard(entry["folder"])
+                       if r.get("sha256") == sha256), None)
+        expected = f"archive/{entry['folder']}/"
+        if record is None or not str(record.get("archive_path", "")).startswith(expected) \
+                or "/" in record["archive_path"][len(expected):]:
+            return None  # a record that does not name a file of its folder: file it anew
+        return record
 
     def _prepare(self, folder_key: str) -> Path:
         dest = self.imp.data.archive / folder_key

@@ -359,3 +359,77 @@ def test_an_activity_the_agenda_lacks_is_filed_with_a_warning(tmp_path: Path,
     assert done.returncode == 0 and b"'rueda-de-prnsa' is not in the agenda" in done.stderr
     current = run_cli("--data-dir", data_dir, "agenda", "current", "otra")
     assert current.returncode == 0 and b"'otra' is not in the agenda" in current.stderr
+
+
+def test_a_lost_original_comes_back_where_its_record_says(tmp_path: Path,
+                                                          data_dir: Path) -> None:
+    """An original re-filed into an activity, then lost (deleted by hand, a bad sector):
+    inserting its card again puts it back in that folder under that name, and its record,
+    caption and filing stay the one record. Before, a second record went to the capture
+    day's folder and the first stayed, pointing at nothing."""
+    def cli(*args: str | Path) -> subprocess.CompletedProcess:
+        result = run_cli("--data-dir", data_dir, *args)
+        assert result.returncode == 0, result.stderr.decode()
+        return result
+
+    card = tmp_path / "card"
+    exif_jpeg(card / "DSC_0001.JPG", "2026:06:02 18:00:00", color=(1, 1, 1))
+    exif_jpeg(card / "DSC_0002.JPG", "2026:06:02 18:01:00", color=(2, 2, 2))
+    ingest(data_dir, card)
+    sha = next(i["sha256"] for i in items(data_dir) if i["original_name"] == "DSC_0001.JPG")
+    assert run_cli("--data-dir", data_dir, "users", "add", "dora", "--role", "director",
+                   "--password-stdin", input=b"una-clave-larga-123\n").returncode == 0
+    cli("agenda", "add", "Feria", "--start", "2026-06-10T09:00", "--end", "2026-06-10T18:00")
+    cli("items", "refile", sha, "--activity", "feria", "--as", "dora")
+    cli("items", "set", sha, "--caption", "Inauguración", "--as", "dora")
+    [before] = [i for i in items(data_dir) if i["sha256"] == sha]
+    assert before["archive_path"] == "archive/2026/06/2026-06-10_feria/DSC_0001.JPG"
+    (data_dir / before["archive_path"]).unlink()
+
+    code, summary = ingest(data_dir, card)
+    assert code == 0 and summary["imported"] == 1 and summary["duplicates"] == 1
+    [after] = [i for i in items(data_dir) if i["sha256"] == sha]  # one record
+    assert after["archive_path"] == before["archive_path"]
+    assert (after["caption"], after["activity"], after["filed_by"]) == (
+        "Inauguración", "feria", before["filed_by"])
+    assert sha256_file(data_dir / after["archive_path"]) == sha
+    assert not (data_dir / "archive/2026/06/2026-06-02_sin-actividad/DSC_0001.JPG").exists()
+    checked = run_cli("--data-dir", data_dir, "check", "--json")
+    assert checked.returncode == 0 and json.loads(checked.stdout)["clean"]
+
+
+def test_check_never_makes_two_records_of_one_content(tmp_path: Path, data_dir: Path) -> None:
+    """A copy of an archived photo dropped into the archive by hand is reported, not adopted
+    as a second item; two records of one content (as an older import could leave) are
+    reported, and the index names the one whose file is there."""
+    card = tmp_path / "card"
+    exif_jpeg(card / "a.jpg", "2026:06:02 18:00:00", color=(1, 1, 1))
+    ingest(data_dir, card)
+    [item] = items(data_dir)
+    original = data_dir / item["archive_path"]
+    copy_path = original.with_name("copia.jpg")
+    copy_path.write_bytes(original.read_bytes())
+    repaired = run_cli("--data-dir", data_dir, "check", "--repair", "--json")
+    report = json.loads(repaired.stdout)
+    [finding] = [f for f in report["findings"] if f["code"] == "uncatalogued"]
+    assert finding["repaired"] is False and f"a copy of {item['archive_path']}" in \
+        finding["detail"]
+    assert [i["archive_path"] for i in items(data_dir)] == [item["archive_path"]]
+    assert copy_path.exists()  # an original all the same: never deleted
+
+    # two records: the second in another folder's shard, whose file is then lost
+    from appliance.catalog import Catalog
+    from appliance.datadir import DataDir
+
+    catalog = Catalog(DataDir.at(data_dir))
+    other = dict(item, folder="2026/06/2026-06-03_sin-actividad",
+                 archive_path="archive/2026/06/2026-06-03_sin-actividad/a.jpg")
+    catalog.upsert(other["folder"], [other])
+    copy_path.unlink()
+    checked = json.loads(run_cli("--data-dir", data_dir, "check", "--json").stdout)
+    codes = {(f["code"], f["path"]) for f in checked["findings"]}
+    assert ("duplicate_record", other["archive_path"]) in codes
+    assert ("missing_file", other["archive_path"]) in codes and not checked["clean"]
+    run_cli("--data-dir", data_dir, "check", "--repair")
+    assert Catalog(DataDir.at(data_dir)).lookup(item["sha256"])["archive_path"] == \
+        item["archive_path"]

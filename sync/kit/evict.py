@@ -55,11 +55,17 @@ def _data(where: DataDir | Config | str | os.PathLike[str]) -> DataDir:
 
 
 def is_evicted(data: DataDir | Config | str | os.PathLike[str], sha256: str) -> bool:
-    """True when the kit removed this item's original for space (the hub holds it)."""
+    """True when the kit removed this item's original for space (the hub holds it) and it
+    has not come back since (fetched from the hub, or imported again from its card)."""
+    root = _data(data)
     try:
-        return SyncStore(_data(data)).evicted.get(sha256) is not None
+        entry = SyncStore(root).evicted.get(sha256)
     except ValueError:  # not a SHA-256
         return False
+    if entry is None:
+        return False
+    path = entry.get("archive_path") if isinstance(entry, dict) else None
+    return not (isinstance(path, str) and (root.root / path).is_file())
 
 
 class Evictor:
