@@ -69,7 +69,15 @@ _MAX_TOKEN = 256  # longer session ids or setup codes are garbage; refuse before
 
 
 class AccountError(ValueError):
-    """A refused account operation; the message names the problem, in English."""
+    """A refused account operation; the message names the problem, in English (the CLI and
+    the JSON API show it). `code` names the problem for good, with the `values` its message
+    needs, so that the web pages can say it in the screen's language
+    (web/i18n.py `account.error.<code>`)."""
+
+    def __init__(self, message: str, code: str = "", **values: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.values = values
 
 
 def allowed(role: str, permission: str) -> bool:
@@ -135,29 +143,35 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         if isinstance(name, str) and _NAME.fullmatch(name.lower()):
             raise AccountError(
-                f"user names are lower case: use {name.lower()!r} instead of {name!r}")
+                f"user names are lower case: use {name.lower()!r} instead of {name!r}",
+                "name_case", name=name, suggested=name.lower())
         raise AccountError(
             f"invalid user name {name!r}: use 2 to 32 lower-case letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit")
+            "or '-', starting with a letter or digit", "name_invalid",
+            name=name if isinstance(name, str) else "")
     return name
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise AccountError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        raise AccountError(f"unknown role {role!r}: use one of {', '.join(ROLES)}",
+                           "role_unknown", role=str(role))
     return role
 
 
 def check_password(password: str) -> str:
     if not isinstance(password, str):
-        raise AccountError("the password must be text")
+        raise AccountError("the password must be text", "password_type")
     length = len(unicodedata.normalize("NFC", password))
     if length < MIN_PASSWORD:
-        raise AccountError(f"the password is too short: use at least {MIN_PASSWORD} characters")
+        raise AccountError(f"the password is too short: use at least {MIN_PASSWORD} characters",
+                           "password_short", min=MIN_PASSWORD)
     if length > MAX_PASSWORD:
-        raise AccountError(f"the password is too long: use at most {MAX_PASSWORD} characters")
+        raise AccountError(f"the password is too long: use at most {MAX_PASSWORD} characters",
+                           "password_long", max=MAX_PASSWORD)
     if len(set(password)) == 1:
-        raise AccountError("the password is one character repeated: choose a real password")
+        raise AccountError("the password is one character repeated: choose a real password",
+                           "password_repeated")
     return password
 
 
@@ -226,7 +240,7 @@ class Users:
         with self._write() as db:
             table = db.table("users")
             if table.contains(Query().name == name):
-                raise AccountError(f"a user {name!r} already exists")
+                raise AccountError(f"a user {name!r} already exists", "user_exists", name=name)
             user = User(name=name, role=role, created_at=_now_iso(), epoch=_next_epoch(db))
             table.insert({**user.to_public(), "epoch": user.epoch, "password": hashed})
         return user
@@ -252,7 +266,7 @@ class Users:
             record = _find(db, name)
             if current is not None and not check_secret(
                     _password_bytes(current), record["password"], self.path):
-                raise AccountError("the current password is wrong")
+                raise AccountError("the current password is wrong", "current_password_wrong")
             return _update(db, name, password=hashed, epoch=_next_epoch(db))
 
     def set_role(self, name: str, role: str) -> User:
@@ -276,7 +290,7 @@ class Users:
         if language not in LANGUAGES:
             raise AccountError(
                 f"unknown language {language!r}: use one of {', '.join(LANGUAGES[:-1])} "
-                "or '' for the kit's default")
+                "or '' for the kit's default", "language_unknown", language=str(language))
         with self._write() as db:
             return _update(db, name, language=language)
 
@@ -290,7 +304,7 @@ class Users:
 def _find(db: TinyDB, name: str) -> dict[str, Any]:
     record = db.table("users").get(Query().name == name)
     if record is None:
-        raise AccountError(f"no user {name!r}")
+        raise AccountError(f"no user {name!r}", "user_missing", name=name)
     return dict(record)
 
 
@@ -308,7 +322,7 @@ def _keep_a_director(db: TinyDB, name: str, action: str) -> None:
     if directors == [name]:
         raise AccountError(
             f"cannot {action} {name!r}: it is the last enabled director; make another "
-            "director first")
+            "director first", f"last_director_{action}", name=name)
 
 
 def _next_epoch(db: TinyDB) -> int:
@@ -478,11 +492,11 @@ class SetupCode:
             record = storage.read_json_file(self.path)
             if record is None or self.users.count():
                 raise AccountError("no setup code is pending: the kit already has users; "
-                                   "log in instead")
+                                   "log in instead", "setup_not_pending")
             good = check_secret(digits[:_MAX_TOKEN].encode("utf-8", "surrogatepass"),
                                 record.get("hash", ""), self.path)
             if not good or len(digits) != self.DIGITS or not digits.isascii():
-                raise AccountError("wrong setup code")
+                raise AccountError("wrong setup code", "setup_wrong_code")
             user = self.users.add(name, "director", password)
             self._discard()
         return user

@@ -14,12 +14,14 @@ again revives it. The current activity is this box's own and does not sync.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,10 +35,18 @@ log = logging.getLogger(__name__)
 
 SIN_ACTIVIDAD = "sin-actividad"
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
+_SLUG_MAX = 80
 
 
 class AgendaError(ValueError):
-    pass
+    """A refused agenda change; the message is English (the CLI and the JSON API show it).
+    `code` names the problem for good, with the `values` its message needs, so that the web
+    pages can say it in the screen's language (web/i18n.py `agenda.error.<code>`)."""
+
+    def __init__(self, message: str, code: str = "", **values: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.values = values
 
 
 def slugify(text: str) -> str:
@@ -50,9 +60,22 @@ def check_slug(slug: str) -> str:
     if not _SLUG.match(slug):
         raise AgendaError(
             f"invalid activity slug {slug!r}: use lower-case letters, digits and hyphens "
-            "(at most 80)"
+            "(at most 80)", "slug_invalid", slug=slug
         )
     return slug
+
+
+def slug_candidates(base: str, day: date) -> Iterator[str]:
+    """Slugs to try, in order, for an activity whose slug is made from its title: `base`
+    itself, then with the start date (a weekly "Sesión de Cabildo" on 27 November 2026 is
+    `sesion-de-cabildo-2026-11-27`), then with -2, -3… (two on one day). Each fits the
+    80 characters of a slug; `base` must be a valid slug."""
+    check_slug(base)
+    yield base
+    dated = f"-{day.isoformat()}"
+    for n in itertools.count(1):
+        suffix = dated if n == 1 else f"{dated}-{n}"
+        yield base[:_SLUG_MAX - len(suffix)].rstrip("-") + suffix
 
 
 @dataclass(frozen=True)
@@ -91,7 +114,8 @@ def parse_time(text: str, zone: ZoneInfo) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise AgendaError(
-            f"invalid date-time {text!r}: use ISO 8601, e.g. 2026-05-10T09:00"
+            f"invalid date-time {text!r}: use ISO 8601, e.g. 2026-05-10T09:00",
+            "time_invalid", text=text
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=zone)
 
@@ -154,14 +178,16 @@ class Agenda:
     def add(self, activity: Activity) -> Activity:
         check_slug(activity.slug)
         if activity.slug == SIN_ACTIVIDAD:
-            raise AgendaError(f"{SIN_ACTIVIDAD!r} is reserved for unsorted items")
+            raise AgendaError(f"{SIN_ACTIVIDAD!r} is reserved for unsorted items",
+                              "slug_reserved", slug=SIN_ACTIVIDAD)
         if activity.end < activity.start:
-            raise AgendaError("the activity ends before it starts")
+            raise AgendaError("the activity ends before it starts", "ends_before_start")
         with storage.transaction(self.path, self.path.parent / "tmp") as db:
             table = db.table("activities")
             row = table.get(Query().slug == activity.slug)
             if row is not None and not _removed(row):
-                raise AgendaError(f"an activity {activity.slug!r} already exists")
+                raise AgendaError(f"an activity {activity.slug!r} already exists", "exists",
+                                  slug=activity.slug)
             stamp = self.hlc.now()
             record = {**activity.to_record(), "edited": {f: {"hlc": stamp} for f in FIELDS},
                       "added": stamp}
@@ -176,18 +202,20 @@ class Agenda:
         allowed = {"title", "area", "place", "start", "end"}
         unknown = set(changes) - allowed
         if unknown:
-            raise AgendaError(f"cannot change {', '.join(sorted(unknown))} of an activity")
+            raise AgendaError(f"cannot change {', '.join(sorted(unknown))} of an activity",
+                              "cannot_change", fields=sorted(unknown))
         with storage.transaction(self.path, self.path.parent / "tmp") as db:
             table = db.table("activities")
             row = table.get(Query().slug == slug)
             if row is None or _removed(row):
-                raise AgendaError(f"no activity {slug!r} in the agenda")
+                raise AgendaError(f"no activity {slug!r} in the agenda", "no_activity",
+                                  slug=slug)
             current = Activity.from_record(dict(row))
             updated = Activity(**{**asdict(current), **changes})
             if not updated.title.strip():
-                raise AgendaError("an activity needs a title")
+                raise AgendaError("an activity needs a title", "no_title")
             if updated.end < updated.start:
-                raise AgendaError("the activity ends before it starts")
+                raise AgendaError("the activity ends before it starts", "ends_before_start")
             values = updated.to_record()
             diff = [f for f in FIELDS if values[f] != row.get(f)]
             if diff:
@@ -202,7 +230,8 @@ class Agenda:
             table = db.table("activities")
             row = table.get(Query().slug == slug)
             if row is None or _removed(row):
-                raise AgendaError(f"no activity {slug!r} in the agenda")
+                raise AgendaError(f"no activity {slug!r} in the agenda", "no_activity",
+                                  slug=slug)
             # Every stamp here is older than a new one, so nothing of it outlives the removal.
             _put(table, {"slug": slug, "removed": self.hlc.now()})
             if self.current() == slug:

@@ -94,7 +94,8 @@ def test_the_editor_is_shown_to_editors_and_approval_to_the_director(
         assert ES["approval.not_approved"] in page  # everyone sees the state
         assert ES["history.empty"] in page
         assert f'href="/original/{photo}"' in page
-        assert f'href="/api/items/{photo}/download?variant=web"' in page  # a photo
+        # a photo: its web copy for those who approve, or once it is approved
+        assert (f'href="/api/items/{photo}/download?variant=web"' in page) == approves, role
         assert "variant=web" not in text(browser.get(f"/item/{video}"))  # not for a video
         no_inline_code(page, role)
         if edits:
@@ -387,7 +388,7 @@ def test_director_and_assistant_keep_the_agenda_with_its_pages(web: WebApp) -> N
 
         wrong = browser.form(f"/agenda/{slug}/editar", {
             "title": "Informe anual", "start": "2026-12-01T15:00", "end": "2026-12-01T14:00"})
-        assert wrong.status_code == 400 and "ends before it starts" in text(wrong)
+        assert wrong.status_code == 400 and ES["agenda.error.ends_before_start"] in text(wrong)
         assert 'value="2026-12-01T15:00"' in text(wrong)  # what was typed stays
         assert web.ctx.agenda.get(slug).start.hour == 11
 
@@ -410,7 +411,8 @@ def test_director_and_assistant_keep_the_agenda_with_its_pages(web: WebApp) -> N
     assert bad.status_code == 400 and 'value="Sin fecha"' in text(bad)
     clash = browser.form("/agenda", {"title": "Otra", "slug": ACTIVITY.slug,
                                      "start": "2026-12-02T10:00", "end": "2026-12-02T11:00"})
-    assert clash.status_code == 400 and "already exists" in text(clash)
+    assert clash.status_code == 400
+    assert ES["agenda.error.exists"].format(slug=ACTIVITY.slug) in text(clash)
 
 
 def test_the_agenda_is_read_only_for_other_roles(web: WebApp) -> None:

@@ -17,6 +17,7 @@ from flask import (
 )
 
 from appliance.accounts import ROLES, AccountError
+from appliance.web.auth import account_error
 from appliance.web.context import web
 from appliance.web.security import requires
 
@@ -45,7 +46,7 @@ def add() -> Response:
         user = web().users.add(request.form.get("username", "").strip(), role,
                                request.form.get("password", ""))
     except AccountError as exc:
-        return _page(error=str(exc), status=400)
+        return _page(error=account_error(exc), status=400)
     log.info("%s created user %s (%s)", g.user.name, user.name, user.role)
     return _page(message=g.t("users.added", name=user.name))
 
@@ -58,7 +59,7 @@ def remove(name: str) -> Response:
     try:
         web().users.remove(name)
     except AccountError as exc:
-        return _page(error=str(exc), status=409)
+        return _page(error=account_error(exc), status=409)
     web().sessions.end_all(name)
     log.info("%s removed user %s", g.user.name, name)
     return redirect(url_for("admin.users"))
@@ -73,7 +74,7 @@ def set_enabled(name: str) -> Response:
     try:
         web().users.set_disabled(name, disabled)
     except AccountError as exc:
-        return _page(error=str(exc), status=409)
+        return _page(error=account_error(exc), status=409)
     if disabled:
         web().sessions.end_all(name)
     log.info("%s %s user %s", g.user.name, "disabled" if disabled else "enabled", name)

@@ -23,13 +23,14 @@ from werkzeug.exceptions import TooManyRequests
 from appliance.accounts import AccountError, User
 from appliance.web import security
 from appliance.web.context import web
-from appliance.web.i18n import LANGUAGES
+from appliance.web.i18n import LANGUAGES, error_text
 from appliance.web.security import json_object
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 SETUP_THROTTLE_NAME = "\0setup"  # the setup code is guessed per address, not per user name
+WRONG_SETUP_CODE = "setup_wrong_code"  # accounts.SetupCode.redeem's AccountError.code
 
 
 class LoginFailed(Exception):
@@ -152,8 +153,11 @@ def _redeem_setup(code: str, name: str, password: str) -> User:
         raise _too_many(wait)
     try:
         user = web().setup.redeem(code, name, password)
-    except AccountError:
-        web().throttle.failed(address, SETUP_THROTTLE_NAME)
+    except AccountError as exc:
+        # Only a wrong code is a guess. A refused name or password comes after the code was
+        # checked (it was right, and stays valid): counting it would lock the director out.
+        if exc.code == WRONG_SETUP_CODE:
+            web().throttle.failed(address, SETUP_THROTTLE_NAME)
         raise
     log.warning("director account %r created with the setup code from %s", user.name, address)
     return user
@@ -185,10 +189,15 @@ def setup() -> Response | str:
 
 
 def _setup_error(exc: AccountError) -> str:
-    """The code's failure in the screen's language; a bad name or password as it was said
-    (those messages are specific and the director is at the keyboard)."""
-    text = str(exc)
-    return g.t("setup.bad_code") if "code" in text.lower() else text
+    """The code's failure, or what is wrong with the name or password, in the screen's
+    language."""
+    return account_error(exc)
+
+
+def account_error(exc: AccountError) -> str:
+    """A refused account operation as a page says it, in the screen's language (the JSON
+    API and the CLI keep the English `str(exc)`)."""
+    return error_text(g.t, "account", exc)
 
 
 @bp.post("/api/setup")
@@ -215,8 +224,7 @@ def account() -> Response | str:
         try:
             _change_password(request.form.get("current", ""), request.form.get("new", ""))
         except AccountError as exc:
-            error, status = (g.t("password.wrong") if "current" in str(exc).lower()
-                             else str(exc)), 400
+            error, status = account_error(exc), 400
         else:
             message = g.t("password.changed")
     return make_response(render_template("account.html", message=message, error=error),
@@ -242,7 +250,7 @@ def _change_password(current: str, new: str) -> None:
         raise _too_many(wait)
     if web().users.verify(g.user.name, current) is None:
         web().throttle.failed(address, g.user.name)
-        raise AccountError("the current password is wrong")
+        raise AccountError("the current password is wrong", "current_password_wrong")
     user = web().users.set_password(g.user.name, current, new)
     web().sessions.end_all(user.name)
     fresh = web().sessions.create(user)

@@ -36,6 +36,7 @@ from appliance.web import agenda as agenda_api
 from appliance.web import browse, present
 from appliance.web.context import web
 from appliance.web.editing import make_editor, stream_zip
+from appliance.web.i18n import error_text
 from appliance.web.security import requires, safe_next
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,12 @@ def _agenda_page(status: int = 200, error: str | None = None,
         areas=web().index.areas(), error=error, form=form, ok=_ok(AGENDA_OK)), status)
 
 
+def _agenda_error(exc: AgendaError) -> str:
+    """"Revise los datos: la actividad termina antes de empezar.", in the screen's language
+    (the JSON API and the CLI keep the English `str(exc)`)."""
+    return g.t("agenda.invalid", detail=error_text(g.t, "agenda", exc))
+
+
 @bp.get("/agenda")
 @requires("view")
 def agenda() -> Response:
@@ -83,8 +90,7 @@ def agenda_add() -> Response:
     try:
         activity = agenda_api.create(body)
     except AgendaError as exc:
-        return _agenda_page(400, error=g.t("agenda.invalid", detail=str(exc)),
-                            form=request.form)
+        return _agenda_page(400, error=_agenda_error(exc), form=request.form)
     _fresh()
     return redirect(url_for("desk.activity", slug=activity.slug, ok="added"), 303)
 
@@ -130,8 +136,7 @@ def activity_change(slug: str) -> Response:
     try:
         web().agenda.update(slug, **agenda_api.parse_fields(body, partial=True))
     except AgendaError as exc:
-        return _activity_page(slug, 400, error=g.t("agenda.invalid", detail=str(exc)),
-                              form=request.form)
+        return _activity_page(slug, 400, error=_agenda_error(exc), form=request.form)
     log.info("%s changed activity %s", g.user.name, slug)
     _fresh()
     return redirect(url_for("desk.activity", slug=slug, ok="saved"), 303)

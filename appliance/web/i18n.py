@@ -409,6 +409,64 @@ MESSAGES: dict[str, dict[str, str]] = {
         "kiosk.error.logo_format": "debe ser una imagen PNG o JPEG completa.",
         "kiosk.error.logo_size": "la imagen es demasiado grande.",
         "kiosk.error.unknown": "ese ajuste no existe.",
+        # -- refused account and agenda changes, by the exception's code (error_text) --
+        "account.error.name_case": "Los nombres de usuario van en minúsculas: use «{suggested}» "
+                                   "en lugar de «{name}».",
+        "account.error.name_invalid": "El nombre de usuario «{name}» no es válido: use de 2 a 32 "
+                                      "letras minúsculas sin acentos, dígitos, «.», «_» o «-», "
+                                      "y empiece con una letra o un dígito.",
+        "account.error.role_unknown": "El rol «{role}» no existe.",
+        "account.error.password_type": "La contraseña debe ser texto.",
+        "account.error.password_short": "La contraseña es demasiado corta: use al menos {min} "
+                                        "caracteres.",
+        "account.error.password_long": "La contraseña es demasiado larga: use como máximo {max} "
+                                       "caracteres.",
+        "account.error.password_repeated": "La contraseña es un mismo carácter repetido: elija "
+                                           "una contraseña de verdad.",
+        "account.error.user_exists": "Ya existe un usuario «{name}».",
+        "account.error.user_missing": "No existe el usuario «{name}».",
+        "account.error.last_director_remove": "No se puede eliminar a «{name}»: es la última "
+                                              "cuenta de Dirección activa. Primero cree otra "
+                                              "cuenta de Dirección.",
+        "account.error.last_director_demote": "No se puede cambiar el rol de «{name}»: es la "
+                                              "última cuenta de Dirección activa. Primero cree "
+                                              "otra cuenta de Dirección.",
+        "account.error.last_director_disable": "No se puede desactivar a «{name}»: es la última "
+                                               "cuenta de Dirección activa. Primero cree otra "
+                                               "cuenta de Dirección.",
+        "account.error.language_unknown": "El idioma «{language}» no existe.",
+        "agenda.error.slug_invalid": "el identificador «{slug}» no es válido: use letras "
+                                     "minúsculas sin acentos, dígitos y guiones (hasta 80).",
+        "agenda.error.slug_reserved": "el identificador «{slug}» está reservado para los "
+                                      "elementos sin actividad.",
+        "agenda.error.slug_type": "el identificador debe ser texto.",
+        "agenda.error.title_no_slug": "del título «{title}» no sale un identificador: use letras "
+                                      "o números en el título, o escriba un identificador.",
+        "agenda.error.ends_before_start": "la actividad termina antes de empezar.",
+        "agenda.error.exists": "ya existe una actividad con el identificador «{slug}».",
+        "agenda.error.no_activity": "la actividad «{slug}» no está en la agenda.",
+        "agenda.error.no_title": "la actividad necesita un título.",
+        "agenda.error.cannot_change": "no se puede cambiar {fields} de una actividad.",
+        "agenda.error.time_invalid": "la fecha y hora «{text}» no es válida: escríbala como "
+                                     "2026-05-10T09:00.",
+        "agenda.error.time_type": "«{field}» debe ser una fecha y hora.",
+        "agenda.error.text_too_long": "«{field}» admite como máximo {limit} caracteres.",
+        "agenda.error.missing": "falta {fields}.",
+        # -- the status page's job table (status.html) --
+        "job.kind.thumb": "Miniaturas",
+        "job.kind.preview": "Vistas previas",
+        "job.kind.poster": "Portadas de video",
+        "job.kind.waveform": "Formas de onda",
+        "job.kind.audio_proxy": "Copias de audio",
+        "job.kind.video_proxy": "Copias de video",
+        "job.state.queued": "En espera",
+        "job.state.running": "En proceso",
+        "job.state.done": "Hechos",
+        "job.state.parked": "Apartados por error",
+        "users.remove_confirm": "¿Eliminar al usuario {name}? Sus sesiones se cierran y ya no "
+                                "podrá entrar.",
+        "item.download_web_pending": "La copia para web se podrá descargar cuando Dirección "
+                                     "apruebe este elemento.",
     },
     "en": {
         "app.title": "Acopio",
@@ -802,8 +860,97 @@ MESSAGES: dict[str, dict[str, str]] = {
         "kiosk.error.logo_format": "it must be a whole PNG or JPEG image.",
         "kiosk.error.logo_size": "the image is too large.",
         "kiosk.error.unknown": "no such setting.",
+        # -- refused account and agenda changes, by the exception's code (error_text) --
+        "account.error.name_case": "User names are lower case: use “{suggested}” instead of "
+                                   "“{name}”.",
+        "account.error.name_invalid": "The user name “{name}” is not valid: use 2 to 32 "
+                                      "lower-case letters without accents, digits, “.”, “_” "
+                                      "or “-”, starting with a letter or digit.",
+        "account.error.role_unknown": "There is no role “{role}”.",
+        "account.error.password_type": "The password must be text.",
+        "account.error.password_short": "The password is too short: use at least {min} "
+                                        "characters.",
+        "account.error.password_long": "The password is too long: use at most {max} "
+                                       "characters.",
+        "account.error.password_repeated": "The password is one character repeated: choose a "
+                                           "real password.",
+        "account.error.user_exists": "A user “{name}” already exists.",
+        "account.error.user_missing": "There is no user “{name}”.",
+        "account.error.last_director_remove": "“{name}” cannot be removed: it is the last "
+                                              "enabled director. Make another director first.",
+        "account.error.last_director_demote": "The role of “{name}” cannot change: it is the "
+                                              "last enabled director. Make another director "
+                                              "first.",
+        "account.error.last_director_disable": "“{name}” cannot be disabled: it is the last "
+                                               "enabled director. Make another director first.",
+        "account.error.language_unknown": "There is no language “{language}”.",
+        "agenda.error.slug_invalid": "the identifier “{slug}” is not valid: use lower-case "
+                                     "letters without accents, digits and hyphens (at most 80).",
+        "agenda.error.slug_reserved": "the identifier “{slug}” is reserved for items in no "
+                                      "activity.",
+        "agenda.error.slug_type": "the identifier must be text.",
+        "agenda.error.title_no_slug": "no identifier can be made from the title “{title}”: use "
+                                      "letters or digits in the title, or type an identifier.",
+        "agenda.error.ends_before_start": "the activity ends before it starts.",
+        "agenda.error.exists": "an activity with the identifier “{slug}” already exists.",
+        "agenda.error.no_activity": "the activity “{slug}” is not in the agenda.",
+        "agenda.error.no_title": "the activity needs a title.",
+        "agenda.error.cannot_change": "{fields} of an activity cannot change.",
+        "agenda.error.time_invalid": "the date and time “{text}” is not valid: write it as "
+                                     "2026-05-10T09:00.",
+        "agenda.error.time_type": "“{field}” must be a date and time.",
+        "agenda.error.text_too_long": "“{field}” takes at most {limit} characters.",
+        "agenda.error.missing": "{fields} missing.",
+        # -- the status page's job table (status.html) --
+        "job.kind.thumb": "Thumbnails",
+        "job.kind.preview": "Previews",
+        "job.kind.poster": "Video posters",
+        "job.kind.waveform": "Waveforms",
+        "job.kind.audio_proxy": "Audio copies",
+        "job.kind.video_proxy": "Video copies",
+        "job.state.queued": "Waiting",
+        "job.state.running": "Running",
+        "job.state.done": "Done",
+        "job.state.parked": "Set aside after errors",
+        "users.remove_confirm": "Remove the user {name}? Their sessions end and they can no "
+                                "longer log in.",
+        "item.download_web_pending": "The web-size copy can be downloaded once the director "
+                                     "approves this item.",
     },
 }
+
+
+# A code whose message the catalogue already has under another name.
+ERROR_KEYS = {
+    ("account", "setup_wrong_code"): "setup.bad_code",
+    ("account", "setup_not_pending"): "setup.done",
+    ("account", "current_password_wrong"): "password.wrong",
+}
+
+
+def error_text(t: Translator, family: str, exc: Exception) -> str:
+    """A refused operation's message in the screen's language. The core's exceptions
+    (accounts.AccountError, agenda.AgendaError) carry a stable `code` and the `values` the
+    message needs; the message is `FAMILY.error.CODE` (or ERROR_KEYS), and a value named
+    `field` or `fields` is shown as the form labels it (`FAMILY.field.NAME`). An exception
+    whose code the catalogue does not know keeps its own (English) text."""
+    code = getattr(exc, "code", "") or ""
+    key = ERROR_KEYS.get((family, code), f"{family}.error.{code}")
+    if not code or key not in t.messages:
+        return str(exc)
+
+    def label(name: object) -> str:
+        found = t.messages.get(f"{family}.field.{name}")
+        return found if found is not None else str(name)
+
+    values: dict[str, object] = {}
+    for name, value in (getattr(exc, "values", None) or {}).items():
+        if name == "field":
+            value = label(value)
+        elif name == "fields":
+            value = ", ".join(label(v) for v in value)
+        values[name] = value
+    return t(key, **values)
 
 
 class Translator:
