@@ -303,6 +303,9 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_config_check(config: Config, args: argparse.Namespace) -> int:
+    problems = config_mod.file_problems(config)
+    for problem in problems:
+        print(f"acopio: {problem}", file=sys.stderr)
     if args.json:
         _print_json(config_mod.as_dict(config))
     else:
@@ -313,8 +316,9 @@ def cmd_config_check(config: Config, args: argparse.Namespace) -> int:
                 value = value[part]
             # JSON's strings, numbers, booleans and arrays are TOML's too: lines to paste
             print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
-        print("configuration OK")
-    return EXIT_OK
+        print("configuration OK" if not problems else
+              f"configuration loads, with {len(problems)} problem(s) above")
+    return EXIT_PROBLEM if problems else EXIT_OK
 
 
 def cmd_ingest(config: Config, args: argparse.Namespace) -> int:
@@ -539,8 +543,14 @@ def cmd_derive(config: Config, args: argparse.Namespace) -> int:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from appliance.service import ALL_ROLES, Service
 
-    roles = tuple(r.strip() for r in args.roles.split(",") if r.strip()) if args.roles \
-        else ALL_ROLES
+    if args.roles is None:
+        roles = ALL_ROLES
+    else:
+        roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+        if not roles:  # `--roles "$ROLES"` with the variable unset: not "everything"
+            print(f"acopio: --roles names no role; choose from {','.join(ALL_ROLES)}",
+                  file=sys.stderr)
+            return EXIT_USAGE
     return Service(config, roles=roles).run_until_signal()
 
 

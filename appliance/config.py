@@ -79,13 +79,24 @@ def _hub_url(value: str) -> str | None:
     return None
 
 
+def _named(value: str) -> str | None:
+    return None if any(c.isalnum() for c in value) else \
+        "must have letters or digits (the kit is known by it on the hub and in the UI)"
+
+
+def _absolute(value: Path) -> str | None:
+    return None if value.is_absolute() else \
+        "must be an absolute path (a service's working folder is /)"
+
+
 def _year(value: int) -> str | None:
     return None if 1900 <= value <= 2100 else "must be a year between 1900 and 2100"
 
 
 @dataclass(frozen=True)
 class KitConfig:
-    name: str = _setting("acopio", "Name of this kit, shown in the UI and used by sync.")
+    name: str = _setting("acopio", "Name of this kit, shown in the UI and used by sync.",
+                         _named)
     timezone: str = _setting(
         "America/Mexico_City",
         "IANA time zone for capture times without an offset and for agenda windows.",
@@ -320,8 +331,9 @@ class KioskConfig:
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = _setting(
-        DEFAULT_DATA_DIR, "Folder holding the archive, the catalog and all state."
-    )
+        DEFAULT_DATA_DIR, "Folder holding the archive, the catalog and all state (an "
+        "absolute path; `--data-dir` and ACOPIO_DATA_DIR may be relative to the current "
+        "folder).", _absolute)
     log_level: str = _setting(
         "info", "Log level.", _one_of("debug", "info", "warning", "error")
     )
@@ -416,11 +428,18 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str, sources: dict[str, st
             continue
         if name not in raw:
             continue
-        value = _coerce(key, hint, raw[name], from_env=sources.get(key) == "env")
-        check = f.metadata.get("check")
-        problem = check(value) if check else None
-        if problem:
-            raise ConfigError(f"{key}: {problem} (got {value!r})")
+        from_env = sources.get(key) == "env"
+        try:
+            value = _coerce(key, hint, raw[name], from_env=from_env)
+            check = f.metadata.get("check")
+            problem = check(value) if check else None
+            if problem:
+                raise ConfigError(f"{key}: {problem} (got {value!r})")
+        except ConfigError as exc:
+            if from_env:  # said where it came from: the file may not even have the key
+                raise ConfigError(f"{exc} (from the environment variable {env_name(key)})"
+                                  ) from None
+            raise
         values[name] = value
     return cls(**values)
 
@@ -465,11 +484,26 @@ def load(
         key = by_env.get(name)
         if key is None:
             raise ConfigError(f"unknown setting in environment variable {name}")
+        if key == "data_dir":
+            value = os.path.abspath(value)  # typed at a shell: relative to where it was
         _set_dotted(raw, key, value)
         sources[key] = "env"
     if data_dir is not None:
-        raw["data_dir"] = os.fspath(data_dir)
+        raw["data_dir"] = os.path.abspath(os.fspath(data_dir))
     return _build(Config, raw, "", sources)
+
+
+def file_problems(config: Config) -> list[str]:
+    """Settings that name a file that is not there. Not a load error: a missing watermark
+    must not stop a box's imports at an event; `acopio config check` reports them."""
+    problems = []
+    for key, path, consequence in (
+            ("editorial.watermark", config.editorial.watermark,
+             "web-size copies will be refused"),
+            ("sync.ca_file", config.sync.ca_file, "HTTPS to the hub will fail")):
+        if path and not Path(path).is_file():
+            problems.append(f"{key}: {path}: no such file ({consequence})")
+    return problems
 
 
 def as_dict(config: Config) -> dict[str, Any]:

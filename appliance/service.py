@@ -68,6 +68,9 @@ def configure_logging(level: str) -> None:
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Libraries' warnings (Pillow's "Corrupt EXIF data" on a camera's odd file) become log
+    # lines with a time and a level, not bare lines on stderr between them.
+    logging.captureWarnings(True)
 
 
 class RecoverRecordings:

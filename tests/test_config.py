@@ -53,6 +53,8 @@ def test_toml_file_and_environment_override(tmp_path: Path) -> None:
         ("[sync]\nhub_url = 'ftp://hq'\n", "sync.hub_url: must be http://host[:port]"),
         ("[sync]\nhub_url = 'http://hq:99999'\n", "sync.hub_url: the port must be a number"),
         ("[sync]\nhub_url = 'http://u:p@hq'\n", "sync.hub_url: a hub URL has no query"),
+        ("[kit]\nname = ' '\n", "kit.name: must have letters or digits"),
+        ("data_dir = 'datos'\n", "data_dir: must be an absolute path"),
     ],
 )
 def test_errors_name_the_bad_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -67,6 +69,29 @@ def test_environment_errors_name_the_variable() -> None:
         config_mod.load(None, environ={"ACOPIO_INGEST_NOPE": "1"})
     with pytest.raises(ConfigError, match=re.escape("ingest.catalog_batch: must be greater")):
         config_mod.load(None, environ={"ACOPIO_INGEST_CATALOG_BATCH": "0"})
+
+
+def test_environment_values_are_named_by_their_variable(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=re.escape(
+            "ingest.min_free_mb: expected a number") + ".*ACOPIO_INGEST_MIN_FREE_MB"):
+        config_mod.load(None, environ={"ACOPIO_INGEST_MIN_FREE_MB": "abc"})
+    monkeypatch.chdir(tmp_path)  # typed at a shell: relative to where it was typed
+    assert config_mod.load(None, environ={"ACOPIO_DATA_DIR": "datos"}).data_dir == \
+        tmp_path / "datos"
+    assert config_mod.load(None, environ={}, data_dir="otros").data_dir == tmp_path / "otros"
+
+
+def test_config_check_reports_a_missing_file_without_stopping_the_box(tmp_path: Path) -> None:
+    file = tmp_path / "acopio.toml"
+    file.write_text(f"[editorial]\nwatermark = '{tmp_path}/logo.png'\n")
+    assert config_mod.load(file, environ={}).editorial.watermark  # services still start
+    result = run_cli("--config", file, "--data-dir", tmp_path, "config", "check")
+    assert result.returncode == 1
+    assert b"editorial.watermark" in result.stderr and b"no such file" in result.stderr
+    (tmp_path / "logo.png").write_bytes(b"png")
+    assert run_cli("--config", file, "--data-dir", tmp_path, "config", "check"
+                   ).returncode == 0
 
 
 def test_named_file_must_exist(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from appliance.datadir import DataDir
 from appliance.running import role_running
-from tests.conftest import REPO, TEST_ENV
+from tests.conftest import REPO, TEST_ENV, run_cli
 
 UNCLEAN = "did not stop cleanly"
 
@@ -124,3 +124,12 @@ def test_a_role_that_runs_once_per_folder_is_not_started_twice(tmp_path: Path) -
     assert once.proc.wait(timeout=60) == 2, once.said()
     assert "not paired" in once.said()
     assert not role_running(DataDir.at(data), "sync") and not list(flags.glob("*.json"))
+
+
+def test_run_with_an_empty_role_list_starts_nothing(tmp_path: Path) -> None:
+    """`--roles "$ROLES"` with the variable unset once started every role."""
+    for roles in ("", " , "):
+        result = run_cli("--data-dir", tmp_path, "run", "--roles", roles, timeout=30)
+        assert result.returncode == 2 and b"--roles names no role" in result.stderr
+    assert not (tmp_path / "state" / "running").exists() or \
+        not list((tmp_path / "state" / "running").iterdir())

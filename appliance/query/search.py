@@ -166,6 +166,8 @@ def search(conn: sqlite3.Connection, query: ItemQuery,
     filters = _filters(query)
     narrow = [f for f in filters if f.narrow]
     text = fts_query(query.q)
+    if text is None and query.q.strip():
+        return [], 0  # only symbols typed ("🎉", a quote): nothing matches them, not all
     order = _ORDERS[query.order]
     counts: dict[_Filter, int] = {}
     if text is None:

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -145,4 +146,9 @@ def is_media_error(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
+    """A parser's complaint as a person reads it: Pillow names what it could not read by its
+    Python object ("cannot identify image file <_io.BufferedReader name=...>")."""
+    text = re.sub(r"\s*<_io\.\w+[^>]*>", "", str(exc)).strip()
+    if text == "cannot identify image file":
+        return "not an image Pillow can read (unknown format or damaged header)"
+    return text or type(exc).__name__
