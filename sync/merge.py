@@ -17,7 +17,9 @@ A catalog record's fields fall in four kinds:
   among them (`fields.MERGE_GROUPS`). Equal stamps (only the same change, or two boxes
   misconfigured with one name) are settled by the values themselves, and a field edited
   before sync existed (an `edited` entry without a stamp) beats one never edited, so the
-  result never depends on the order;
+  result never depends on the order. Two filings nobody made (each kit's import of the same
+  photo) are settled by `_filing_preference`: an agenda activity over `sin-actividad`, then
+  the earlier day;
 - `LOCAL` (`archive_path`, `filed_by`) are each replica's own: where the file lies on this
   box follows `folder` there (see `appliance.refile.Refiler.follow`);
 - the history is the union of both histories (one entry per (at, by, action, changes)), in
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 IMPORT_FACTS: tuple[str, ...] = fields.IMPORT_FACTS
 MERGED: tuple[str, ...] = fields.MERGED
 GROUPS: tuple[tuple[str, ...], ...] = fields.MERGE_GROUPS
+FILING_GROUP: tuple[str, ...] = tuple(fields.FILING)
 LOCAL: tuple[str, ...] = fields.LOCAL
 _DEFAULTS: dict[str, Any] = {**fields.EDITABLE, **fields.APPROVAL, **fields.FILING}
 _BOOKKEEPING = tuple(fields.BOOKKEEPING)
@@ -111,14 +114,26 @@ def stamps_of(record: Mapping[str, Any]) -> list[str]:
 
 
 def _group_key(record: Mapping[str, Any], group: tuple[str, ...],
-               defaults: Mapping[str, Any]) -> tuple[str, bool, str]:
+               defaults: Mapping[str, Any]) -> tuple[str, bool, tuple[int, ...], str]:
     """What decides which side's group wins: the greatest stamp, then having been edited at
-    all, then the values and marks themselves (so that equal keys mean equal groups)."""
+    all, then (for two filings nobody made) the likelier filing, then the values and marks
+    themselves (so that equal keys mean equal groups)."""
     marks = [_mark(record, f) for f in group]
     stripped = [{k: v for k, v in m.items() if k != "revision"} if m else None for m in marks]
     values = [record.get(f, defaults.get(f)) for f in group]
+    likelier = _filing_preference(record) if group == FILING_GROUP else ()
     return (max(field_stamp(record, f) for f in group), any(m is not None for m in marks),
-            _canonical([values, stripped]))
+            likelier, _canonical([values, stripped]))
+
+
+def _filing_preference(record: Mapping[str, Any]) -> tuple[int, ...]:
+    """Two kits that imported one photo each filed it by what they knew: an activity of
+    their agenda beats `sin-actividad` (the other kit's agenda lacked it), then the earlier
+    day (a copy's file time only ever moves later, never earlier). Larger is likelier."""
+    activity, folder = record.get("activity"), record.get("folder")
+    planned = int(isinstance(activity, str) and activity not in ("", "sin-actividad"))
+    day = folder.split("/")[-1][:10] if isinstance(folder, str) else ""
+    return (planned, *(-ord(c) for c in day))
 
 
 def _clean(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -245,6 +245,28 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     return record
 
 
+def test_two_imports_of_one_photo_keep_the_likelier_filing() -> None:
+    """Two kits imported the same photo and filed it by what each knew; nobody re-filed it.
+    The filing an agenda gave beats `sin-actividad`, then the earlier day wins (a copy's
+    file time only moves later); before, the folder name that sorted last won."""
+    def imported(folder: str, activity: str) -> dict[str, Any]:
+        return {"sha256": SHA, "size": 1, "folder": folder, "activity": activity,
+                "edited": {}, "history": [], "revision": 0}
+
+    late = imported("2026/11/2026-11-26_sin-actividad", "sin-actividad")
+    early = imported("2025/03/2025-03-21_sin-actividad", "sin-actividad")
+    planned = imported("2026/11/2026-11-27_feria", "feria")
+    for one, other, winner in ((late, early, early), (late, planned, planned),
+                               (early, planned, planned)):
+        for a, b in ((one, other), (other, one)):
+            merged = merge_record(copy.deepcopy(a), copy.deepcopy(b))
+            assert (merged["folder"], merged["activity"]) == (
+                winner["folder"], winner["activity"])
+    refiled = dict(late, edited={"folder": {"hlc": hlc.make(T0, 0, "kit-a")},
+                                 "activity": {"hlc": hlc.make(T0, 0, "kit-a")}})
+    assert merge_record(copy.deepcopy(planned), refiled)["folder"] == late["folder"]
+
+
 FAST = settings(max_examples=150, deadline=None)
 
 
