@@ -589,6 +589,11 @@ def test_web_results_page_with_svg_charts_and_pdf(web: WebApp) -> None:
         activities=4, planned=5, photos=10, videos=1, audio=1, approved=8)
     assert f'<p id="results-summary">{escape(summary)}</p>' in body
     assert 'id="mural-link"' not in body  # the assistant cannot print the mural
+    detail = body[body.index('id="results-detail"'):]
+    rows = detail[:detail.index("</table>")].split("<tr>")[2:]
+    # every row of the detail says its day: the unsorted ones of different days differ
+    assert rows and all(re.search(r"<small>\d{1,2} [a-z]{3}\.? \d{4}</small>", r)
+                        for r in rows), rows
     pdf = assistant.get(f"/informes/resultados?month={MONTH}&format=pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
     assert pdf.get_data().startswith(b"%PDF")
@@ -617,6 +622,7 @@ def test_web_mural_roles_render_once_and_downloads(web: WebApp, archive: Archive
     body = page.get_data(as_text=True)
     assert 'id="mural-pdf"' in body and 'id="mural-shortened"' in body
     assert "<script>alert" not in body
+    assert "hoja(s)" not in body and re.search(r"en (1 hoja|\d+ hojas) A3 a", body)
     shortened = body[body.index('id="mural-shortened"'):]
     shortened = shortened[:shortened.index("</ul>")]
     assert shortened.count("<li>") == 2  # the long caption and the one endless word

@@ -345,7 +345,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reports.mural.no_photos": "No hay fotos aprobadas en {month}: Dirección aprueba las "
                                    "fotos que se pueden imprimir.",
         "reports.mural.summary": "{activities} actividades y {photos} de {approved} fotos "
-                                 "aprobadas en {pages} hoja(s) {paper} a {dpi} ppp.",
+                                 "aprobadas en {pages} hojas {paper} a {dpi} ppp.",
+        "reports.mural.summary.one": "{activities} actividades y {photos} de {approved} "
+                                     "fotos aprobadas en 1 hoja {paper} a {dpi} ppp.",
         "reports.mural.pdf": "Descargar PDF para imprimir",
         "reports.mural.png": "Descargar vista previa (PNG)",
         "reports.mural.preview": "Vista previa del mural",
@@ -796,7 +798,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reports.mural.no_photos": "There are no approved photos in {month}: the director "
                                    "approves the photos that may be printed.",
         "reports.mural.summary": "{activities} activities and {photos} of {approved} approved "
-                                 "photos on {pages} {paper} sheet(s) at {dpi} dpi.",
+                                 "photos on {pages} {paper} sheets at {dpi} dpi.",
+        "reports.mural.summary.one": "{activities} activities and {photos} of {approved} "
+                                     "approved photos on 1 {paper} sheet at {dpi} dpi.",
         "reports.mural.pdf": "Download the PDF to print",
         "reports.mural.png": "Download the preview (PNG)",
         "reports.mural.preview": "Preview of the mural",
