@@ -31,6 +31,10 @@ from appliance.storage import CorruptStateError
 from ingest import copy, records
 from ingest.kinds import kind_of
 
+# What mends an original lost or cut short (ingest.pipeline puts it back, the damaged file
+# moved to state/damaged/); an evicted one comes back from the hub instead.
+RESTORE = "import the card it came from again to restore it"
+
 
 @dataclass
 class Finding:
@@ -157,11 +161,12 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
             # once the hub acknowledged it (sync.kit.evict): neither is lost.
             if rel not in refiling and not _evicted(data, item["sha256"]):
                 report.findings.append(
-                    Finding("missing_file", rel, "catalogued but not in archive"))
+                    Finding("missing_file", rel, f"catalogued but not in archive; {RESTORE}"))
             continue
         if size != item["size"]:
             report.findings.append(Finding(
-                "size_mismatch", rel, f"{size} bytes on disk, {item['size']} catalogued"))
+                "size_mismatch", rel, f"{size} bytes on disk, {item['size']} catalogued; "
+                f"{RESTORE}"))
         elif deep:
             sha256, _ = reader.sha256(path)
             if sha256 != item["sha256"]:

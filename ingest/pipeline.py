@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from collections import deque
@@ -353,7 +354,7 @@ class _Run:
         if not self.imp.claims.claim(temp.sha256):
             temp.discard()  # the same content is being imported right now
             return duplicate
-        if self._archived(temp.sha256):
+        if self._archived(temp.sha256, temp.size):
             self.imp.claims.release(temp.sha256)
             temp.discard()
             return duplicate
@@ -439,36 +440,60 @@ class _Run:
         """Cheap dedup for a card seen before: same path, size and time, then confirmed by
         hashing the source (a read, no write). Returns the SHA-256 when archived."""
         entry = self.imp.sources.get(source_key(f))
-        if not entry or not self._archived(entry.get("sha256", "")):
+        if not entry or not self._archived(entry.get("sha256", ""), f.size):
             return None
         sha256, size = copy.hash_source(self.source, f, self.advanced)
         return sha256 if sha256 == entry["sha256"] and size == f.size else None
 
-    def _archived(self, sha256: str) -> bool:
-        """True when the catalog indexes this content and its file is in the archive."""
+    def _archived(self, sha256: str, size: int | None = None) -> bool:
+        """True when the catalog indexes this content and its file is in the archive (of
+        `size` bytes, when given: a file cut short is not archived, and its card restores
+        it)."""
         entry = self.imp.catalog.lookup(sha256) if len(sha256) == 64 else None
         if not entry:
             return False
         try:
-            return (self.imp.data.root / entry["archive_path"]).is_file()
+            st = (self.imp.data.root / entry["archive_path"]).stat()
         except (KeyError, TypeError, OSError):
             return False
+        return stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size)
 
     def _lost_original(self, sha256: str) -> dict[str, Any] | None:
         """The catalogued record of this content when its archive file is gone (deleted by
-        hand, lost to a damaged disk), else None."""
+        hand) or damaged (its size is not the record's: cut short by a failing disk), else
+        None. A damaged file is moved out of the archive first (`_set_aside`)."""
         entry = self.imp.catalog.lookup(sha256)
         if not entry or not is_folder_key(str(entry.get("folder"))):
-            return None
-        if (self.imp.data.root / str(entry.get("archive_path"))).exists():
             return None
         record = next((r for r in self.imp.catalog.read_shard(entry["folder"])
                        if r.get("sha256") == sha256), None)
         expected = f"archive/{entry['folder']}/"
-        if record is None or not str(record.get("archive_path", "")).startswith(expected) \
+        if record is None or record.get("archive_path") != entry.get("archive_path") \
+                or not str(record["archive_path"]).startswith(expected) \
                 or "/" in record["archive_path"][len(expected):]:
             return None  # a record that does not name a file of its folder: file it anew
+        path = self.imp.data.root / record["archive_path"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return record
+        if size == record.get("size"):
+            return None
+        self._set_aside(path, record)
         return record
+
+    def _set_aside(self, path: Path, record: dict[str, Any]) -> None:
+        """Move a damaged original out of the archive, into `state/damaged/` (kept, as the
+        hub keeps what failed its checks: never deleted), so the good copy takes its name."""
+        aside = self.imp.data.state / "damaged"
+        aside.mkdir(parents=True, exist_ok=True)
+        target = aside / f"{time.strftime('%Y%m%dT%H%M%S')}-{record['sha256'][:12]}-{path.name}"
+        os.rename(path, target)
+        fsync_dir(aside)
+        fsync_dir(path.parent)
+        log.warning("%s: %d bytes on disk, %d catalogued; the damaged file is kept as %s and "
+                    "the original comes back from this import", record["archive_path"],
+                    target.stat().st_size, record.get("size", 0), target)
 
     def _prepare(self, folder_key: str) -> Path:
         dest = self.imp.data.archive / folder_key

@@ -433,3 +433,35 @@ def test_check_never_makes_two_records_of_one_content(tmp_path: Path, data_dir: 
     run_cli("--data-dir", data_dir, "check", "--repair")
     assert Catalog(DataDir.at(data_dir)).lookup(item["sha256"])["archive_path"] == \
         item["archive_path"]
+
+
+def test_an_original_cut_short_comes_back_from_its_card(tmp_path: Path, data_dir: Path) -> None:
+    """A failing disk cut an archived original short: `check` says how to mend it, and the
+    card's next import does (the damaged file is kept in state/damaged/, never deleted);
+    the record, with its caption, stays the one."""
+    card = tmp_path / "card"
+    exif_jpeg(card / "DSC_0001.JPG", "2026:06:02 18:00:00", color=(1, 1, 1), size=(640, 480))
+    ingest(data_dir, card)
+    [item] = items(data_dir)
+    assert run_cli("--data-dir", data_dir, "users", "add", "dora", "--role", "director",
+                   "--password-stdin", input=b"una-clave-larga-123\n").returncode == 0
+    assert run_cli("--data-dir", data_dir, "items", "set", item["sha256"], "--caption",
+                   "Entrega", "--as", "dora").returncode == 0
+    original = data_dir / item["archive_path"]
+    with open(original, "r+b") as f:
+        f.truncate(1000)
+    checked = json.loads(run_cli("--data-dir", data_dir, "check", "--json").stdout)
+    [finding] = checked["findings"]
+    assert finding["code"] == "size_mismatch" and "import the card" in finding["detail"]
+
+    code, summary = ingest(data_dir, card)
+    assert code == 0 and summary["imported"] == 1
+    assert sha256_file(original) == item["sha256"]
+    [after] = items(data_dir)
+    assert after["archive_path"] == item["archive_path"] and after["caption"] == "Entrega"
+    [kept] = (data_dir / "state" / "damaged").iterdir()
+    assert kept.stat().st_size == 1000 and kept.name.endswith("-DSC_0001.JPG")
+    assert json.loads(run_cli("--data-dir", data_dir, "check", "--deep", "--json").stdout
+                      )["clean"]
+    code, summary = ingest(data_dir, card)  # mended: a duplicate now
+    assert code == 0 and summary["duplicates"] == 1 and summary["imported"] == 0

@@ -78,6 +78,8 @@ PAUSE_POLL_S = 1.0
 STALE_IMPORT_S = 15 * 60
 BUSY_STATES = ("mounting", "importing")
 ZERO_SHA = "0" * 64
+# An original lost or cut short on this kit, not yet at the hub: its card restores it.
+RESTORE_HINT = "import the card it came from again to restore it; `acopio check` lists these"
 
 
 @dataclass
@@ -489,18 +491,18 @@ class SyncRole:
         else why not. Logs "uploading": the outbox's order."""
         path = self.data.root / original.archive_path
         if not os.path.lexists(path):
-            log.warning("%s: original missing from the archive; cannot be sent (run `acopio "
-                        "check`)", original.archive_path)
-            return f"{original.archive_path}: missing from the archive (run `acopio check`)"
+            log.warning("%s: original missing from the archive; cannot be sent (%s)",
+                        original.archive_path, RESTORE_HINT)
+            return f"{original.archive_path}: missing from the archive ({RESTORE_HINT})"
         try:
             size = os.lstat(path).st_size
         except OSError as exc:
             return f"{original.archive_path}: cannot be read ({exc.strerror})"
         if size != original.size:
-            log.warning("%s: %d bytes on disk, %d catalogued; not sent (run `acopio check`)",
-                        original.archive_path, size, original.size)
+            log.warning("%s: %d bytes on disk, %d catalogued; not sent (%s)",
+                        original.archive_path, size, original.size, RESTORE_HINT)
             return (f"{original.archive_path}: {size} bytes on disk, {original.size} "
-                    "catalogued (run `acopio check`)")
+                    f"catalogued ({RESTORE_HINT})")
         # No question first: the upload's creation answers "complete" when the hub already
         # holds this content from this kit (an acknowledgement lost), and nothing is sent.
         self._hold_during_import()
