@@ -26,7 +26,7 @@ from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.editorial import EditLog, replay
-from appliance.fsutil import TEMP_PREFIX, is_debris
+from appliance.fsutil import TEMP_PREFIX, is_debris, remove_if_debris
 from appliance.storage import CorruptStateError
 from ingest import copy, records
 from ingest.kinds import kind_of
@@ -179,9 +179,7 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
             if entry.name.startswith(TEMP_PREFIX):
                 if is_debris(entry):
                     finding = Finding("stray_temp", rel, "left by an interrupted import")
-                    if repair:
-                        entry.unlink(missing_ok=True)
-                        finding.repaired = True
+                    finding.repaired = repair and remove_if_debris(entry)
                     report.findings.append(finding)
             elif rel not in catalogued and rel not in refiling:  # (an interrupted re-filing)
                 strays.append(entry)
@@ -337,7 +335,5 @@ def _check_state_debris(data: DataDir, report: Report, *, repair: bool) -> None:
 
         if is_debris(path):
             finding = Finding("stray_temp", data.relative(path), "left by an interrupted write")
-            if repair:
-                path.unlink(missing_ok=True)
-                finding.repaired = True
+            finding.repaired = repair and remove_if_debris(path)
             report.findings.append(finding)

@@ -36,6 +36,33 @@ def temp_name() -> str:
     return f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
 
 
+def open_temp(folder: str | os.PathLike[str], *, suffix: str = "", mode: int = 0o644,
+              flags: int = os.O_WRONLY) -> tuple[int, Path]:
+    """A new temp file in `folder`, open and flocked: (fd, path). Keep the fd open until
+    the file is renamed into place or removed: the flock is what tells a live temp from a
+    dead writer's debris (`remove_debris` in another thread or process)."""
+    for _ in range(5):
+        path = Path(folder) / (temp_name() + suffix)
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        if hold_temp(fd, path):
+            return fd, path
+        os.close(fd)
+    raise OSError(f"temp files in {folder} keep being removed as debris")
+
+
+def hold_temp(fd: int, path: Path) -> bool:
+    """Flock a temp file this process just made; False when a sweep removed it first.
+
+    Between its creation and this flock a sweep may have found it unlocked and removed it
+    (the sweep unlinks under its own flock, which this waits for); then `path` no longer
+    names the fd's file, and the caller makes another."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes,
                  tmp_dir: str | os.PathLike[str] | None = None, *, durable: bool = True,
                  mode: int = 0o644) -> None:
@@ -51,11 +78,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes,
     try:
         if durable:
             os.fsync(fd)
+        _rename(tmp, path)
     except BaseException:
-        _drop_temp(fd, tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
-    os.close(fd)
-    _rename(tmp, path)
+    finally:
+        os.close(fd)  # after the rename: the flock marks a live temp until then
     if durable:
         fsync_dir(path.parent)
 
@@ -103,11 +132,8 @@ def _write_temp(path: Path, data: bytes, tmp_dir: str | os.PathLike[str] | None,
     path.parent.mkdir(parents=True, exist_ok=True)
     if tmp_dir is not None:
         Path(tmp_dir).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tmp_dir or path.parent) / temp_name()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    fd, tmp = open_temp(tmp_dir or path.parent, mode=mode)
     try:
-        # Held until the rename: a cleaner can tell a live temp from a crashed writer's.
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
@@ -151,15 +177,38 @@ def syncfs(path: str | os.PathLike[str]) -> None:
 
 def remove_debris(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temp files in `folder` whose writer died (their flock is free)."""
-    removed = []
-    for path in Path(folder).glob(TEMP_PREFIX + "*"):
-        if is_debris(path):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            removed.append(path)
+    removed = [path for path in Path(folder).glob(TEMP_PREFIX + "*") if remove_if_debris(path)]
     if removed:
         fsync_dir(folder)
     return removed
+
+
+def remove_if_debris(path: Path) -> bool:
+    """Delete `path` if it is a temp file whose writer is gone; whether it did.
+
+    The test and the removal are one step: the file is flocked (exclusively, without
+    waiting) and unlinked under that flock, so a writer that takes its flock meanwhile
+    either keeps the file or finds it gone (`hold_temp`) and makes another."""
+    if not path.name.startswith(TEMP_PREFIX):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:  # gone, not ours to read, or not a file (a link): not debris to remove
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    try:
+        if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+            return False  # renamed into place meanwhile: another file has its name now
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def is_debris(path: Path) -> bool:

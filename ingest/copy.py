@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import mmap
 import os
@@ -27,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.fsutil import fsync_dir, temp_name
+from appliance.fsutil import fsync_dir, open_temp
 from ingest.sources import CHUNK, Source
 from ingest.walk import SourceFile
 
@@ -138,9 +137,7 @@ def stage(source: Source, entry: SourceFile, staging: Path,
     durable: `TempCopy.sync()` comes next (on the verifying thread, so that the next file's
     copy is not held up by this one's flush).
     """
-    path = staging / temp_name()
-    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    out, path = open_temp(staging)
     temp = TempCopy(path, out, "", 0)
     digest = hashlib.sha256()
     writer = _Writer(out) if entry.size > CHUNK else None

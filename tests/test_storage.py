@@ -152,3 +152,42 @@ def test_two_real_processes_writing_one_shard_lose_no_update(tmp_path: Path) -> 
     }
     assert db.table("counter").get(doc_id=1)["value"] == 2 * count
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_a_sweep_never_takes_a_live_temp_file(tmp_path: Path) -> None:
+    """Every import sweeps state/tmp for a dead writer's temp files while other threads and
+    processes write through it (devices.json, catalog shards, the job queue). A temp file
+    was unlocked just before its rename, and between its creation and its flock: a sweep
+    there removed it, and the write failed (FileNotFoundError, or EAGAIN on the flock)."""
+    import threading
+
+    from appliance.fsutil import remove_debris
+
+    tmp_dir = tmp_path / "tmp"
+    tmp_dir.mkdir()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        while not stop.is_set():
+            remove_debris(tmp_dir)
+
+    sweepers = [threading.Thread(target=sweep) for _ in range(2)]
+    for thread in sweepers:
+        thread.start()
+    try:
+        for i in range(2000):
+            try:
+                atomic_write(tmp_path / f"f{i % 7}.json", b"%d" % i, tmp_dir, durable=False)
+                if i % 100 == 0:
+                    atomic_write_many({tmp_path / f"m{j}.json": b"%d" % i for j in range(5)},
+                                      tmp_dir)
+            except OSError as exc:
+                errors.append(exc)
+    finally:
+        stop.set()
+        for thread in sweepers:
+            thread.join()
+    assert not errors, f"{len(errors)} writes failed, first: {errors[0]!r}"
+    assert (tmp_path / f"f{1999 % 7}.json").read_bytes() == b"1999"
+    assert not list(tmp_dir.iterdir())

@@ -22,7 +22,6 @@ which a request may still be sending).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -38,7 +37,7 @@ from PIL import Image, ImageDraw, ImageOps
 from appliance.agenda import Agenda
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import atomic_write, file_lock, fsync_dir, temp_name
+from appliance.fsutil import atomic_write, file_lock, fsync_dir, open_temp
 from appliance.mural import fonts as fonts_mod
 from appliance.mural.content import MuralContent, MuralPhoto, gather
 from appliance.mural.fonts import Fonts
@@ -170,9 +169,7 @@ def draw_page(result: Layout, number: int, loader: PhotoLoader, fonts: Fonts) ->
 def _temp_file(folder: Path) -> Iterator[tuple[Path, IO[bytes]]]:
     """A temp file beside the destination, flocked while written (so `acopio check` tells a
     live one from a dead writer's debris), removed unless the caller renamed it."""
-    path = folder / temp_name()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fd, path = open_temp(folder, flags=os.O_RDWR)
     try:
         with os.fdopen(fd, "w+b") as fp:
             yield path, fp

@@ -12,7 +12,6 @@ count in the row of no area ("" in JSON, "Sin área" on paper).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from appliance.agenda import SIN_ACTIVIDAD, Agenda
 from appliance.config import Config
-from appliance.fsutil import fsync_dir, temp_name
+from appliance.fsutil import fsync_dir, open_temp
 from appliance.mural.content import month_label
 from appliance.mural.fonts import Fonts
 from appliance.mural.layout import MM_PER_INCH, PALETTE
@@ -313,9 +312,7 @@ def write_pdf(config: Config, result: dict[str, Any], pdf: Path) -> int:
         sheets[-1].append((row, y))
         y += row.height
     pdf.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pdf.parent / temp_name()
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fd, tmp = open_temp(pdf.parent, flags=os.O_RDWR)
     try:
         with os.fdopen(fd, "w+b") as fp:
             for number, placed in enumerate(sheets):

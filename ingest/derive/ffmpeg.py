@@ -21,7 +21,6 @@ leave a half-written file where a finished one is expected. So each run here
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import selectors
 import subprocess
@@ -30,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.fsutil import fsync_dir, remove_debris, temp_name
+from appliance.fsutil import fsync_dir, open_temp, remove_debris
 from ingest.metadata.av import _DEMUXERS as PROBE_DEMUXERS
 from ingest.metadata.children import child_group, find_program
 
@@ -143,12 +142,10 @@ def _command(args: list[str], *, ffmpeg: str, nice: int) -> list[str]:
 def _locked_temp(output: Path) -> Iterator[tuple[Path, int]]:
     """A new, flocked temp file beside ``output`` (same suffix, for people reading a listing),
     removed unless the body renamed it into place."""
-    tmp = output.with_name(temp_name() + output.suffix)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    # Flocked until the rename; ffmpeg inherits it too (see _run), so a temp whose writer is
+    # alive is never taken for debris.
+    fd, tmp = open_temp(output.parent, suffix=output.suffix)
     try:
-        # Held until the rename; ffmpeg inherits it too (see _run), so a temp whose writer is
-        # alive is never taken for debris.
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield tmp, fd
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import copy as _copy
 import errno
-import fcntl
 import logging
 import os
 import stat
@@ -45,7 +44,7 @@ from appliance.agenda import Agenda
 from appliance.catalog import Catalog, is_folder_key
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import fsync_dir, remove_debris, temp_name
+from appliance.fsutil import fsync_dir, hold_temp, remove_debris, temp_name
 from appliance.keyindex import KeyIndex
 from ingest import copy, filing, kinds, records
 from sync.hub.changes import ChangeFeed
@@ -460,15 +459,20 @@ class Hub:
         a file: a name in archive/.incoming (same inode), then ingest's `place`."""
         staging = self.data.staging
         staging.mkdir(parents=True, exist_ok=True)
-        temp_path = staging / temp_name()
-        try:
-            os.link(path, temp_path)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            _copy_file(path, temp_path)  # the archive is on another filesystem
-        fd = os.open(temp_path, os.O_RDONLY | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for _ in range(5):
+            temp_path = staging / temp_name()
+            try:
+                os.link(path, temp_path)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy_file(path, temp_path)  # the archive is on another filesystem
+            fd = os.open(temp_path, os.O_RDONLY | os.O_CLOEXEC)
+            if hold_temp(fd, temp_path):  # else an import's sweep took it for debris
+                break
+            os.close(fd)
+        else:
+            raise OSError(f"temp files in {staging} keep being removed as debris")
         temp = copy.TempCopy(temp_path, fd, sha, size)
 
         def same(candidate: Path) -> bool:

@@ -25,7 +25,6 @@ replacing a file) and the eviction mark removed. A crash leaves at most a temp f
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -35,7 +34,7 @@ from typing import Any
 from appliance.catalog import Catalog
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import fsync_dir, temp_name
+from appliance.fsutil import fsync_dir, open_temp
 from appliance.storage import CorruptStateError
 from sync.kit.client import HubClient, SyncError
 from sync.kit.outbox import _captured_ts
@@ -190,10 +189,8 @@ def fetch_back(config: Config, sha256: str, client: HubClient | None = None) -> 
         client = HubClient(config.sync.hub_url or paired.hub_url, paired.token,
                            ca_file=config.sync.ca_file)
     data.staging.mkdir(parents=True, exist_ok=True)
-    tmp = data.staging / temp_name()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fd, tmp = open_temp(data.staging)  # flocked: alive, not debris for a sweep
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # alive: not debris for check
         with os.fdopen(os.dup(fd), "wb") as out:
             got = client.fetch_content(sha256, out, size=size)
             out.flush()
