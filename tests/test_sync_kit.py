@@ -782,6 +782,15 @@ def test_eviction_keeps_the_unacknowledged_and_fetch_back_restores(
     from tests.webclient import web_app
 
     other = next(s for s in acked if s != sha)
+    # No link at the event: the page says so in Spanish (it was a 500), the API a 503.
+    with web_app(kit.root, {"ACOPIO_SYNC_HUB_URL": "http://127.0.0.1:9"}) as web:
+        browser = web.user_and_login("sin-red", "photographer")
+        refused = browser.form(f"/item/{other}/traer")
+        assert refused.status_code == 409
+        assert "la central no responde" in refused.get_data(as_text=True)
+        api = browser.write("POST", f"/api/items/{other}/fetch")
+        assert api.status_code == 503 and api.get_json()["error"] == "fetch"
+        assert browser.get(f"/api/items/{other}").get_json()["evicted"] is True
     with web_app(kit.root) as web:
         browser = web.user_and_login("foto", "photographer")
         assert browser.get(f"/api/items/{other}").get_json()["evicted"] is True
@@ -1140,3 +1149,29 @@ def test_pairing_with_a_url_that_is_not_a_hub_says_so(tmp_path: Path) -> None:
     assert paired.returncode != 0
     assert b"is not an Acopio hub" in paired.stderr and b"hub.port" in paired.stderr
     assert b"refused the pairing code" not in paired.stderr
+
+
+def test_a_record_the_hub_refuses_does_not_stop_the_rest(hub: RealHub, tmp_path: Path,
+                                                         media: Media) -> None:
+    """A kit whose clock once ran days ahead stamps its edits in the future, and the hub
+    refuses those records. The kit read the answer's count ("refused": 1) as a list, and
+    every round then failed: no other record, no original, nothing from the hub moved."""
+    from appliance.fsutil import atomic_write
+
+    kit = make_kit(tmp_path, "kit-adelantado", small_card(media, 2))
+    paired(kit, hub)
+    assert sync_once(kit)[0] == 0
+    first = next(iter(kit.items()))
+    ahead = int(time.time() * 1000) + 3 * 24 * 3600 * 1000
+    atomic_write(kit.data.state / "sync" / "hlc.floor", json.dumps({"floor": ahead}).encode())
+    Editor(kit.data, node=kit.name).edit(first, {"caption": "Del futuro"}, by="ana")
+    card = tmp_path / "more"
+    exif_jpeg(card / "NUEVA.JPG", "2026:06:02 18:00:00", color=(7, 7, 7))
+    kit.ingest(card)
+    new = next(sha for sha, r in kit.items().items() if r["original_name"] == "NUEVA.JPG")
+
+    code, output = sync_once(kit)
+    assert "TypeError" not in output
+    assert f"the hub refused the record of {first}" in output
+    assert new in hub.items() and f"acknowledged {new}" in output
+    assert hub.items()[first].get("caption") != "Del futuro"

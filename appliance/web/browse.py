@@ -147,6 +147,7 @@ def search_query(page: int, limit: int) -> ItemQuery:
 @requires("download")
 def fetch_back(sha256: str) -> Response:
     """Bring an evicted original back from the hub, then show the item again."""
+    from sync.kit.client import HubRefused, HubUnreachable, SyncError
     from sync.kit.evict import FetchError
     from sync.kit.evict import fetch_back as fetch
 
@@ -155,9 +156,12 @@ def fetch_back(sha256: str) -> Response:
         abort(404)
     try:
         fetch(web().config, sha256)
-    except (FetchError, OSError) as exc:
+    except (FetchError, SyncError, OSError) as exc:
         log.warning("fetching %s back from the hub failed: %s", sha256[:12], exc)
-        abort(409, g.t("item.fetch_failed", reason=str(exc)))
+        # The usual cases at an event said in the screen's language; the rest as it came.
+        reason = g.t("item.fetch.unreachable") if isinstance(exc, HubUnreachable) else \
+            g.t("item.fetch.refused") if isinstance(exc, HubRefused) else str(exc)
+        abort(409, g.t("item.fetch_failed", reason=reason))
     return redirect(url_for("browse.item", sha256=sha256))
 
 

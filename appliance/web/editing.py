@@ -236,6 +236,7 @@ def zip_download() -> Response:
 @requires("download")
 def fetch(sha256: str) -> Response:
     """Bring an evicted original back from the hub (verified byte for byte)."""
+    from sync.kit.client import HubCorrupt, SyncError
     from sync.kit.evict import FetchError, fetch_back
 
     present.check_sha256(sha256)
@@ -244,9 +245,9 @@ def fetch(sha256: str) -> Response:
         abort(404)
     try:
         fetch_back(web().config, sha256)
-    except FetchError as exc:
+    except (FetchError, HubCorrupt) as exc:
         return error_json(409, "fetch", str(exc))
-    except OSError as exc:  # the hub unreachable, the disk full
+    except (SyncError, OSError) as exc:  # the hub unreachable or refusing, the disk full
         return error_json(503, "fetch", f"could not fetch it now: {exc}")
     log.info("%s fetched %s back from the hub", g.user.name, sha256[:12])
     return jsonify(present.item(record))

@@ -96,6 +96,10 @@ MESSAGES: dict[str, dict[str, str]] = {
                              "central lo conserva.",
         "item.fetch_back": "Traer de la central",
         "item.fetch_failed": "No se pudo traer de la central: {reason}",
+        "item.fetch.unreachable": "la central no responde (¿hay conexión con la oficina?). "
+                                  "Intente de nuevo cuando la haya.",
+        "item.fetch.refused": "la central no reconoce este equipo; hay que emparejarlo de "
+                              "nuevo (acopio sync pair).",
         "problem.damaged": "Archivo dañado",
         "problem.implausible_date": "Fecha dudosa",
         "search.title": "Buscar",
@@ -548,6 +552,10 @@ MESSAGES: dict[str, dict[str, str]] = {
                              "headquarters keeps it.",
         "item.fetch_back": "Fetch from headquarters",
         "item.fetch_failed": "Could not fetch it from headquarters: {reason}",
+        "item.fetch.unreachable": "headquarters does not answer (is there a link to the "
+                                  "office?). Try again when there is.",
+        "item.fetch.refused": "headquarters does not know this box; pair it again (acopio "
+                              "sync pair).",
         "problem.damaged": "Damaged file",
         "problem.implausible_date": "Doubtful date",
         "search.title": "Search",

@@ -639,18 +639,14 @@ def batches(records: list[dict[str, Any]], *, count: int = RECORDS_BATCH,
 
 
 def _refused(answer: dict[str, Any]) -> dict[str, str]:
-    """{sha256: reason} of the records the hub says it did not take."""
+    """{sha256: reason} of the records the hub says it did not take: `results`, one entry
+    per record (the answer's other keys, "refused": 1 and the like, are counts)."""
     out: dict[str, str] = {}
-    for entry in answer.get("results") or []:  # [{"sha256", "status", "message"}]
+    results = answer.get("results")
+    for entry in results if isinstance(results, list) else []:
         if isinstance(entry, dict) and entry.get("status") == "refused" \
                 and isinstance(entry.get("sha256"), str):
             out[entry["sha256"]] = str(entry.get("message") or "")
-    for key in ("rejected", "refused", "errors"):
-        for entry in answer.get(key) or []:
-            if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
-                out[entry["sha256"]] = str(entry.get("reason") or entry.get("error") or "")
-            elif isinstance(entry, str):
-                out[entry] = ""
     return out
 
 
