@@ -21,6 +21,7 @@ import mmap
 import os
 import queue
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -237,6 +238,20 @@ def place(temp: TempCopy, dest_dir: Path, name: str,
             fsync_dir(dest_dir)
         return final, False
     raise OSError(errno.EEXIST, f"too many files named {name!r} in {dest_dir}")
+
+
+def set_aside_damaged(state: Path, path: Path, sha256: str) -> Path:
+    """Move an archived original found damaged (cut short, or its bytes no longer its
+    SHA-256) out of the archive into `state/damaged/`, kept, never deleted: its record
+    then names a missing file, which the card's next import restores
+    (ingest.pipeline) and `acopio check` reports until then. Returns where it went."""
+    aside = state / "damaged"
+    aside.mkdir(parents=True, exist_ok=True)
+    target = aside / f"{time.strftime('%Y%m%dT%H%M%S')}-{sha256[:12]}-{path.name}"
+    os.rename(path, target)
+    fsync_dir(aside)
+    fsync_dir(path.parent)
+    return target
 
 
 class ReadBack:

@@ -483,14 +483,8 @@ class _Run:
         return record
 
     def _set_aside(self, path: Path, record: dict[str, Any]) -> None:
-        """Move a damaged original out of the archive, into `state/damaged/` (kept, as the
-        hub keeps what failed its checks: never deleted), so the good copy takes its name."""
-        aside = self.imp.data.state / "damaged"
-        aside.mkdir(parents=True, exist_ok=True)
-        target = aside / f"{time.strftime('%Y%m%dT%H%M%S')}-{record['sha256'][:12]}-{path.name}"
-        os.rename(path, target)
-        fsync_dir(aside)
-        fsync_dir(path.parent)
+        """The damaged original out of the archive, so the good copy takes its name."""
+        target = copy.set_aside_damaged(self.imp.data.state, path, record["sha256"])
         log.warning("%s: %d bytes on disk, %d catalogued; the damaged file is kept as %s and "
                     "the original comes back from this import", record["archive_path"],
                     target.stat().st_size, record.get("size", 0), target)

@@ -1163,7 +1163,9 @@ def test_a_record_the_hub_refuses_does_not_stop_the_rest(hub: RealHub, tmp_path:
     assert sync_once(kit)[0] == 0
     first = next(iter(kit.items()))
     ahead = int(time.time() * 1000) + 3 * 24 * 3600 * 1000
-    atomic_write(kit.data.state / "sync" / "hlc.floor", json.dumps({"floor": ahead}).encode())
+    for name, state in (("hlc.json", {"wall": ahead, "counter": 0}), ("hlc.floor",
+                                                                         {"floor": ahead})):
+        atomic_write(kit.data.state / "sync" / name, json.dumps(state).encode())
     Editor(kit.data, node=kit.name).edit(first, {"caption": "Del futuro"}, by="ana")
     card = tmp_path / "more"
     exif_jpeg(card / "NUEVA.JPG", "2026:06:02 18:00:00", color=(7, 7, 7))
@@ -1171,8 +1173,39 @@ def test_a_record_the_hub_refuses_does_not_stop_the_rest(hub: RealHub, tmp_path:
     new = next(sha for sha, r in kit.items().items() if r["original_name"] == "NUEVA.JPG")
 
     code, output = sync_once(kit)
-    assert code != 0  # --once exits 0 only when the hub took everything
+    assert code != 0, output  # --once exits 0 only when the hub took everything
     assert "TypeError" not in output
     assert f"the hub refused the record of {first}" in output
     assert new in hub.items() and f"acknowledged {new}" in output
     assert hub.items()[first].get("caption") != "Del futuro"
+
+
+def test_a_copy_damaged_on_the_kit_is_set_aside_not_sent_forever(hub: RealHub, tmp_path: Path,
+                                                                 media: Media) -> None:
+    """One byte of an archived original flipped on the kit's disk (same size): the hub
+    refuses the upload (not the SHA-256 announced). The kit sent the whole file again every
+    round, forever; now it finds its own copy damaged, sets it aside, says how to mend it,
+    and the card's next import does."""
+    files = small_card(media, 2)
+    kit = make_kit(tmp_path, "kit-danado", files)
+    paired(kit, hub)
+    sha, record = next(iter(kit.items().items()))
+    original = kit.root / record["archive_path"]
+    data = bytearray(original.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    original.write_bytes(bytes(data))
+
+    code, output = sync_once(kit)
+    assert code != 0 and "this kit's copy is damaged and was set aside" in output
+    assert sha not in hub.items() and not original.exists()
+    [aside] = (kit.data.state / "damaged").iterdir()
+    assert aside.read_bytes() == bytes(data)
+    code, output = sync_once(kit)
+    assert code != 0 and not log_lines(output, "uploading")  # not sent again
+    assert "import the card it came from again" in output
+
+    kit.ingest(tmp_path / "kit-danado-card")  # the card it came from
+    assert sha256_file(original) == sha
+    code, output = sync_once(kit)
+    assert code == 0, output
+    assert hub.items()[sha]["size"] == record["size"]

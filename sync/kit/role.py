@@ -538,9 +538,13 @@ class SyncRole:
             return str(exc)
         except UploadGone as exc:
             # Dropped mid-way (the hub found the whole file's SHA-256 is not the one
-            # announced, or expired the upload): the next round starts it again.
+            # announced, or expired the upload): the next round starts it again, unless
+            # this kit's own copy is what is wrong, which sending again cannot mend.
             transport.urls.remove_item(original.sha256)
             log.warning("%s", exc)
+            damaged = self._damaged_here(path, original)
+            if damaged:
+                return damaged
             return f"{original.archive_path}: {exc}; it is sent again next round"
         finally:
             self._meter.done(original.sha256)
@@ -548,6 +552,25 @@ class SyncRole:
                  original.sha256, original.name, sent.sent, sent.seconds,
                  sent.rate_bps / 1024, sent.resumed_from)
         return None
+
+    def _damaged_here(self, path: Path, original: Original) -> str | None:
+        """When this kit's copy no longer has its SHA-256 (bit rot on the card the archive
+        lives on), it is set aside (ingest.copy.set_aside_damaged) and why is returned;
+        else None. Otherwise it would go up again every round, and be refused every time."""
+        from ingest.copy import ReadBack, set_aside_damaged
+
+        try:
+            actual, _ = ReadBack().sha256(path)
+        except OSError as exc:
+            return f"{original.archive_path}: cannot be read ({exc.strerror})"
+        if actual == original.sha256:
+            return None
+        aside = set_aside_damaged(self.data.state, path, original.sha256)
+        log.error("%s: this kit's copy is damaged (SHA-256 %s, catalogued %s); set aside as "
+                  "%s, not sent again (%s)", original.archive_path, actual, original.sha256,
+                  aside, RESTORE_HINT)
+        return (f"{original.archive_path}: this kit's copy is damaged and was set aside "
+                f"({RESTORE_HINT})")
 
     def _transport(self, client: HubClient, chunk_size: int) -> Transport:
         return Transport(client, self.store.uploads, chunk_size=chunk_size,
