@@ -801,6 +801,15 @@ def test_eviction_keeps_the_unacknowledged_and_fetch_back_restores(
         assert sha256_file(kit.root / acked[other]["archive_path"]) == other
         assert browser.get(f"/api/items/{other}").get_json()["evicted"] is False
         assert "En la central" not in browser.get(f"/item/{other}").get_data(as_text=True)
+    # Both back; the one fetched two days ago goes first, the one fetched now last, even
+    # when it is the older capture (before, the oldest capture always went first).
+    from sync.kit.store import SyncStore
+
+    by_capture = [r["sha256"] for r in Evictor(config).candidates()]
+    assert sorted(by_capture) == sorted([sha, other])
+    older, newer = sorted(by_capture, key=lambda s: kit.items()[s]["captured_at"])
+    SyncStore(kit.data).fetched.put(newer, {"at": time.time() - 2 * 24 * 3600})
+    assert [r["sha256"] for r in Evictor(config).candidates()] == [newer, older]
     assert not list(kit.data.staging.iterdir())
     assert kit.cli("check", "--deep").returncode == 0
 

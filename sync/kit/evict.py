@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from sync.kit.store import SyncStore, now_iso
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+FETCHED_KEEP_S = 24 * 3600  # an original fetched back is evicted last for this long
 
 
 def _data(where: DataDir | Config | str | os.PathLike[str]) -> DataDir:
@@ -87,7 +89,10 @@ class Evictor:
         return self.threshold > 0 and self.free() < self.threshold
 
     def candidates(self) -> list[dict[str, Any]]:
-        """Acknowledged items whose original is still on the kit, oldest capture first."""
+        """Acknowledged items whose original is still on the kit, oldest capture first, and
+        those someone fetched back in the last `FETCHED_KEEP_S` last of all (the oldest
+        capture is the first to go: a photo fetched for today's work went again a round
+        later)."""
         out = []
         for key in self.catalog.folder_keys():
             try:
@@ -100,7 +105,14 @@ class Evictor:
                     entry = self.store.evicted.get(sha)
                     if entry is None or (self.data.root / record["archive_path"]).exists():
                         out.append(record)
-        out.sort(key=lambda r: (_captured_ts(r), r["sha256"]))
+        recent = time.time() - FETCHED_KEEP_S
+
+        def fetched_lately(sha: str) -> bool:
+            entry = self.store.fetched.get(sha)
+            at = entry.get("at") if isinstance(entry, dict) else None
+            return isinstance(at, int | float) and at > recent
+
+        out.sort(key=lambda r: (fetched_lately(r["sha256"]), _captured_ts(r), r["sha256"]))
         return out
 
     def run(self, client: HubClient | None = None) -> list[str]:
@@ -216,6 +228,7 @@ def fetch_back(config: Config, sha256: str, client: HubClient | None = None) -> 
             os.unlink(tmp)
         os.close(fd)
     fsync_dir(data.staging)
+    store.fetched.put(sha256, {"at": time.time()})  # evicted last for a while
     store.evicted.remove(sha256)
     log.info("restored %s from the hub (%s)", entry["archive_path"], sha256)
     return dest

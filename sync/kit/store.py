@@ -66,6 +66,7 @@ class SyncStore:
         self.records = KeyIndex(self.root / "acked" / "records", tmp)
         self.uploads = KeyIndex(self.root / "uploads", tmp)
         self.evicted = KeyIndex(self.root / "evicted", tmp)
+        self.fetched = KeyIndex(self.root / "fetched", tmp)  # brought back: {"at": epoch s}
         self._unsynced_acks = 0
         self._unsynced_since = 0.0
         self._acks_lock = threading.Lock()
