@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from tinydb import Query
 
 from appliance import storage
-from sync.hlc import Clock, node_name
+from sync.hlc import Clock, box_node
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class Agenda:
     @property
     def hlc(self) -> Clock:
         if self._hlc is None:
-            self._hlc = Clock(self.state_dir, node_name(self.node))
+            self._hlc = Clock(self.state_dir, box_node(self.state_dir, self.node))
         return self._hlc
 
     def activities(self) -> list[Activity]:

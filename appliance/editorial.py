@@ -40,7 +40,7 @@ from appliance.catalog import Catalog, ShardWrite
 from appliance.datadir import DataDir
 from appliance.fields import EDITABLE, MERGED, with_defaults
 from appliance.fsutil import SHARED_MODE, file_lock, fsync_dir
-from sync.hlc import Clock, is_stamp, node_name
+from sync.hlc import Clock, box_node, is_stamp
 
 PICKS = ("picked", "rejected")
 TEXT_LIMITS = {"caption": 2000, "credit": 200, "place": 200}
@@ -279,9 +279,10 @@ def replay(records: list[dict[str, Any]], log: EditLog) -> list[dict[str, Any]]:
 
 class Editor:
     """`node`: this box's name for the sync clock (`kit.name`; made a valid node name by
-    `sync.hlc.node_name`); `hlc`: a clock to use instead of the data folder's own;
-    `on_written`: told of the shard writes of each call (after them all, even when the call
-    then fails, e.g. an item of a later folder not found)."""
+    `sync.hlc.box_node`, `hub` on a headquarters data folder); `hlc`: a clock to use
+    instead of the data folder's own; `on_written`: told of the shard writes of each call
+    (after them all, even when the call then fails, e.g. an item of a later folder not
+    found)."""
 
     def __init__(self, data: DataDir, catalog: Catalog | None = None,
                  clock: Callable[[], str] = _now, *, node: str = "kit",
@@ -291,7 +292,7 @@ class Editor:
         self.catalog = catalog or Catalog(data)
         self.log = EditLog(data)
         self.clock = clock
-        self.hlc = hlc or Clock(data.state, node_name(node))
+        self.hlc = hlc or Clock(data.state, box_node(data.state, node))
         self.on_written = on_written
 
     def edit(self, sha256: str, changes: Mapping[str, Any], *, by: str,

@@ -112,7 +112,7 @@ from appliance.fsutil import (
 )
 from appliance.storage import CorruptStateError, dump_json
 from ingest import copy, filing
-from sync.hlc import Clock, node_name
+from sync.hlc import Clock, box_node
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,8 @@ class Refiler:
         self.tmp = self.root / "tmp"
         self.lock_timeout = lock_timeout
         self.clock = clock
-        self.hlc = hlc or Clock(self.data.state, node_name(node or config.kit.name),
+        self.hlc = hlc or Clock(self.data.state, box_node(self.data.state,
+                                                          node or config.kit.name),
                                 tmp_dir=self.tmp)
         self.on_written = on_written
         self._written: list[ShardWrite] = []

@@ -69,6 +69,14 @@ def node_name(name: str) -> str:
     return slug or "kit"
 
 
+def box_node(state_dir: Path, name: str) -> str:
+    """The node that stamps this box's changes: `hub` on a headquarters data folder (it
+    has `state/hub/`), whatever its `kit.name`, as README "Metadata both ways" says; else
+    the kit's name (`node_name`). A kit left at the default name then never shares a node
+    with headquarters, whose own default name is the same."""
+    return HUB if (Path(state_dir) / "hub").is_dir() else node_name(name)
+
+
 def make(wall_ms: int, counter: int, node: str) -> str:
     if isinstance(wall_ms, bool) or not isinstance(wall_ms, int) or \
             not 0 <= wall_ms <= MAX_WALL:
@@ -203,5 +211,5 @@ def _dump(value: dict[str, object]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-__all__ = ["HUB", "MAX_AHEAD_MS", "Clock", "check_node", "is_stamp", "make", "node_name",
-           "parse"]
+__all__ = ["HUB", "MAX_AHEAD_MS", "Clock", "box_node", "check_node", "is_stamp", "make",
+           "node_name", "parse"]

@@ -778,6 +778,13 @@ def test_editor_approval_refile_and_agenda_stamp_what_they_change(config: Config
     plain = Editor(data, node="Prensa Norte").edit(sha, {"caption": "Otro"}, by="ana")
     assert plain["edited"]["caption"]["hlc"] > approved["edited"]["approved"]["hlc"]
     assert plain["edited"]["caption"]["hlc"].endswith("-prensa-norte")
+    # On a headquarters data folder the node is `hub`, whatever the box's kit.name (its
+    # default, "acopio", is every new kit's too).
+    (data.state / "hub").mkdir()
+    at_hq = Editor(data, node="acopio").edit(sha, {"caption": "Central"}, by="directora")
+    assert at_hq["edited"]["caption"]["hlc"].endswith("-hub")
+    assert Agenda(data.state, "acopio").hlc.now().endswith("-hub")
+    (data.state / "hub").rmdir()
 
     agenda = Agenda(data.state, "kit-cultura", hlc=clock)
     zone = config.zone
