@@ -35,7 +35,6 @@ CLUTTER_PATTERNS = (
     ".temporaryitems",
     "system volume information",
     "$recycle.bin",
-    "misc",
     "thumbs.db",
     "desktop.ini",
     "*.ctg",
@@ -61,7 +60,15 @@ def kind_of(name: str) -> Kind | None:
     return None
 
 
-def is_clutter(name: str, extra_patterns: tuple[str, ...] = ()) -> bool:
-    """True for names that are system or camera housekeeping, never the user's media."""
+# Only at the root of a card: a camera's DPOF print order (DCF's MISC/AUTPRINT.MRK). A folder
+# named "Misc" deeper down, or in a folder dropped into the inbox, is the user's.
+ROOT_CLUTTER_PATTERNS = ("misc",)
+
+
+def is_clutter(name: str, extra_patterns: tuple[str, ...] = (), *, at_root: bool = False
+               ) -> bool:
+    """True for names that are system or camera housekeeping, never the user's media;
+    `at_root`: the name is directly in the card's (or the inbox's) root."""
     lowered = name.lower()
-    return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in CLUTTER_PATTERNS + extra_patterns)
+    patterns = CLUTTER_PATTERNS + extra_patterns + (ROOT_CLUTTER_PATTERNS if at_root else ())
+    return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns)

@@ -185,7 +185,7 @@ class CameraSource:
             mtime = info.mtime if info.fields & gp.GP_FILE_INFO_MTIME else 0
             result.files.append(SourceFile(rel, int(info.size), int(mtime) * 10**9, kind))
         for name, rel in self._names(folders, prefix, result):
-            if is_clutter(name, extra_clutter):
+            if is_clutter(name, extra_clutter, at_root=not prefix):
                 result.skipped.append((rel, "clutter"))
             elif depth + 1 >= MAX_DEPTH:
                 result.skipped.append((rel, "too_deep"))

@@ -76,7 +76,7 @@ def _scan_dir(dir_fd: int, prefix: bytes, root_dev: int, result: Scan,
     for entry in entries:
         name = os.fsencode(entry.name)
         rel = prefix + name
-        if is_clutter(os.fsdecode(name), extra_clutter):
+        if is_clutter(os.fsdecode(name), extra_clutter, at_root=not prefix):
             result.skipped.append((rel, "clutter"))
             continue
         try:

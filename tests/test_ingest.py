@@ -465,3 +465,17 @@ def test_an_original_cut_short_comes_back_from_its_card(tmp_path: Path, data_dir
                       )["clean"]
     code, summary = ingest(data_dir, card)  # mended: a duplicate now
     assert code == 0 and summary["duplicates"] == 1 and summary["imported"] == 0
+
+
+def test_only_the_cards_root_misc_folder_is_clutter(tmp_path: Path, data_dir: Path) -> None:
+    """MISC at a card's root is a camera's DPOF print order; a folder named "Misc" anywhere
+    else holds the user's photos (they were left out without a word)."""
+    card = tmp_path / "card"
+    (card / "MISC").mkdir(parents=True)
+    (card / "MISC" / "AUTPRINT.MRK").write_bytes(b"[HDR]")
+    exif_jpeg(card / "Fotos" / "Misc" / "FOTO_M1.JPG", "2026:06:02 18:00:00", color=(3, 1, 1))
+    exif_jpeg(card / "Evento Misc" / "misc" / "FOTO_M2.JPG", "2026:06:02 18:01:00",
+              color=(4, 1, 1))
+    code, summary = ingest(data_dir, card)
+    assert code == 0 and summary["imported"] == 2
+    assert {s["path"]: s["reason"] for s in summary["skipped"]} == {"MISC": "clutter"}
