@@ -668,6 +668,8 @@ def cmd_record_start(config: Config, args: argparse.Namespace) -> int:
     if device is None:
         print(f"acopio: no device {args.device!r} (see `acopio devices list`)", file=sys.stderr)
         return EXIT_USAGE
+    if args.activity:
+        _warn_unplanned(config, args.activity)
     try:
         recording = Recorder.from_config(config).start(device, args.activity)
     except RecordError as exc:

@@ -66,6 +66,9 @@ class StatusBoard:
                 "id": device.id, "kind": device.kind, "status": device.status,
                 "name": device.name, "total": device.total, "verified": device.verified,
                 "duplicates": device.duplicates, "failed": device.failed,
+                # what is safe in the archive: new copies and files it held already (the
+                # progress shown; `acopio devices` counts the same)
+                "done": device.verified + device.duplicates,
                 "reason": device.reason, "updated_at": device.updated_at,
                 "recording": recording.as_dict() if recording else None,
             })

@@ -313,8 +313,10 @@ def test_microphone_records_into_the_archive(
     udev_testbed.add_microphone(card_number=1)
     mic = watcher.wait_status("card1", "ready")
     assert mic.kind == "microphone"
-    started = run_cli("--config", watcher.config, "record", "start", "--device", "card1")
+    started = run_cli("--config", watcher.config, "record", "start", "--device", "card1",
+                      "--activity", "rueda-de-prensa")
     assert started.returncode == 0, started.stderr.decode()
+    assert b"'rueda-de-prensa' is not in the agenda" in started.stderr  # filed, with a word
     listed = json.loads(run_cli("--config", watcher.config, "devices", "list", "--json").stdout)
     assert [(d["id"], d["status"]) for d in listed] == [("card1", "recording")]
     time.sleep(2)
@@ -324,6 +326,7 @@ def test_microphone_records_into_the_archive(
     items = watcher.items()
     assert len(items) == 1 and items[0]["kind"] == "audio"
     assert 1.0 < items[0]["duration"] < 4.0
+    assert items[0]["activity"] == "rueda-de-prensa"
 
 
 def test_noise_card_helper_makes_distinct_files(tmp_path: Path) -> None:

@@ -857,3 +857,18 @@ def test_a_name_that_is_not_utf8_shows_on_every_page(tmp_path: Path, data_dir: P
             page = browser.get(url)
             assert page.status_code == 200, url
         assert "Fotografía Año.jpg" in text(browser.get(f"/item/{sha}"))
+
+
+def test_a_card_seen_before_shows_its_progress_whole(web: WebApp) -> None:
+    """A card imported before is all duplicates: the status said "0 de 10" with an empty
+    bar, while `acopio devices` said 10/10."""
+    from ingest.devices.state import Device, DeviceStates
+
+    DeviceStates(web.ctx.data.state).put(Device(
+        id="sdb1", kind="card", status="safe_to_remove", name="EOS_DIGITAL", total=10,
+        verified=3, duplicates=7))
+    browser = web.user_and_login("ana", "photographer")
+    [device] = browser.get("/api/status").get_json()["devices"]
+    assert device["done"] == 10 and device["verified"] == 3
+    page = text(browser.get("/estado"))
+    assert "10 de 10" in page and '<progress max="10" value="10">' in page

@@ -63,7 +63,7 @@
       row.append(el("strong", {}, device.name || device.id));
       row.append(el("span", {"class": "state"}, messages["device." + device.status] || device.status));
       if (device.status === "importing" && device.total) {
-        row.append(el("progress", {max: String(device.total), value: String(device.verified)}));
+        row.append(el("progress", {max: String(device.total), value: String(device.done)}));
         row.append(el("span", {}, fmt(messages["device.progress"], device)));
       }
       if (device.status === "safe_to_remove") row.querySelector(".state").className = "state safe";
