@@ -1218,3 +1218,27 @@ def test_a_copy_damaged_on_the_kit_is_set_aside_not_sent_forever(hub: RealHub, t
     code, output = sync_once(kit)
     assert code == 0, output
     assert hub.items()[sha]["size"] == record["size"]
+
+
+def test_an_activity_added_on_a_kit_reaches_headquarters(hub: RealHub, tmp_path: Path,
+                                                         media: Media) -> None:
+    """The kit sent only its records: an activity added at the event (and the items filed
+    into it) showed at headquarters as a bare slug, and its report counted it unplanned."""
+    kit = make_kit(tmp_path, "kit-evento", small_card(media, 1))
+    paired(kit, hub)
+    added = kit.cli("agenda", "add", "Rueda de prensa del evento", "--start",
+                    "2026-06-02T09:00", "--end", "2026-06-02T20:00", "--area", "Prensa")
+    assert added.returncode == 0, added.stderr.decode()
+    slug = added.stdout.decode().strip()
+    code, output = sync_once(kit)
+    assert code == 0, output
+    assert "the hub took agenda changes of " + slug in output
+    at_hq = Agenda(hub.data.state).get(slug)
+    assert at_hq is not None and at_hq.title == "Rueda de prensa del evento"
+    assert at_hq.area == "Prensa"
+    code, output = sync_once(kit)  # unchanged since: not sent again
+    assert code == 0 and "agenda" not in output, output
+    removed = kit.cli("agenda", "remove", slug)
+    assert removed.returncode == 0
+    assert sync_once(kit)[0] == 0
+    assert Agenda(hub.data.state).get(slug) is None  # the removal goes up too

@@ -203,10 +203,13 @@ class HubClient:
             return None
         return body
 
-    def send_records(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """`POST /sync/records {"records": [...]}`: the hub's answer."""
-        resp = self.request("POST", "/sync/records", json={"records": records},
-                            ok=(200, 201, 202, 204))
+    def send_records(self, records: list[dict[str, Any]],
+                     agenda: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """`POST /sync/records {"records": [...], "agenda": [...]}`: the hub's answer."""
+        body: dict[str, Any] = {"records": records}
+        if agenda:
+            body["agenda"] = agenda
+        resp = self.request("POST", "/sync/records", json=body, ok=(200, 201, 202, 204))
         return _json(resp, default={}) if resp.content else {}
 
     def changes(self, since: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import threading
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from appliance.agenda import Agenda
 from appliance.catalog import Catalog
 from appliance.config import Config
 from appliance.datadir import DataDir
@@ -240,6 +242,7 @@ class SyncRole:
         client = self._connect(paired)
         outcome = Outcome(pending)
         try:
+            self.push_agenda(client)  # first: the activities the records are filed into
             outcome.acked += self.push_records(client, pending.records)
             if self.pull(client):
                 pending = self.outbox.scan()
@@ -394,6 +397,23 @@ class SyncRole:
         return None
 
     # -- metadata --------------------------------------------------------------------------
+
+    def push_agenda(self, client: HubClient) -> bool:
+        """The kit's agenda (activities added, changed or removed here, with their stamps)
+        to the hub, which merges it per field as it merges records and sends it on to the
+        other kits; only when it changed since the hub last took it. Whether it was sent."""
+        records = Agenda(self.data.state).records()
+        digest = hashlib.sha256(dump_json(sorted(records, key=lambda r: str(r.get("slug"))))
+                                ).hexdigest()
+        if not records or digest == self.store.agenda_sent():
+            return False
+        for start in range(0, len(records), RECORDS_BATCH):
+            answer = client.send_records([], agenda=records[start:start + RECORDS_BATCH])
+            if answer.get("agenda_changed"):
+                log.info("the hub took agenda changes of %s",
+                         ", ".join(map(str, answer["agenda_changed"])))
+        self.store.set_agenda_sent(digest)
+        return True
 
     def push_records(self, client: HubClient, records: list[dict[str, Any]]) -> int:
         acked = 0

@@ -79,6 +79,20 @@ class SyncStore:
     def status_path(self) -> Path:
         return self.root / "status.json"
 
+    @property
+    def agenda_sent_path(self) -> Path:
+        return self.root / "agenda-sent.json"
+
+    def agenda_sent(self) -> str:
+        """The digest of the agenda the hub last took from this kit ("" when none)."""
+        raw = storage.read_json_file(self.agenda_sent_path)
+        value = (raw or {}).get("digest", "")
+        return value if isinstance(value, str) else ""
+
+    def set_agenda_sent(self, digest: str) -> None:
+        atomic_write(self.agenda_sent_path, dump_json({"digest": digest, "at": now_iso()}),
+                     self.data.tmp)
+
     # -- acknowledgements ------------------------------------------------------------------
 
     def object_acked(self, sha256: str) -> bool:
@@ -129,6 +143,7 @@ class SyncStore:
         for sha in list(self.uploads.keys()):
             self.uploads.remove(sha)
         self.cursor_path.unlink(missing_ok=True)
+        self.agenda_sent_path.unlink(missing_ok=True)
         return count
 
     # -- pull cursor -----------------------------------------------------------------------
