@@ -69,6 +69,7 @@ class Outcome:
     record: dict[str, Any] | None = field(default=None, repr=False)  # for the catalog
     source_key: str = ""
     stop: str = ""  # set when this file's failure stops the whole import
+    shard: str = ""  # the catalog folder its record goes to, when not its `folder`
 
     @property
     def path(self) -> str:
@@ -319,7 +320,8 @@ class _Run:
         if outcome.stop:
             summary.stopped = summary.stopped or outcome.stop
         if outcome.record is not None:
-            self.pending.setdefault(outcome.record["folder"], []).append(outcome.record)
+            shard = outcome.shard or outcome.record["folder"]
+            self.pending.setdefault(shard, []).append(outcome.record)
             self.claimed.append(outcome.sha256)  # released once the catalog knows it
             self.pending_outcomes.append(outcome)
         if outcome.source_key and outcome.sha256:
@@ -364,10 +366,15 @@ class _Run:
         """Metadata from our own copy, the folder it belongs in, its name, verification
         (worker thread). The claim on its hash is released here only on failure."""
         try:
-            final, where, description = self._describe_and_place(temp, f)
+            final, where, description, lost = self._describe_and_place(temp, f)
         except BaseException:
             self.imp.claims.release(temp.sha256)
             raise
+        if lost is not None:  # restored: its record as it was, the file where it says
+            record = {**lost, "archive_path": self.imp.data.relative(final)}
+            return Outcome(f.rel, "imported", sha256=temp.sha256, size=temp.size,
+                           archive_path=record["archive_path"], record=record,
+                           source_key=source_key(f), shard=where.folder_key)
         record = records.make_record(
             sha256=temp.sha256,
             size=temp.size,
@@ -387,7 +394,8 @@ class _Run:
                        source_key=source_key(f))
 
     def _describe_and_place(self, temp: copy.TempCopy, f: SourceFile
-                            ) -> tuple[Path, filing.Filing, records.Description]:
+                            ) -> tuple[Path, filing.Filing, records.Description,
+                                       dict[str, Any] | None]:
         try:
             temp.sync()
             # Metadata comes from our own copy (just written, still in the page cache), so
@@ -400,9 +408,12 @@ class _Run:
                 os.close(fd)
             lost = self._lost_original(temp.sha256)
             if lost is not None:
-                # Its record is here and its file is not: the copy goes back where the
-                # record (and whoever re-filed it) put it, and the record stays the one.
-                where = filing.Filing(lost["folder"], lost.get("activity") or "",
+                # Its record is here and its file is not: the copy goes back into the
+                # folder the file lay in (whose shard holds the record; its `folder` may
+                # name another, where a sync merge moved it while it was evicted), and the
+                # record stays the one.
+                lies_in = str(lost["archive_path"]).split("/", 1)[1].rsplit("/", 1)[0]
+                where = filing.Filing(lies_in, lost.get("activity") or "",
                                       lost.get("filed_by") or "unsorted")
                 name = Path(lost["archive_path"]).name
                 log.warning("%s: its archived original %s was missing; restored from %s",
@@ -432,7 +443,7 @@ class _Run:
                 with contextlib.suppress(FileNotFoundError):
                     final.unlink()
             raise
-        return final, where, description
+        return final, where, description, lost
 
     # -- stages -------------------------------------------------------------------------
 

@@ -1242,3 +1242,36 @@ def test_an_activity_added_on_a_kit_reaches_headquarters(hub: RealHub, tmp_path:
     assert removed.returncode == 0
     assert sync_once(kit)[0] == 0
     assert Agenda(hub.data.state).get(slug) is None  # the removal goes up too
+
+
+def test_a_refile_at_the_hub_of_an_evicted_original_follows_when_it_comes_back(
+        hub: RealHub, tmp_path: Path, media: Media) -> None:
+    """Headquarters re-files an item whose original the kit evicted: the kit cannot move a
+    file it does not have. Fetched back, the original landed in the old folder while the
+    record named the new one, for good (and `refile --unsorted` said "already there")."""
+    from appliance.refile import Refiler
+    from sync.kit.evict import Evictor, fetch_back
+
+    kit = make_kit(tmp_path, "kit-mudanza", {"DCIM/IMG_0005.JPG": media["photo5"]})
+    paired(kit, hub)
+    assert sync_once(kit)[0] == 0
+    (sha, before), = kit.items().items()
+    config = kit.config(ACOPIO_SYNC_EVICT_BELOW_MB=str(10**9))
+    assert Evictor(config).run(None) == [sha]
+    result = hub.cli("agenda", "add", "Informe de gobierno", "--start", "2026-05-21T09:00",
+                     "--end", "2026-05-21T14:00", "--slug", "informe-de-gobierno")
+    assert result.returncode == 0, result.stderr.decode()
+    Refiler(hub.config(), hub.data).refile([sha], "informe-de-gobierno", by="directora")
+    code, output = sync_once(kit)
+    assert code == 0, output
+    assert kit.items()[sha]["activity"] == "informe-de-gobierno"  # the record follows...
+    assert kit.items()[sha]["archive_path"] == before["archive_path"]  # ...the file cannot
+    assert "moves when it is fetched back" in output and "acopio check" not in output
+
+    restored = fetch_back(config, sha)
+    moved = "archive/2026/05/2026-05-21_informe-de-gobierno/IMG_0005.JPG"
+    assert restored == kit.root / moved and sha256_file(restored) == sha
+    after = kit.items()[sha]
+    assert after["archive_path"] == moved and after["folder"] == moved[8:].rsplit("/", 1)[0]
+    assert not (kit.root / before["archive_path"]).exists()
+    assert kit.cli("check", "--deep").returncode == 0

@@ -231,4 +231,18 @@ def fetch_back(config: Config, sha256: str, client: HubClient | None = None) -> 
     store.fetched.put(sha256, {"at": time.time()})  # evicted last for a while
     store.evicted.remove(sha256)
     log.info("restored %s from the hub (%s)", entry["archive_path"], sha256)
-    return dest
+    return _follow(config, data, sha256) or dest
+
+
+def _follow(config: Config, data: DataDir, sha256: str) -> Path | None:
+    """Where the item is now, when a sync merge filed it elsewhere while its original was
+    away (the move could not happen without the file) and it has followed now."""
+    from appliance.refile import RefileError, Refiler
+
+    try:
+        moved = Refiler(config, data).follow([sha256], by="hub")
+    except RefileError as exc:
+        log.warning("item %s stays where it is, though the hub filed it elsewhere: %s",
+                    sha256, exc)
+        return None
+    return data.root / moved[0]["archive_path"] if moved else None

@@ -147,8 +147,14 @@ def follow_filing(config: Config, data: DataDir, catalog: Catalog,
     moved: list[str] = []
     if not moving:
         return moved
+    from sync.kit.evict import is_evicted
+
     refiler = Refiler(config, data, catalog)
     for sha in moving:  # one at a time: one evicted original must not hold back the rest
+        if is_evicted(data, sha):
+            log.info("item %s: filed elsewhere by the hub; its original is only there "
+                     "(evicted here), and moves when it is fetched back", sha)
+            continue
         try:
             if refiler.follow([sha], by=HUB_BY):
                 moved.append(sha)
