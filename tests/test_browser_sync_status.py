@@ -72,7 +72,9 @@ def test_the_strip_says_what_sync_does_and_when_its_service_is_stopped(tmp_path:
             text = strip.inner_text()
             assert text.startswith("Central: Sin conexión · 2 pendientes ("), text
             assert "MB)" in text or "KB)" in text, text
-            assert "unreachable" in (strip.get_attribute("title") or "")
+            title = strip.get_attribute("title") or ""
+            # what it means in the page's language first, then the log's detail
+            assert title.startswith("La central no responde") and "unreachable" in title
             assert "problem" not in (strip.get_attribute("class") or "")
 
             sync.send_signal(signal.SIGTERM)

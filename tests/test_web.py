@@ -872,3 +872,23 @@ def test_a_card_seen_before_shows_its_progress_whole(web: WebApp) -> None:
     assert device["done"] == 10 and device["verified"] == 3
     page = text(browser.get("/estado"))
     assert "10 de 10" in page and '<progress max="10" value="10">' in page
+
+
+def test_the_sync_error_is_said_in_spanish_with_its_detail(web: WebApp) -> None:
+    """The status showed the sync role's last error as it was logged, in English."""
+    from sync.kit import credentials
+    from sync.kit.status import StatusWriter
+
+    credentials.save(web.ctx.data, credentials.Credentials(
+        hub_url="http://127.0.0.1:9", kit="acopio", token="t" * 43,
+        paired_at="2026-11-26T10:00:00+00:00", hub="central"))
+    writer = StatusWriter(web.ctx.data, hub="http://127.0.0.1:9")
+    writer.update(pending_items=1, pending_bytes=2048, force=True)
+    writer.error("archive/x/IMG_0001.JPG: 1000 bytes on disk, 2048 catalogued",
+                 code="originals")
+    browser = web.user_and_login("ana", "photographer")
+    page = text(browser.get("/estado"))
+    assert MESSAGES["es-MX"]["status.sync.error.originals"] in page
+    assert "1 pendiente (" in page and "1 pendientes" not in page
+    assert "IMG_0001.JPG: 1000 bytes on disk" in page  # the detail, for whoever mends it
+    assert browser.get("/api/status").get_json()["sync"]["last_error"]["code"] == "originals"

@@ -135,6 +135,18 @@ MESSAGES: dict[str, dict[str, str]] = {
         "status.sync.error": "Con errores",
         "status.sync.stopped": "Servicio detenido",
         "status.sync_pending": "{count} pendientes ({size})",
+        "status.sync_pending.one": "1 pendiente ({size})",
+        "status.sync.error.unreachable": "La central no responde: se reintenta sola.",
+        "status.sync.error.refused": "La central no reconoce este equipo: hay que "
+                                     "emparejarlo de nuevo.",
+        "status.sync.error.untrusted": "No se pudo confirmar que sea la central (HTTPS): "
+                                       "revise sync.ca_file.",
+        "status.sync.error.hub": "La central respondió con un error: se reintenta sola.",
+        "status.sync.error.originals": "Hay originales que este equipo no puede enviar "
+                                       "(faltan o están dañados): vuelva a importar la "
+                                       "tarjeta de la que salieron.",
+        "status.sync.error.internal": "Falló el envío en este equipo: vea el registro.",
+        "status.sync.last_error": "Último error: {message}",
         "status.sync_current": "{name} a {rate}/s",
         "status.record": "Grabar",
         "status.stop": "Detener",
@@ -591,6 +603,16 @@ MESSAGES: dict[str, dict[str, str]] = {
         "status.sync.error": "With errors",
         "status.sync.stopped": "Service stopped",
         "status.sync_pending": "{count} pending ({size})",
+        "status.sync_pending.one": "1 pending ({size})",
+        "status.sync.error.unreachable": "Headquarters does not answer: it retries by itself.",
+        "status.sync.error.refused": "Headquarters does not know this box: pair it again.",
+        "status.sync.error.untrusted": "Could not confirm it is headquarters (HTTPS): check "
+                                       "sync.ca_file.",
+        "status.sync.error.hub": "Headquarters answered with an error: it retries by itself.",
+        "status.sync.error.originals": "Some originals cannot be sent from this box (missing "
+                                       "or damaged): import the card they came from again.",
+        "status.sync.error.internal": "Sending failed on this box: see the log.",
+        "status.sync.last_error": "Last error: {message}",
         "status.sync_current": "{name} at {rate}/s",
         "status.record": "Record",
         "status.stop": "Stop",

@@ -51,7 +51,14 @@ from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.storage import CorruptStateError, dump_json
 from sync.kit import credentials
-from sync.kit.client import HubClient, HubCorrupt, HubRefused, HubUnreachable, SyncError
+from sync.kit.client import (
+    HubClient,
+    HubCorrupt,
+    HubRefused,
+    HubUnreachable,
+    HubUntrusted,
+    SyncError,
+)
 from sync.kit.evict import Evictor
 from sync.kit.lanes import Finished, Lanes
 from sync.kit.outbox import TIERS, Original, Outbox, Pending
@@ -168,7 +175,7 @@ class SyncRole:
             except Exception as exc:  # a damaged state file, a full disk: not the service's end
                 log.exception("sync round failed")
                 with contextlib.suppress(OSError):
-                    self._status().error(f"{type(exc).__name__}: {exc}")
+                    self._status().error(f"{type(exc).__name__}: {exc}", code="internal")
                 stop.wait(self.backoff.next())
                 continue
             self.backoff.reset()
@@ -343,7 +350,8 @@ class SyncRole:
         if outcome.complete:
             changes["last_success"] = now_iso()
         if outcome.unsendable:
-            changes["last_error"] = {"at": now_iso(), "message": "; ".join(outcome.unsendable)}
+            changes["last_error"] = {"at": now_iso(), "message": "; ".join(outcome.unsendable),
+                                     "code": "originals"}
         self._report(outcome.pending, state="error" if outcome.unsendable else "idle",
                      current=None, force=True, **changes)
         return outcome
@@ -654,8 +662,11 @@ class SyncRole:
 
     def _failed(self, exc: SyncError) -> None:
         state = "offline" if isinstance(exc, HubUnreachable) else "error"
+        code = "unreachable" if isinstance(exc, HubUnreachable) else \
+            "untrusted" if isinstance(exc, HubUntrusted) else \
+            "refused" if isinstance(exc, HubRefused) else "hub"
         log.warning("sync: %s", exc)
-        self._status().error(str(exc), state=state)
+        self._status().error(str(exc), state=state, code=code)
 
     def _evict_offline(self) -> None:
         """Space runs out at events, where there is no hub: the acknowledgements decide."""

@@ -38,6 +38,12 @@ STATES = ("not_configured", "idle", "sending", "paused", "offline", "error")
 MIN_INTERVAL_S = 1.0
 
 
+# What `last_error.code` may be: the hub does not answer; refuses this kit's token; cannot
+# be trusted (TLS); answers wrongly; originals this kit cannot send (missing or damaged
+# here); anything else (a damaged state file, a full disk).
+ERROR_CODES = ("unreachable", "refused", "untrusted", "hub", "originals", "internal")
+
+
 def empty(state: str = "not_configured", hub: str | None = None) -> dict[str, Any]:
     return {"state": state, "pending_items": 0, "pending_bytes": 0, "current": None,
             "last_success": None, "last_error": None, "hub": hub, "updated_at": None}
@@ -144,9 +150,11 @@ class StatusWriter:
             if force or self.clock() - self._written_at >= self.min_interval:
                 self._write()
 
-    def error(self, message: str, *, state: str = "error") -> None:
+    def error(self, message: str, *, state: str = "error", code: str = "") -> None:
+        """`code` names the kind of error for good (ERROR_CODES), so that a screen can say it
+        in its language; `message` is the English detail of the logs."""
         self.update(state=state, current=None,
-                    last_error={"at": now_iso(), "message": message}, force=True)
+                    last_error={"at": now_iso(), "message": message, "code": code}, force=True)
 
     def flush(self) -> None:
         with self._lock:

@@ -94,7 +94,7 @@
     const state = stopped ? "stopped" : sync.state;
     const words = [messages["status.sync." + state] || state];
     if (sync.pending_items) {
-      words.push(fmt(messages["status.sync_pending"], {
+      words.push(fmt(messages[sync.pending_items === 1 ? "status.sync_pending.one" : "status.sync_pending"], {
         count: sync.pending_items.toLocaleString(document.documentElement.lang),
         size: size(sync.pending_bytes || 0)}));
     }
@@ -103,7 +103,11 @@
                                                        rate: size(sync.current.rate_bps || 0)}));
     }
     const attrs = {"class": "sync" + (stopped || state === "error" ? " problem" : "")};
-    if (sync.last_error && sync.last_error.message) attrs.title = sync.last_error.message;
+    // The kind of error in the page's language, then the log's detail (file names, codes).
+    if (sync.last_error && sync.last_error.message) {
+      const said = messages["status.sync.error." + sync.last_error.code];
+      attrs.title = said ? said + "\n" + sync.last_error.message : sync.last_error.message;
+    }
     return el("span", attrs, messages["status.sync"] + ": " + words.join(" · "));
   }
 
