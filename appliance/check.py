@@ -26,10 +26,11 @@ from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.editorial import EditLog, replay
-from appliance.fsutil import TEMP_PREFIX, is_debris, remove_if_debris
+from appliance.fsutil import TEMP_PREFIX, is_debris, lock_in_use, remove_if_debris
 from appliance.storage import CorruptStateError
 from ingest import copy, records
 from ingest.kinds import kind_of
+from ingest.pipeline import IMPORTING_LOCK
 
 # What mends an original lost or cut short (ingest.pipeline puts it back, the damaged file
 # moved to state/damaged/); an evicted one comes back from the hub instead.
@@ -42,10 +43,11 @@ class Finding:
     path: str  # relative to the data dir
     detail: str = ""
     repaired: bool = False
+    problem: bool = True  # False: a note (a file an import is recording right now)
 
     def as_dict(self) -> dict[str, Any]:
         return {"code": self.code, "path": self.path, "detail": self.detail,
-                "repaired": self.repaired}
+                "repaired": self.repaired, "problem": self.problem}
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Report:
 
     @property
     def clean(self) -> bool:
-        return all(f.repaired for f in self.findings)
+        return all(f.repaired or not f.problem for f in self.findings)
 
 
 def check(config: Config, *, deep: bool = False, repair: bool = False,
@@ -70,13 +72,16 @@ def check(config: Config, *, deep: bool = False, repair: bool = False,
     with refile.exclusive(data) if data.state.is_dir() else contextlib.nullcontext():
         refiling = _Refiling(refile.Refiler(config, data, catalog), report, repair=repair)
         # -- end re-filing --
+        # An import records its verified files a batch at a time: while one runs, a file
+        # in the archive but not in the catalog is most likely its own, and not adopted.
+        importing = lock_in_use(data.state / IMPORTING_LOCK)
         folders = _archive_folders(data) | set(catalog.folder_keys())
         for key in sorted(folders):
             if progress:
                 progress(key)
             report.folders += 1
             _check_folder(config, data, catalog, key, report, deep=deep, repair=repair,
-                          refiling=refiling.paths)
+                          refiling=refiling.paths, importing=importing)
         refiling.retry()  # a recovery that a damaged shard stopped, once it is rebuilt
         _check_index(data, catalog, report, repair=repair, refiling=refiling.shas)
         _check_state_debris(data, report, repair=repair)
@@ -132,7 +137,8 @@ def _archive_folders(data: DataDir) -> set[str]:
 
 
 def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, report: Report,
-                  *, deep: bool, repair: bool, refiling: frozenset[str] = frozenset()) -> None:
+                  *, deep: bool, repair: bool, refiling: frozenset[str] = frozenset(),
+                  importing: bool = False) -> None:
     folder = data.archive / key
     shard_rel = data.relative(catalog.shard_path(key))
     try:
@@ -183,6 +189,12 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
                     report.findings.append(finding)
             elif rel not in catalogued and rel not in refiling:  # (an interrupted re-filing)
                 strays.append(entry)
+    if importing:
+        for entry in strays:
+            report.findings.append(Finding(
+                "being_imported", data.relative(entry), "not in the catalog yet: an import "
+                "is running, and records its files a batch at a time", problem=False))
+        strays = []
     for entry in strays:
         report.findings.append(
             Finding("uncatalogued", data.relative(entry), "in the archive, not in the catalog"))

@@ -478,7 +478,7 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
                      "findings": [f.as_dict() for f in report.findings]})
     else:
         for finding in report.findings:
-            mark = "repaired" if finding.repaired else "PROBLEM"
+            mark = "repaired" if finding.repaired else "PROBLEM" if finding.problem else "note"
             print(f"{mark}: {finding.code}: {finding.path}: {finding.detail}")
         state = "clean" if report.clean else "problems found"
         print(f"{report.items} items in {report.folders} folders: {state}")

@@ -216,6 +216,22 @@ def is_debris(path: Path) -> bool:
     return path.name.startswith(TEMP_PREFIX) and lock_held(path) is False
 
 
+def lock_in_use(path: str | os.PathLike[str]) -> bool:
+    """Whether any process holds a flock on `path` now, shared or exclusive (False when
+    there is no such file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def lock_held(path: str | os.PathLike[str]) -> bool | None:
     """Whether a process holds an exclusive flock on `path` now; None when there is no such
     file. Needs only read access (a status page in another process)."""

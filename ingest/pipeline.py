@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 Status = Literal["imported", "duplicate", "failed"]
 COMMIT_LOCK = "ingest-commit.lock"  # in state/: one import's catalog commit at a time
+# In state/: every import holds it shared while it runs, so `acopio check` knows that files
+# in the archive but not yet in the catalog may be a running import's.
+IMPORTING_LOCK = "ingest-running.lock"
 # errno values meaning the source itself is gone (card pulled, FUSE daemon dead).
 _SOURCE_GONE = frozenset({errno.ENODEV, errno.ENOTCONN, errno.ENXIO, errno.ESHUTDOWN})
 
@@ -196,6 +199,10 @@ class Importer:
         if activity is not None:
             check_slug(activity)
         self.data.ensure()
+        with file_lock(self.data.state / IMPORTING_LOCK, shared=True):
+            return self._run_source(source, activity, started)
+
+    def _run_source(self, source: Source, activity: str | None, started: float) -> Summary:
         remove_debris(self.data.tmp)  # left by crashed state writes
         remove_debris(self.data.staging)  # left by crashed copies
         summary = Summary(source=source.description)

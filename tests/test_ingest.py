@@ -479,3 +479,26 @@ def test_only_the_cards_root_misc_folder_is_clutter(tmp_path: Path, data_dir: Pa
     code, summary = ingest(data_dir, card)
     assert code == 0 and summary["imported"] == 2
     assert {s["path"]: s["reason"] for s in summary["skipped"]} == {"MISC": "clutter"}
+
+
+def test_check_leaves_a_running_imports_files_alone(tmp_path: Path, data_dir: Path) -> None:
+    """An import records its verified files a batch at a time; `check` during a long copy
+    reported the batch waiting as problems (exit 1), and `--repair` adopted them under the
+    import's feet."""
+    from appliance.fsutil import file_lock
+    from ingest.pipeline import IMPORTING_LOCK
+
+    card = tmp_path / "card"
+    exif_jpeg(card / "a.jpg", "2026:06:02 18:00:00", color=(1, 1, 1))
+    ingest(data_dir, card)
+    [item] = items(data_dir)
+    waiting = (data_dir / item["archive_path"]).with_name("b.jpg")
+    exif_jpeg(waiting, "2026:06:02 18:00:01", color=(2, 2, 2))  # verified, not yet recorded
+    with file_lock(data_dir / "state" / IMPORTING_LOCK, shared=True):  # an import runs
+        checked = run_cli("--data-dir", data_dir, "check", "--repair", "--json")
+        assert checked.returncode == 0, checked.stdout.decode()
+        [note] = json.loads(checked.stdout)["findings"]
+        assert (note["code"], note["problem"]) == ("being_imported", False)
+    assert len(items(data_dir)) == 1  # not adopted meanwhile
+    after = run_cli("--data-dir", data_dir, "check")  # no import: a problem again
+    assert after.returncode == 1 and b"uncatalogued" in after.stdout
