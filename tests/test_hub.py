@@ -716,6 +716,8 @@ def test_malformed_requests_get_clear_errors(hub: Hub) -> None:
         assert hub.request("HEAD", sneaky, None, tus_headers(token))[0] in (401, 404)
     assert hub.json("POST", "/sync/records", {"records": "nope"}, token=token)[0] == 400
     assert hub.json("GET", "/sync/changes?limit=0", token=token)[0] == 400
+    bad = hub.json("GET", "/sync/changes?since=garbage", token=token)  # not the whole feed
+    assert bad[0] == 400 and bad[1]["error"] == "bad_cursor"
     assert hub.json("GET", "/sync/objects/XYZ", token=token)[0] == 400
     status, headers, _ = hub.request("OPTIONS", "/sync/files/", None,
                                      {"Authorization": f"Bearer {token}"})

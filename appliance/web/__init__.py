@@ -15,6 +15,7 @@ from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from appliance.config import Config
+from appliance.query.rows import camera_name
 from appliance.web import present, security
 from appliance.web.context import EXTENSION, WebContext, web
 from appliance.web.i18n import LANGUAGES, Translator
@@ -52,7 +53,7 @@ def create_app(config: Config, *, hub: bool = False) -> Flask:
     app.register_error_handler(security.CsrfError, _csrf_error)
     app.register_error_handler(security.HostError, _host_error)
     app.jinja_env.globals.update(can=security.can, csrf_token=security.csrf_token,
-                                languages=LANGUAGES)
+                                languages=LANGUAGES, camera_name=camera_name)
     app.jinja_env.finalize = _displayable  # every {{ value }} of every page
     app.context_processor(_template_context)
     return app

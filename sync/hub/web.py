@@ -18,6 +18,7 @@ web UI's 1 MiB request limit does not apply to them; waitress itself spools a re
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_file
@@ -36,6 +37,7 @@ from sync.hub.uploads import (
 from sync.hub.uploads import parse_metadata as parse_upload_metadata
 
 log = logging.getLogger(__name__)
+CURSOR = re.compile(r"[0-9a-f]{1,64}-[0-9]{1,19}")  # sync.hub.changes
 
 bp = Blueprint("sync", __name__, url_prefix="/sync")
 EXTENSION = "acopio.hub"
@@ -330,4 +332,8 @@ def changes() -> Response:
     if not 1 <= limit <= 1000:
         return _error(400, "bad_limit", "limit must be an integer from 1 to 1000")
     since = request.args.get("since") or None
+    if since is not None and not CURSOR.fullmatch(since):
+        # A kit sends back what the hub gave it; anything else is not "from the start"
+        return _error(400, "bad_cursor", "since must be a cursor this hub gave, "
+                      "<generation>-<number>, or left out for everything")
     return jsonify(hub().changes(g.kit, since, limit))
