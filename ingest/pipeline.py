@@ -39,6 +39,7 @@ from appliance.keyindex import KeyIndex
 from appliance.storage import CorruptStateError
 from ingest import copy, filing, records
 from ingest.derive import plan
+from ingest.kinds import SIDECAR_EXTENSIONS
 from ingest.sources import FolderSource, Source
 from ingest.walk import NotARegularFile, Scan, SourceFile, display
 
@@ -285,6 +286,9 @@ class _Run:
         self.claimed: list[str] = []
         self.prepared: set[Path] = set()
         self.prepared_lock = threading.Lock()
+        # (source folder, lower-case stem) -> where that media file was filed: its XMP
+        # sidecar (which sorts after it) goes with it (worker thread only)
+        self.filed_media: dict[tuple[bytes, str], filing.Filing] = {}
         self.reader = copy.ReadBack()  # used by the worker thread only
         self.last_flush = time.monotonic()
 
@@ -426,13 +430,15 @@ class _Run:
                 log.warning("%s: its archived original %s was missing; restored from %s",
                             temp.sha256[:12], lost["archive_path"], display(f.rel))
             else:
-                where = filing.choose(
+                where = self._sidecar_filing(f) or filing.choose(
                     description.captured_at,
                     agenda=self.agenda,
                     zone=self.config.zone,
                     requested=self.activity,
                     current=self.current,
                 )
+                if f.kind != "other":
+                    self.filed_media[_stem_key(f.rel)] = where
                 name = copy.safe_name(f.name)
             dest = self._prepare(where.folder_key)
             final, adopted = copy.place(
@@ -475,6 +481,14 @@ class _Run:
         except (KeyError, TypeError, OSError):
             return False
         return stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size)
+
+    def _sidecar_filing(self, f: SourceFile) -> filing.Filing | None:
+        """Where the photo or video an XMP sidecar describes was filed in this import (a
+        sidecar has no capture time of its own: filed by its file time, it could land in
+        another day's folder than its photo)."""
+        if os.path.splitext(os.fsdecode(f.name))[1].lower() not in SIDECAR_EXTENSIONS:
+            return None
+        return self.filed_media.get(_stem_key(f.rel))
 
     def _lost_original(self, sha256: str) -> dict[str, Any] | None:
         """The catalogued record of this content when its archive file is gone (deleted by
@@ -614,6 +628,12 @@ class _Run:
         except (OSError, CorruptStateError) as exc:
             log.warning("could not queue derivatives for %d items (%s); run `acopio jobs "
                         "--repair` and `acopio derive --rebuild`", len(batch), exc)
+
+
+def _stem_key(rel: bytes) -> tuple[bytes, str]:
+    """(source folder, lower-case name without its extension) of a file of the source."""
+    folder, _, name = rel.rpartition(b"/")
+    return folder, os.path.splitext(os.fsdecode(name))[0].lower()
 
 
 def _same_content(path: Path, sha256: str, size: int, reader: copy.ReadBack) -> bool:

@@ -502,3 +502,21 @@ def test_check_leaves_a_running_imports_files_alone(tmp_path: Path, data_dir: Pa
     assert len(items(data_dir)) == 1  # not adopted meanwhile
     after = run_cli("--data-dir", data_dir, "check")  # no import: a problem again
     assert after.returncode == 1 and b"uncatalogued" in after.stdout
+
+
+def test_an_xmp_sidecar_is_filed_with_its_photo(tmp_path: Path, data_dir: Path) -> None:
+    """A sidecar has no capture time of its own: filed by its file time, it went to another
+    day's folder than the photo it describes."""
+    card = tmp_path / "card" / "DCIM"
+    exif_jpeg(card / "IMG_0001.JPG", "2026:05:10 10:00:00", color=(1, 1, 1))
+    (card / "IMG_0001.XMP").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
+    os.utime(card / "IMG_0001.XMP", (1790000000, 1790000000))  # months later
+    (card / "OTRA.XMP").write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><!-- otra -->'
+                                   '</x:xmpmeta>')  # a sidecar without its photo
+    os.utime(card / "OTRA.XMP", (1790000000, 1790000000))
+    code, summary = ingest(data_dir, tmp_path / "card")
+    assert code == 0 and summary["imported"] == 3
+    folders = {i["original_name"]: i["folder"] for i in items(data_dir)}
+    assert folders["IMG_0001.XMP"] == folders["IMG_0001.JPG"]
+    assert folders["IMG_0001.JPG"].endswith("2026-05-10_sin-actividad")
+    assert folders["OTRA.XMP"] != folders["IMG_0001.JPG"]  # by its own time, as before
