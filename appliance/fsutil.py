@@ -8,6 +8,7 @@ new content, never a mix and never an empty file (design decision 3).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -40,8 +41,33 @@ def open_temp(folder: str | os.PathLike[str], *, suffix: str = "", mode: int = 0
               flags: int = os.O_WRONLY) -> tuple[int, Path]:
     """A new temp file in `folder`, open and flocked: (fd, path). Keep the fd open until
     the file is renamed into place or removed: the flock is what tells a live temp from a
-    dead writer's debris (`remove_debris` in another thread or process)."""
-    for _ in range(5):
+    dead writer's debris (`remove_debris` in another thread or process).
+
+    The file is made without a name (O_TMPFILE), flocked, then named: no sweep ever sees it
+    unlocked. Where the filesystem cannot (FAT, some FUSE), it is created by name, and a
+    sweep that takes it in the instant before its flock makes this try another name."""
+    try:
+        fd = os.open(folder, os.O_TMPFILE | flags | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    else:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            while True:
+                name = temp_name() + suffix
+                with contextlib.suppress(FileExistsError):
+                    # linkat(..., AT_SYMLINK_FOLLOW): a dir fd makes Python call linkat
+                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd,
+                            follow_symlinks=True)
+                    return fd, Path(folder) / name
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            os.close(dir_fd)
+    for _ in range(100):
         path = Path(folder) / (temp_name() + suffix)
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         if hold_temp(fd, path):

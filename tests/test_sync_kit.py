@@ -1195,8 +1195,9 @@ def test_a_copy_damaged_on_the_kit_is_set_aside_not_sent_forever(hub: RealHub, t
     refuses the upload (not the SHA-256 announced). The kit sent the whole file again every
     round, forever; now it finds its own copy damaged, sets it aside, says how to mend it,
     and the card's next import does."""
-    files = small_card(media, 2)
-    kit = make_kit(tmp_path, "kit-danado", files)
+    own = exif_jpeg(tmp_path / "own" / "DANADA.JPG", "2026:06:02 18:00:00", color=(9, 8, 7))
+    # content of its own: the module's hub holds the shared sample photos from other kits
+    kit = make_kit(tmp_path, "kit-danado", {"DCIM/DANADA.JPG": own})
     paired(kit, hub)
     sha, record = next(iter(kit.items().items()))
     original = kit.root / record["archive_path"]
