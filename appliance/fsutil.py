@@ -245,28 +245,24 @@ def is_debris(path: Path) -> bool:
 def lock_in_use(path: str | os.PathLike[str]) -> bool:
     """Whether any process holds a flock on `path` now, shared or exclusive (False when
     there is no such file)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return bool(_probe(path, fcntl.LOCK_EX))
 
 
 def lock_held(path: str | os.PathLike[str]) -> bool | None:
     """Whether a process holds an exclusive flock on `path` now; None when there is no such
     file. Needs only read access (a status page in another process)."""
+    return _probe(path, fcntl.LOCK_SH)
+
+
+def _probe(path: str | os.PathLike[str], operation: int) -> bool | None:
+    """Whether taking `operation` (without waiting) on `path` would have to wait; None when
+    there is no such file."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
