@@ -62,21 +62,26 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return check
 
 
-def _hub_url(value: str) -> str | None:
-    """The rule `sync.kit.credentials.normalize_url` applies, checked at load so that `acopio
-    config check` names it instead of every sync round failing."""
-    if not value.strip():
-        return None
-    parts = urlsplit(value.strip())
+def hub_url_problem(url: str) -> str | None:
+    """What is wrong with `url` as a hub's address, or None: `http(s)://host[:port][/prefix]`
+    and nothing more. The one rule for `sync.hub_url` and for `acopio sync pair URL`
+    (sync.kit.credentials.normalize_url)."""
+    parts = urlsplit(url.strip())
     try:
         parts.port  # noqa: B018 -- raises for a port out of range
     except ValueError:
         return "the port must be a number from 1 to 65535"
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be http://host[:port] or https://host[:port], or empty"
+        return "must be http://host[:port] or https://host[:port]"
     if parts.query or parts.fragment or parts.username or parts.password:
         return "a hub URL has no query, fragment or user name"
     return None
+
+
+def _hub_url(value: str) -> str | None:
+    """Checked at load, so that `acopio config check` names it instead of every sync round
+    failing; empty means "find a hub with zeroconf"."""
+    return hub_url_problem(value) if value.strip() else None
 
 
 def _named(value: str) -> str | None:

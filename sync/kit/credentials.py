@@ -15,9 +15,9 @@ import re
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from appliance import storage
+from appliance.config import hub_url_problem
 from appliance.datadir import DataDir
 from appliance.fsutil import atomic_write
 from appliance.storage import dump_json
@@ -44,16 +44,9 @@ def path_of(data: DataDir) -> Path:
 def normalize_url(url: str) -> str:
     """`http(s)://host[:port][/prefix]` without a trailing slash; anything else raises."""
     url = url.strip()
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 -- raises for a port out of range
-    except ValueError:
-        raise ValueError(f"not a hub URL (the port must be from 1 to 65535): {url!r}") \
-            from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not a hub URL (http:// or https://host[:port]): {url!r}")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError(f"a hub URL has no query, fragment or user name: {url!r}")
+    problem = hub_url_problem(url)
+    if problem:
+        raise ValueError(f"not a hub URL ({problem}): {url!r}")
     return url.rstrip("/")
 
 
