@@ -893,3 +893,7 @@ def test_the_sync_error_is_said_in_spanish_with_its_detail(web: WebApp) -> None:
     assert "1 pendiente (" in page and "1 pendientes" not in page
     assert "IMG_0001.JPG: 1000 bytes on disk" in page  # the detail, for whoever mends it
     assert browser.get("/api/status").get_json()["sync"]["last_error"]["code"] == "originals"
+    from sync.kit.status import ERROR_CODES
+
+    for language in MESSAGES:  # every code the sync role writes is said in each language
+        assert all(f"status.sync.error.{code}" in MESSAGES[language] for code in ERROR_CODES)
