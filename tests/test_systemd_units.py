@@ -247,3 +247,30 @@ def test_a_target_starts_and_stops_each_box_together() -> None:
     assert wanted["acopio-hub.target"] == {"acopio-hub.service", "acopio-worker.service"}
     assert "acopio-kiosk.service" not in wanted["acopio.target"]  # a screen is optional
     assert "Conflicts" not in settings(SYSTEMD_DIR / "acopio-hub.target")  # see its header
+
+
+@pytest.mark.parametrize("unit", [u for u in UNITS if u.suffix == ".service"], ids=lambda p: p.name)
+def test_a_configuration_error_is_not_restarted_forever(unit: Path, tmp_path: Path) -> None:
+    """RestartSec=5s is longer than systemd's default start-limit window (5 starts in 10 s), so
+    a unit whose command fails every time would start again every 5 s for good, a journal
+    flood on an SD card. A bad config is such a failure: the unit's own command, run here on
+    a config with a bad value, must exit 2 (naming the key) and the unit must not restart on
+    2."""
+    import sys
+
+    unit_settings = settings(unit)
+    assert unit_settings.get("Restart"), f"{unit.name} has no Restart= policy"
+    prevented = " ".join(unit_settings.get("RestartPreventExitStatus", [])).split()
+    assert "2" in prevented, f"{unit.name}: a configuration error (exit 2) restarts it forever"
+
+    exec_start = unit_settings["ExecStart"][0].split()
+    assert exec_start[0].endswith("/bin/acopio") and exec_start[1] == "--config", exec_start
+    config = tmp_path / "acopio.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[web]\nport = "ocho mil"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", "--config", str(config), *exec_start[3:]],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2, f"{unit.name}: exit {proc.returncode}\n{proc.stderr}"
+    assert "web.port" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "data").exists(), "a bad config still created the data folder"
