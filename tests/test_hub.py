@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -895,6 +896,59 @@ def test_headquarters_web_ui_over_every_kit(hub: Hub, tmp_path: Path) -> None:
     # a kit's token opens no page of the UI, and the UI's session no /sync/ route
     assert hub.request("GET", "/api/items", None, {"Authorization": f"Bearer {one}"})[0] == 401
     assert hub.request("GET", "/sync/whoami", None, {"Cookie": cookies})[0] == 401
+
+
+def test_headquarters_sees_each_kits_last_contact(hub: Hub, tmp_path: Path) -> None:
+    """The hub's status page (and `acopio hub kits`) answer headquarters' first question about
+    a kit in the field, when it last synced, with what it sent and what is still to come; an
+    item's page says which kits sent it."""
+    token = hub.pair("kit-contacto")
+    hub.pair("kit-callado")  # paired, never heard from
+    photo = exif_jpeg(tmp_path / "contacto.jpg", "2026:09:01 12:00:00", "-06:00",
+                      color=(9, 9, 9))
+    uploader(tus(hub, token), photo).upload()
+    sha = sha256_of(photo)
+
+    done = run_cli("--data-dir", hub.data_dir, "hub", "kits", "--json")
+    assert done.returncode == 0, done.stderr.decode()
+    kits = {k["kit"]: k for k in json.loads(done.stdout)}
+    seen, quiet = kits["kit-contacto"], kits["kit-callado"]
+    assert seen["last_address"] == "127.0.0.1" and seen["items"] == 1, seen
+    age = time.time() - datetime.fromisoformat(seen["last_contact"]).timestamp()
+    assert 0 <= age < 120, seen
+    assert quiet["last_contact"] is None and quiet["items"] == 0, quiet
+    listed = run_cli("--data-dir", hub.data_dir, "hub", "kits").stdout.decode()
+    assert re.search(r"kit-contacto .* 1 items, .*last contact \S+ from 127\.0\.0\.1", listed)
+    assert re.search(r"kit-callado .*never in contact", listed), listed
+
+    made = run_cli("--data-dir", hub.data_dir, "users", "add", "central", "--role",
+                   "director", "--password-stdin", input=b"clave-de-prueba-2\n")
+    assert made.returncode == 0, made.stderr.decode()
+    status, headers, body = hub.request("POST", "/api/login", json.dumps(
+        {"username": "central", "password": "clave-de-prueba-2"}).encode(),
+        {"Content-Type": "application/json"})
+    assert status == 200, body
+    cookies = "; ".join(c.split(";")[0] for c in headers.get_all("Set-Cookie"))
+    deadline = time.monotonic() + 10  # the UI's index refreshes at most every few seconds
+    while True:
+        status, _, body = hub.request("GET", "/estado", None, {"Cookie": cookies})
+        assert status == 200, body
+        page = body.decode()
+        if "<td>0</td><td>0</td><td>0</td>" not in page.split("kit-contacto", 1)[1][:300] \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "<h2>Equipos enlazados</h2>" in page and "<h2>Dispositivos</h2>" not in page
+    rows = {m["kit"]: m["row"] for m in re.finditer(
+        r"<tr(?P<row>[^>]*>(?:(?!</tr>).)*?<strong>(?P<kit>[^<]+)</strong>.*?)</tr>", page,
+        re.S)}
+    assert "Nunca se ha conectado" in rows["kit-callado"], rows["kit-callado"]
+    assert rows["kit-callado"].startswith(' class="warn"'), rows["kit-callado"]
+    assert "127.0.0.1" in rows["kit-contacto"] and "warn" not in rows["kit-contacto"][:20]
+    assert re.search(r"<td>1</td><td>0</td><td>0</td>", rows["kit-contacto"]), rows
+    status, _, body = hub.request("GET", f"/item/{sha}", None, {"Cookie": cookies})
+    assert status == 200, body
+    assert re.search(r'<dt>Enviado por</dt><dd id="kits">kit-contacto</dd>', body.decode())
 
 
 def test_check_repair_on_the_hub_keeps_which_kits_own_what(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,3 +189,27 @@ def test_uploads_that_follow_each_other_closely_are_kept_in_one_batch() -> None:
         full.close()
     finally:
         keeper.close()
+
+
+def test_contacts_are_written_at_most_once_a_minute_and_survive_damage(tmp_path: Path) -> None:
+    from sync.hub.contact import WRITE_EVERY_S, Contacts
+
+    now = [1_800_000_000.0]
+    (tmp_path / "tmp").mkdir()
+    contacts = Contacts(tmp_path, clock=lambda: now[0])
+    contacts.seen("kit-a", "10.0.0.7")
+    written = contacts.path.stat().st_mtime_ns
+    now[0] += WRITE_EVERY_S / 2
+    contacts.seen("kit-a", "10.0.0.8")  # kept in memory: a chunk a second writes nothing
+    assert contacts.path.stat().st_mtime_ns == written
+    assert contacts.read()["kit-a"]["address"] == "10.0.0.8"
+    assert Contacts(tmp_path).read()["kit-a"]["address"] == "10.0.0.7"  # another process
+    now[0] += WRITE_EVERY_S
+    contacts.seen("kit-a", "10.0.0.9")
+    assert Contacts(tmp_path).read()["kit-a"] == {"at": "2027-01-15T08:01:30+00:00",
+                                                  "address": "10.0.0.9"}
+    contacts.path.write_bytes(b'{"kit-a": {"at": ')  # torn by a crash
+    assert Contacts(tmp_path).read() == {}
+    fresh = Contacts(tmp_path, clock=lambda: now[0])
+    fresh.seen("kit-b", None)
+    assert set(Contacts(tmp_path).read()) == {"kit-b"}

@@ -278,6 +278,12 @@ class ItemIndex:
 
         return self._read(work)
 
+    def kit_counts(self) -> dict[str, int]:
+        """How many items each kit sent (a hub's records list their `kits`); {} on a kit."""
+        return self._read(lambda conn: dict(conn.execute(
+            "SELECT k.value, count(*) FROM records, json_each(records.record, '$.kits') AS k "
+            "WHERE json_type(records.record, '$.kits') = 'array' GROUP BY k.value")))
+
     def stats(self) -> dict[str, Any]:
         """{"items": n, "bytes": total size, "by_kind": {kind: n}} (every kind, 0 too)."""
         def work(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from appliance.agenda import SIN_ACTIVIDAD
 from appliance.catalog import is_folder_key
@@ -26,6 +36,9 @@ STATUSES = ("ok", "problems")
 PICKS = ("picked", "rejected", "none")  # "none": neither picked nor rejected
 APPROVALS = {"yes": True, "no": False}
 RATINGS = ("0", "1", "2", "3", "4", "5")  # rating_min: rated at least this
+# A kit not heard from in this long is marked on the hub's status page: at an event a kit
+# with a link syncs every few minutes, so a day without contact is worth a phone call.
+KIT_QUIET = timedelta(days=1)
 
 
 def page_number() -> int:
@@ -181,7 +194,19 @@ def search() -> str:
 @bp.get("/estado")
 @requires("view")
 def status() -> str:
-    return render_template("status.html", status=web().status.snapshot())
+    """The box's state; at headquarters (`acopio hub`) its kits instead of devices and sync:
+    when each last reached the hub, what it sent, what is still to come from it."""
+    kits = None
+    if current_app.config.get("ACOPIO_HUB"):
+        from sync.hub.web import hub
+
+        kits = hub().kit_summary(items=web().index.kit_counts())
+        quiet_from = datetime.now(UTC) - KIT_QUIET
+        for kit in kits:
+            kit["quiet"] = not kit["revoked"] and (
+                kit["last_contact"] is None
+                or datetime.fromisoformat(kit["last_contact"]) < quiet_from)
+    return render_template("status.html", status=web().status.snapshot(), kits=kits)
 
 
 def page_url(page: int) -> str:

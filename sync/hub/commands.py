@@ -77,9 +77,11 @@ def cmd_hub_kits(config: Config, args: argparse.Namespace) -> int:
         return EXIT_OK
     for kit in kits:
         state = f"revoked {kit['revoked_at']}" if kit["revoked"] else "active"
+        contact = (f"last contact {kit['last_contact']} from {kit['last_address']}"
+                   if kit["last_contact"] else "never in contact")
         print(f"{kit['kit']:<24} paired {kit['paired_at']}  {state:<32} "
-              f"{kit['items']} items, {kit['pending_records']} records waiting, "
-              f"{kit['uploads_in_progress']} uploads in progress")
+              f"{kit['items']} items, {kit['pending_records']} originals awaited, "
+              f"{kit['uploads_in_progress']} uploads in progress, {contact}")
     print(f"{len(kits)} kits")
     return EXIT_OK
 

@@ -48,6 +48,7 @@ from appliance.fsutil import fsync_dir, hold_temp, remove_debris, temp_name
 from appliance.keyindex import KeyIndex
 from ingest import copy, filing, kinds, records
 from sync.hub.changes import ChangeFeed
+from sync.hub.contact import Contacts
 from sync.hub.derivatives import DerivativeBatcher
 from sync.hub.keeper import Keeper
 from sync.hub.kits import Kits, check_kit_name
@@ -105,6 +106,7 @@ class Hub:
             path.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(self.data)
         self.kits = Kits(self.state, code_minutes=config.hub.pair_code_minutes)
+        self.contacts = Contacts(self.state)
         self.uploads = Uploads(self.state / "uploads", self.tmp)
         self.derivatives = DerivativeBatcher(self.data)
         self.keeper = Keeper(self._keep_queued)
@@ -709,18 +711,28 @@ class Hub:
         return {"records": out, "agenda": self.feed.agenda() if agenda_changed else None,
                 "cursor": cursor, "more": more}
 
-    def kit_summary(self) -> list[dict[str, Any]]:
-        """Each paired kit with how many items it owns and how many records wait."""
-        counts: dict[str, int] = {}
-        for record in self.catalog.items():
-            for kit in record.get("kits") or []:
-                counts[kit] = counts.get(kit, 0) + 1
+    def kit_summary(self, items: dict[str, int] | None = None) -> list[dict[str, Any]]:
+        """Each paired kit with how many items it owns, how many of its records wait for
+        their original, its uploads in progress and its last contact. `items`: the counts
+        per kit when the caller has them (the web UI's index), else the catalog is read."""
+        if items is None:
+            items = {}
+            for record in self.catalog.items():
+                for kit in record.get("kits") or []:
+                    items[kit] = items.get(kit, 0) + 1
+        uploading: dict[str, int] = {}
+        for upload in self.uploads.all():
+            if not upload.done:
+                uploading[upload.kit] = uploading.get(upload.kit, 0) + 1
+        contacts = self.contacts.read()
         out = []
         for kit in self.kits.list():
-            uploads = [u for u in self.uploads.all() if u.kit == kit.name and not u.done]
-            out.append({**kit.to_public(), "items": counts.get(kit.name, 0),
+            contact = contacts.get(kit.name) or {}
+            out.append({**kit.to_public(), "items": items.get(kit.name, 0),
                         "pending_records": sum(1 for _ in self.pending(kit.name).keys()),  # noqa: SIM118
-                        "uploads_in_progress": len(uploads)})
+                        "uploads_in_progress": uploading.get(kit.name, 0),
+                        "last_contact": contact.get("at"),
+                        "last_address": contact.get("address") or None})
         return out
 
     def close(self) -> None:

@@ -99,6 +99,7 @@ def _authenticate() -> Response | None:
         return _error(401, "unauthorized", "a valid kit token is needed "
                       "(Authorization: Bearer <token>; pair with `acopio sync pair`)")
     g.kit = kit
+    hub().contacts.seen(kit, request.remote_addr)
     if request.path.startswith("/sync/files") and request.method != "OPTIONS":
         version = request.headers.get("Tus-Resumable")
         if version != TUS_VERSION:
