@@ -368,11 +368,11 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_over_pixel_limit_is_too_large_not_decoded(
     monkeypatch: pytest.MonkeyPatch, no_decoding: None
 ) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # flower.jpg has 172,800
-    info = probe_path(SAMPLES / "flower.jpg", "photo")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8_000_000)  # pug.heic has 12,192,768
+    info = probe_path(SAMPLES / "pug.heic", "photo")
     assert codes(info) == ["too_large"]
-    assert (info.width, info.height) == (480, 360)
-    assert info.camera == {"make": "Canon", "model": "Canon PowerShot S40"}
+    assert (info.width, info.height) == (4032, 3024)
+    assert info.camera is not None and info.camera["make"] == "Apple"
 
 
 @needs_exiftool
@@ -380,10 +380,27 @@ def test_far_over_pixel_limit_still_reports_header_size(
     monkeypatch: pytest.MonkeyPatch, no_decoding: None
 ) -> None:
     # Over twice the limit Pillow refuses to open at all (DecompressionBombError).
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)
-    info = probe_path(SAMPLES / "flower.jpg", "photo")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_000_000)
+    info = probe_path(SAMPLES / "pug.heic", "photo")
     assert codes(info) == ["too_large"]
+    assert (info.width, info.height) == (4032, 3024)
+
+
+@pytest.mark.parametrize("limit", [100_000, 50_000], ids=["over", "far-over"])
+def test_a_jpeg_over_the_pixel_limit_is_read_and_left_to_the_thumbnail_job(
+    monkeypatch: pytest.MonkeyPatch, no_decoding: None, limit: int
+) -> None:
+    """200 MP phone photos are real, and the thumbnail job decodes them shrunk on load
+    (ingest.derive.photo.jpeg_bomb_refusal): the import reads their EXIF like any photo's and
+    flags nothing; the job records "too_large" itself if it refuses. Before, a JPEG twice
+    over Pillow's limit lost its EXIF (capture time from the card's file time) and every one
+    over it kept a false "too_large" that took it off the kiosk and the printed mural."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)  # flower.jpg has 172,800
+    info = probe_path(SAMPLES / "flower.jpg", "photo")
+    assert codes(info) == []
     assert (info.width, info.height) == (480, 360)
+    assert info.camera == {"make": "Canon", "model": "Canon PowerShot S40"}
+    assert [c.source for c in info.time_candidates][:1] == ["exif"]
 
 
 def test_garbage_exif_values_are_skipped(tmp_path: Path) -> None:
@@ -679,8 +696,8 @@ def test_over_pixel_limit_and_cut_is_reported_as_both(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_pixel_decoding: None
 ) -> None:
     # Nothing is decoded, so the structural check also runs on an image over the pixel limit.
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # flower.jpg has 172,800
-    path = truncated_copy(tmp_path, SAMPLES / "flower.jpg", 20000, "IMG_0003.JPG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8_000_000)  # pug.heic has 12,192,768
+    path = truncated_copy(tmp_path, SAMPLES / "pug.heic", 200_000, "IMG_0003.HEIC")
     assert codes(probe_path(path, "photo")) == ["too_large", "damaged"]
 
 

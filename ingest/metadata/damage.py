@@ -16,7 +16,9 @@ is read here, a few KB per file:
   (libwebp checks every chunk size then), so a cut WEBP already fails to open.
 
 Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) is respected: an image over it is
-reported as "too_large" (the thumbnail jobs will not decode it either). Since nothing here
+reported as "too_large" (the thumbnail jobs will not decode it either). Not a JPEG's: the
+thumbnail job decodes one far over it when shrink-on-load makes it small, and records
+"too_large" itself when it will not (``ingest.derive.photo.jpeg_bomb_refusal``). Since nothing here
 decodes, the structural checks still run on such an image, so a cut in it is reported too.
 """
 
@@ -48,9 +50,7 @@ def check_structure(fp: IO[bytes], img: Image.Image, size: int, info: MediaInfo)
     if img.format in ("JPEG", "MPO"):
 
         def jpeg() -> None:
-            entries = _mp_entries(img)
-            sizes = check_jpeg(reader, size, entries, max_frames=_FRAME_CHECK_LIMIT)
-            _note_too_large(sizes, info)
+            check_jpeg(reader, size, _mp_entries(img), max_frames=_FRAME_CHECK_LIMIT)
 
         _guard(fp, info, jpeg)
     elif img.format == "HEIF":

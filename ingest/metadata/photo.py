@@ -8,7 +8,11 @@ structure (see damage), never by decoding.
 * Only the formats photos come in are allowed (``_PILLOW_FORMATS``): exotic plugins stay away
   from card content (EPS, for one, starts Ghostscript when loaded).
 * Pillow's decompression-bomb limit is respected: when Pillow refuses to open an image that far
-  over it, exiftool still reads its size from the header.
+  over it, exiftool still reads its size from the header. A JPEG is the exception: it is opened
+  without that check (nothing is decoded here), so a 200 MP phone photo's EXIF is read like
+  any other's, and whether it is too large to decode is the thumbnail job's rule
+  (``ingest.derive.photo.jpeg_bomb_refusal``: one that shrink-on-load makes small is decoded
+  there), which records "too_large" itself when it refuses.
 * Bad EXIF is recorded as "unreadable_metadata"; the file itself may well be fine.
 
 Threading note: Pillow reports corrupt EXIF only through ``warnings``, and
@@ -27,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from typing import IO
 
 import pillow_heif
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from ingest.metadata.damage import check_structure, too_large
 from ingest.metadata.gps import gps_from_exif
@@ -39,6 +43,8 @@ from ingest.metadata.values import camera, orientation, positive_int
 
 # Pillow formats a "photo" may be. MPO is opened by the JPEG plugin.
 _PILLOW_FORMATS = ("JPEG", "HEIF", "PNG", "TIFF", "WEBP")
+_JPEG_FORMATS = ("JPEG", "MPO")
+_JPEG_START = b"\xff\xd8\xff"
 
 # EXIF tags (IFD0 and the Exif sub-IFD).
 _TAG_MAKE, _TAG_MODEL, _TAG_ORIENTATION, _TAG_DATETIME = 271, 272, 274, 306
@@ -64,13 +70,18 @@ def probe_photo(fd: int, size: int, info: MediaInfo, timeout: float) -> None:
         with img:
             ifd0, exif_ifd, gps_ifd = _read_exif(img, fp, info)
             _fill_from_exif(info, img, ifd0, exif_ifd, gps_ifd)
-            too_large(img.size, info)
+            if img.format not in _JPEG_FORMATS:
+                too_large(img.size, info)
             check_structure(fp, img, size, info)
 
 
 def _open_image(fp: IO[bytes], fd: int, info: MediaInfo, timeout: float) -> Image.Image | None:
     """Image.open with its errors turned into problems; None when nothing could be opened."""
     try:
+        if fp.read(3) == _JPEG_START:
+            fp.seek(0)
+            return JpegImagePlugin.jpeg_factory(fp)  # JPEG or MPO, no open-time bomb check
+        fp.seek(0)
         return Image.open(fp, formats=_PILLOW_FORMATS)
     except Image.DecompressionBombError as exc:
         info.add_problem("too_large", f"{exc} Not decoded.")
