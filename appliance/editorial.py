@@ -171,6 +171,10 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
 
 
+# A record keeps at most this many history entries, the newest (union_history).
+MAX_HISTORY = 1000
+
+
 def history_key(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
     """What makes two history entries the same change: when, who, what."""
     return (str(entry.get("at", "")), str(entry.get("by", "")), str(entry.get("action", "")),
@@ -179,7 +183,10 @@ def history_key(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 def union_history(*histories: Iterable[Any]) -> list[dict[str, Any]]:
     """Every entry of the histories once (the same (at, by, action, changes) is one entry),
-    in time order; the same whatever the order of the histories."""
+    in time order; the same whatever the order of the histories. At most the newest
+    MAX_HISTORY: a record's history cannot grow without bound (a peer sending a new batch of
+    entries with every record), and keeping the greatest N of a union is itself order-free,
+    so replicas still converge. The edit log (state/edits) keeps every change."""
     chosen: dict[tuple[str, str, str, str], tuple[str, dict[str, Any]]] = {}
     for history in histories:
         for entry in history:
@@ -188,7 +195,7 @@ def union_history(*histories: Iterable[Any]) -> list[dict[str, Any]]:
             key, full = history_key(entry), _canonical(entry)
             if key not in chosen or full < chosen[key][0]:
                 chosen[key] = (full, entry)
-    return [dict(chosen[key][1]) for key in sorted(chosen)]
+    return [dict(chosen[key][1]) for key in sorted(chosen)[-MAX_HISTORY:]]
 
 
 def apply_merged(record: dict[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from appliance import fields
 from appliance.catalog import Catalog, is_folder_key
 from appliance.editorial import (
     LIST_FIELDS,
+    MAX_HISTORY,
     SYNC_ACTION,
     TEXT_LIMITS,
     EditError,
@@ -235,12 +236,72 @@ def check_record(record: Any) -> None:
     history = record.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise ValueError(f"{sha}: history must be a list of objects")
+    if len(history) > MAX_HISTORY:
+        raise ValueError(f"{sha}: history has {len(history)} entries (at most {MAX_HISTORY})")
     for field in MERGED:
         if field in record:
             try:
                 _check_value(field, record[field])
             except (EditError, ValueError) as exc:
                 raise ValueError(f"{sha}: {exc}") from None
+    for field in IMPORT_FACTS:
+        if field in record and field != "sha256":
+            try:
+                _check_fact(field, record[field])
+            except ValueError as exc:
+                raise ValueError(f"{sha}: {exc}") from None
+
+
+_KINDS = ("photo", "raw", "video", "audio", "other")
+_FACT_TEXT = ("original_name", "source_path", "date_source", "import_id")
+_FACT_TIMES = ("captured_at", "imported_at")
+_FACT_INTS = ("size", "orientation", "rotation", "width", "height")
+_MAX_PROBLEMS = 64
+
+
+def _check_fact(field: str, value: Any) -> None:
+    """An import fact as the importing kit's catalog holds it. Every box uses them as typed
+    values (a time parsed for the thumbnail queue's order and the query index, a kind that
+    picks the derivatives, a camera shown by name): a wrong type from a peer is refused
+    here, per record, not found later by a crashing thread, page or command."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{field}: expected {what}, got {str(value)[:80]!r}")
+
+    if value is None:
+        if field in ("size", "kind", "imported_at"):
+            raise bad("a value")
+        return
+    if field == "kind":
+        if value not in _KINDS:
+            raise bad("one of " + ", ".join(_KINDS))
+    elif field in _FACT_TEXT:
+        if not isinstance(value, str) or len(value) > 4096:
+            raise bad("text")
+    elif field in _FACT_TIMES:
+        try:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None or len(value) > 64:
+            raise bad("an ISO 8601 time")
+    elif field in _FACT_INTS:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+            raise bad("a whole number")
+    elif field == "duration":
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not 0 <= value < 1e9:
+            raise bad("a number of seconds")
+    elif field in ("camera", "gps"):
+        if not isinstance(value, dict) or len(value) > 16 or not all(
+                isinstance(k, str) and (v is None or isinstance(v, str | int | float))
+                and not isinstance(v, bool) and len(str(v)) <= 256
+                for k, v in value.items()):
+            raise bad("an object of plain values")
+    elif field == "problems" and (
+            not isinstance(value, list) or len(value) > _MAX_PROBLEMS or not all(
+                isinstance(p, dict) and isinstance(p.get("code"), str)
+                and isinstance(p.get("detail", ""), str) for p in value)):
+        raise bad(f"a list of at most {_MAX_PROBLEMS} {{code, detail}} objects")
 
 
 def _check_value(field: str, value: Any) -> None:

@@ -847,6 +847,60 @@ def test_records_both_ways_each_kit_sees_its_own(hub: Hub, tmp_path: Path) -> No
                                                               "feria-del-libro"}
 
 
+def test_a_kits_wrongly_typed_import_facts_are_refused_and_never_stop_the_hub(
+        tmp_path: Path) -> None:
+    """A hostile or buggy kit sent a record whose import facts had the wrong types (a kind
+    that is a list, a capture time that is an object), then the file. The hub took the
+    record as the item's; its derivative thread died on it (no thumbnails for any kit from
+    then on), and every restart failed while the upload's marker lived. Now such a record is
+    refused with the field named, the file's own facts describe the item, and the hub keeps
+    queuing and restarts."""
+    hub = Hub(tmp_path / "hub")
+    try:
+        token = hub.pair("kit-hostil")
+        folder = "2026/11/2026-11-10_sin-actividad"
+        photos = {}
+        for n, (field, value) in enumerate((("kind", ["photo"]),
+                                            ("captured_at", {"evil": True}),
+                                            ("imported_at", "not-a-date"),
+                                            ("camera", {"make": {"nested": 1}}),
+                                            ("width", "ancho"),
+                                            ("problems", "ninguno"))):
+            photo = exif_jpeg(tmp_path / f"h{n}.jpg", "2026:11:10 10:00:00", "-06:00",
+                              color=(n * 20, 7, 7))
+            photos[field] = photo
+            status, body = hub.json("POST", "/sync/records", {"records": [
+                kit_record(photo, folder, **{field: value})]}, token=token)
+            assert status == 200, body
+            [result] = body["results"]
+            assert result["status"] == "refused", (field, result)
+            assert f"{field}: expected" in result["message"], result
+            uploader(tus(hub, token), photo).upload()
+        history = [{"at": f"2026-11-10T10:{i // 60:02d}:{i % 60:02d}+00:00", "by": "x",
+                    "action": "edit", "changes": {}} for i in range(1001)]
+        photo = exif_jpeg(tmp_path / "larga.jpg", "2026:11:10 10:00:00", "-06:00",
+                          color=(1, 99, 1))
+        status, body = hub.json("POST", "/sync/records", {"records": [
+            kit_record(photo, folder, history=history)]}, token=token)
+        assert body["results"][0]["status"] == "refused", body
+        assert "history has 1001 entries" in body["results"][0]["message"]
+
+        items = {i["sha256"]: i for i in hub.items()}
+        deadline = time.monotonic() + 15  # the hub gathers kept files before queuing
+        for field, photo in photos.items():
+            sha = sha256_of(photo)
+            assert items[sha]["kind"] == "photo" and items[sha]["kits"] == ["kit-hostil"]
+            while not queued_jobs(hub.data_dir, sha) >= {"thumb", "preview"}:
+                assert time.monotonic() < deadline, (field, hub.stderr())
+                time.sleep(0.2)
+        assert "Traceback" not in hub.stderr(), hub.stderr()
+        hub.close()
+        hub = Hub(tmp_path / "hub")  # starts again
+        assert hub.alive()
+    finally:
+        hub.close()
+
+
 def test_verify_finds_corrupt_bytes_and_the_kit_restores_them(hub: Hub,
                                                                tmp_path: Path) -> None:
     token = hub.pair("kit-verifica")

@@ -402,7 +402,8 @@ def initial_record(sha: str, kit: str) -> dict[str, Any]:
             "original_name": f"IMG_{sha[-1]}.JPG", "source_path": f"DCIM/{kit}.JPG",
             "archive_path": f"archive/{FOLDERS[0]}/IMG_{sha[-1]}.JPG",
             "folder": FOLDERS[0], "activity": "sin-actividad", "filed_by": "unsorted",
-            "captured_at": "2026-05-10T10:00:00-06:00", "imported_at": f"2026-05-10T{kit}",
+            "captured_at": "2026-05-10T10:00:00-06:00",
+            "imported_at": f"2026-05-10T16:{ord(kit[-1]) % 60:02d}:00+00:00",
             "import_id": kit, **fields.defaults()}
 
 
@@ -888,3 +889,21 @@ def test_a_replayed_re_filing_restores_the_stamp_of_a_folder_found_in_place(tmp_
     [rebuilt] = replay([found], EditLog(data))
     assert field_stamp(rebuilt, "folder") == field_stamp(rebuilt, "activity") == stamp
     assert rebuilt["filed_by"] == "manual" and rebuilt["history"][-1]["action"] == "refile"
+
+
+def test_history_keeps_the_newest_entries_in_any_order_of_union() -> None:
+    """A record keeps at most MAX_HISTORY history entries (a peer could send a new batch with
+    every record); the newest N of a union do not depend on the order the histories met."""
+    from appliance.editorial import MAX_HISTORY, union_history
+
+    def entries(start: int, count: int) -> list[dict[str, Any]]:
+        return [{"at": f"2026-05-10T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}+00:00",
+                 "by": "kit-a", "action": "edit", "changes": {"n": i}}
+                for i in range(start, start + count)]
+
+    a, b, c = entries(0, 700), entries(500, 700), entries(1100, 400)
+    one = union_history(union_history(a, b), c)
+    two = union_history(c, union_history(b, a))
+    assert one == two == union_history(a, b, c)
+    assert len(one) == MAX_HISTORY
+    assert [e["changes"]["n"] for e in one] == list(range(1500 - MAX_HISTORY, 1500))

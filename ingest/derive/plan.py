@@ -64,9 +64,10 @@ def requests_for(items: list[dict[str, Any]]) -> list[JobRequest]:
     for item in items:
         try:
             order = datetime.fromisoformat(item["captured_at"]).timestamp()
-        except (KeyError, ValueError):
+        except (KeyError, TypeError, ValueError):  # no capture time: queued last
             order = None
-        for name in BY_KIND.get(item.get("kind", ""), ()):
+        kind = item.get("kind")
+        for name in BY_KIND.get(kind if isinstance(kind, str) else "", ()):
             out.append(JobRequest(kind=name, item=item["sha256"],
                                   priority=DERIVATIVES[name][1], order=order))
     return out

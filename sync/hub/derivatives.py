@@ -101,9 +101,13 @@ class DerivativeBatcher:
 
         try:
             plan.enqueue(self.data, batch)
-        except (OSError, storage.CorruptStateError, ValueError) as exc:
+        except (OSError, storage.CorruptStateError) as exc:  # a full disk, a damaged queue
             log.error("could not queue the derivatives of %d kept files (%s); %s", len(batch),
                       exc, f"trying again in {RETRY_S:.0f} s" if retry else
                       "they are queued at the hub's next start")
             return False
+        except Exception:  # a record no check foresaw: never the thread's or the start's end
+            log.exception("could not queue the derivatives of %s; left out (`acopio derive "
+                          "--rebuild --item SHA` queues one again)",
+                          ", ".join(str(r.get("sha256"))[:12] for r in batch))
         return True
