@@ -543,10 +543,21 @@ class LoginThrottle:
         """0 when a login may be tried now, else the seconds to wait."""
         now = self.clock()
         with self._lock:
-            pair = self._pairs.get((address, self._name_key(name)))
-            return max(self._wait(pair, self.attempts, now),
-                       self._wait(self._addresses.get(address),
-                                  self.attempts * self.ADDRESS_FACTOR, now))
+            return self._retry_after(address, name, now)
+
+    def attempt(self, address: str, name: str) -> float:
+        """Check and count in one step: the seconds to wait (nothing counted), or 0 with
+        this attempt counted as failed until `succeeded` or `not_a_guess` takes it back.
+        A check apart from the count let every request already in flight through: a burst
+        of parallel logins tried a dozen passwords against a limit of five."""
+        now = self.clock()
+        with self._lock:
+            wait = self._retry_after(address, name, now)
+            if wait == 0:
+                self._record(self._pairs, (address, self._name_key(name)), self.attempts, now)
+                self._record(self._addresses, address, self.attempts * self.ADDRESS_FACTOR,
+                             now)
+            return wait
 
     def failed(self, address: str, name: str) -> None:
         now = self.clock()
@@ -555,8 +566,32 @@ class LoginThrottle:
             self._record(self._addresses, address, self.attempts * self.ADDRESS_FACTOR, now)
 
     def succeeded(self, address: str, name: str) -> None:
+        """A right password (after `attempt`): the name's failures are forgotten, and this
+        attempt no longer counts against the address."""
         with self._lock:
             self._pairs.pop((address, self._name_key(name)), None)
+            self._take_back(self._addresses, address)
+
+    def not_a_guess(self, address: str, name: str) -> None:
+        """An `attempt` refused for something other than a wrong secret (a malformed
+        request, a name already taken): it does not count."""
+        with self._lock:
+            self._take_back(self._pairs, (address, self._name_key(name)))
+            self._take_back(self._addresses, address)
+
+    def _retry_after(self, address: str, name: str, now: float) -> float:
+        pair = self._pairs.get((address, self._name_key(name)))
+        return max(self._wait(pair, self.attempts, now),
+                   self._wait(self._addresses.get(address),
+                              self.attempts * self.ADDRESS_FACTOR, now))
+
+    @staticmethod
+    def _take_back(table: dict[Any, deque[float]], key: Any) -> None:
+        times = table.get(key)
+        if times:
+            times.pop()
+            if not times:
+                del table[key]
 
     def __len__(self) -> int:
         """Keys held (both tables), for tests and status."""

@@ -266,6 +266,14 @@ def _lanes(value: int) -> str | None:
     return None if 1 <= value <= 4 else "must be from 1 to 4"
 
 
+# The hub takes request bodies of at most this (sync.hub.server), so a kit's chunk must fit.
+MAX_CHUNK_MB = 64
+
+
+def _chunk(value: int) -> str | None:
+    return None if 1 <= value <= MAX_CHUNK_MB else f"must be from 1 to {MAX_CHUNK_MB}"
+
+
 @dataclass(frozen=True)
 class SyncConfig:
     hub_url: str = _setting(
@@ -273,8 +281,8 @@ class SyncConfig:
         "with zeroconf.", _hub_url)
     bandwidth_kbps: int = _setting(
         0, "Upload cap in KiB/s (0: no cap); keeps a phone hotspot usable.", _non_negative)
-    chunk_mb: int = _setting(8, "Upload chunk size in MiB (at most this is sent again after "
-                             "a cut; parallel uploads share it).", _positive)
+    chunk_mb: int = _setting(8, "Upload chunk size in MiB, 1 to 64 (at most this is sent "
+                             "again after a cut; parallel uploads share it).", _chunk)
     parallel_uploads: int = _setting(
         2, "Originals uploaded at once, each on its own connection (1 to 4): one keeps the "
         "link busy while the hub handles the other's request.", _lanes)

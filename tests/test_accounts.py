@@ -517,10 +517,23 @@ def test_throttle_caps_an_address_across_names() -> None:
         throttle.failed("10.0.0.5", f"user{i}")
     assert throttle.retry_after("10.0.0.5", "anyone") == pytest.approx(60.0)
     assert throttle.retry_after("10.0.0.9", "anyone") == 0
-    throttle.succeeded("10.0.0.5", "user0")  # success on one name does not lift the cap
-    assert throttle.retry_after("10.0.0.5", "anyone") > 0
+    assert throttle.attempt("10.0.0.5", "user0") > 0  # not even a right password is tried
     clock.now += 60
     assert throttle.retry_after("10.0.0.5", "anyone") == 0
+
+
+def test_an_attempt_is_counted_when_it_is_let_through() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(2, 60.0, clock)
+    assert throttle.attempt("10.0.0.5", "ana") == 0
+    assert throttle.attempt("10.0.0.5", "ana") == 0  # both in flight: both counted
+    assert throttle.attempt("10.0.0.5", "ana") > 0
+    throttle.succeeded("10.0.0.5", "ana")  # one of them was right
+    assert throttle.attempt("10.0.0.5", "ana") == 0
+    throttle.not_a_guess("10.0.0.5", "ana")  # a malformed request: it does not count
+    assert throttle.attempt("10.0.0.5", "ana") == 0
+    assert throttle.attempt("10.0.0.5", "ana") == 0
+    assert throttle.attempt("10.0.0.5", "ana") > 0
 
 
 def test_throttle_memory_is_bounded() -> None:

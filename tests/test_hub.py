@@ -34,7 +34,7 @@ from tusclient.uploader import Uploader
 from appliance.fsutil import TEMP_PREFIX
 from tests.cards import exif_jpeg
 from tests.conftest import REPO, run_cli
-from tests.webclient import free_port, server_env
+from tests.webclient import claim_large_body, free_port, server_env
 
 HUB_ENV = {"ACOPIO_HUB_ZEROCONF": "false"}
 CODE_LINE = re.compile(r"^\d{4}-\d{4}-\d{4}$")
@@ -132,7 +132,8 @@ class Hub:
         return last
 
     def pair(self, kit: str) -> str:
-        status, body = self.json("POST", "/sync/pair", {"code": self.pair_code(), "kit": kit})
+        status, body = self.json("POST", "/sync/pair", {"code": self.pair_code(), "kit": kit,
+                                                        "kit_id": kit_id_of(kit)})
         assert status == 200, body
         assert body["kit"] == kit
         return str(body["token"])
@@ -141,6 +142,19 @@ class Hub:
         done = run_cli("--data-dir", self.data_dir, "items", "--json")
         assert done.returncode == 0, done.stderr.decode()
         return list(json.loads(done.stdout))
+
+
+KIT_ID = "c3" * 16  # a kit's own identity (state/sync/kit_id), required to pair
+
+
+def kit_id_of(kit: str) -> str:
+    return hashlib.md5(kit.encode()).hexdigest()
+
+
+def pair_request(hub: Hub, code: str, kit: str, kit_id: str | None = KIT_ID
+                 ) -> tuple[int, Any]:
+    body = {"code": code, "kit": kit, **({"kit_id": kit_id} if kit_id else {})}
+    return hub.json("POST", "/sync/pair", body)
 
 
 def tus(hub: Hub, token: str) -> TusClient:
@@ -224,23 +238,26 @@ def test_pairing_codes_tokens_and_revocation(tmp_path: Path) -> None:
     with running_hub(tmp_path / "hub", env={"ACOPIO_INGEST_MIN_FREE_MB": "999999999"}) as hub:
         code = hub.pair_code()
         assert hub.json("GET", "/sync/whoami")[0] == 401
-        status, body = hub.json("POST", "/sync/pair", {"code": code, "kit": "kit-norte"})
+        status, body = pair_request(hub, code, "kit-norte")
         assert status == 200, body
         token = body["token"]
         assert len(token) >= 43
         assert hub.json("GET", "/sync/whoami", token=token) == (
             200, {"kit": "kit-norte", "hub": "acopio"})
         # a code works once
-        again = hub.json("POST", "/sync/pair", {"code": code, "kit": "kit-sur"})
+        again = pair_request(hub, code, "kit-sur")
         assert again[0] == 403 and again[1]["error"] == "pairing_refused"
-        assert hub.json("POST", "/sync/pair", {"code": "0000-0000-0000", "kit": "x"})[0] == 403
-        assert hub.json("POST", "/sync/pair", {"code": "nope", "kit": "x"})[0] == 403
-        bad_name = hub.json("POST", "/sync/pair", {"code": hub.pair_code(), "kit": "Kit Sur"})
+        assert pair_request(hub, "0000-0000-0000", "x")[0] == 403
+        assert pair_request(hub, "nope", "x")[0] == 403
+        bad_name = pair_request(hub, hub.pair_code(), "Kit Sur")
         assert bad_name[0] == 400, bad_name
+        # a kit's own identity is required: without it a name could be taken over
+        anonymous = pair_request(hub, hub.pair_code(), "kit-sin-id", kit_id=None)
+        assert anonymous[0] == 400 and "kit_id" in anonymous[1]["message"], anonymous
         # an expired code (valid 0.01 minutes)
         short = hub.pair_code(env={"ACOPIO_HUB_PAIR_CODE_MINUTES": "0.01"})
         time.sleep(0.8)
-        assert hub.json("POST", "/sync/pair", {"code": short, "kit": "kit-sur"})[0] == 403
+        assert pair_request(hub, short, "kit-sur")[0] == 403
         # the hub keeps only hashes: of tokens (SHA-256) and codes (scrypt)
         state = hub.data_dir / "state" / "hub"
         kits_file = (state / "kits.json").read_text()
@@ -270,7 +287,7 @@ def test_pairing_codes_tokens_and_revocation(tmp_path: Path) -> None:
                        env=HUB_ENV).returncode == 2
         # five wrong codes from one address: throttled
         for _ in range(6):
-            status, _ = hub.json("POST", "/sync/pair", {"code": "1111-1111-1111", "kit": "k"})
+            status, _ = pair_request(hub, "1111-1111-1111", "k")
         assert status == 429
 
 
@@ -655,6 +672,18 @@ def test_two_kits_one_file_and_uploads_kept_apart(hub: Hub, tmp_path: Path) -> N
     assert hub.request("DELETE", location, None, tus_headers(a))[0] == 204
     assert not list(folder.glob(f"{upload_id}*"))
     assert head_offset(hub, a, location) is None
+
+
+def test_a_body_larger_than_a_chunk_is_refused_before_it_is_stored(hub: Hub) -> None:
+    """Before any token is checked (waitress spools the body first): 413 from the headers."""
+    from sync.hub.server import MAX_BODY
+
+    for path in ("/sync/pair", "/sync/files/"):
+        for length in (MAX_BODY, 100 * 1024 * 1024):  # a 64 MiB chunk fits; 100 MiB not
+            answer = claim_large_body(hub.port, path, length)
+            assert answer.startswith(b"HTTP/1.1 413"), (path, answer[:200])
+    spool = hub.data_dir / "state" / "hub" / "spool"
+    assert not any(f.stat().st_size > 1024 * 1024 for f in spool.iterdir())
 
 
 def test_malformed_requests_get_clear_errors(hub: Hub) -> None:

@@ -37,6 +37,7 @@ from tests.webclient import (
     ZONE,
     RealServer,
     WebApp,
+    claim_large_body,
     form_token,
     real_server,
     web_app,
@@ -648,6 +649,7 @@ def served(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     users = Users(DataDir.at(data).state)
     users.add("directora", "director", PASSWORD)
     users.add("ana", "photographer", PASSWORD)
+    users.add("luis", "photographer", PASSWORD)
     with real_server(data, {"ACOPIO_WEB_LOGIN_ATTEMPTS": "3"}) as server:
         status, headers, body = server.json("POST", "/api/login", {
             "username": "directora", "password": PASSWORD})
@@ -693,6 +695,38 @@ def test_spoofed_forwarding_headers_do_not_bypass_the_login_throttle(served: Ser
         "username": "ana", "password": PASSWORD}, headers={"X-Forwarded-For": "10.9.9.9"})
     assert status == 429 and headers["Retry-After"]  # the right password waits too
     assert not any(c.startswith(SESSION_COOKIE) for c in headers.get_all("Set-Cookie") or [])
+
+
+@pytest.mark.slow
+def test_a_burst_of_parallel_logins_gets_no_extra_tries(served: Served) -> None:
+    """The throttle's check and its count were two steps: every login already in flight
+    passed the check, so 24 parallel guesses tried about a dozen passwords against a limit
+    of 3. Now each attempt is counted as it is let through."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def guess(n: int) -> int:
+        return served.server.json("POST", "/api/login", {
+            "username": "luis", "password": f"equivocada-{n}"})[0]
+
+    with ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(guess, range(24)))
+    assert statuses.count(401) == 3 and statuses.count(429) == 21, statuses
+
+
+@pytest.mark.slow
+def test_a_huge_body_is_refused_before_it_is_stored(served: Served) -> None:
+    """waitress stores a whole body before the app (and its 1 MiB limit, its login check)
+    sees it, up to 1 GiB by default: a hundred connections from anyone on the LAN held a
+    hundred GiB. A Content-Length over MAX_SPOOLED_BODY is now refused from the headers."""
+    from appliance.web.server import MAX_SPOOLED_BODY
+
+    answer = claim_large_body(served.server.port, "/api/login", 200_000_000)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    answer = claim_large_body(served.server.port, "/api/login", MAX_SPOOLED_BODY + 1)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    status, _, _ = served.server.request("POST", "/api/login", body=b"{" + b" " * 2_000_000,
+                                         headers={"Content-Type": "application/json"})
+    assert status == 413  # between the two limits: the app's own answer
 
 
 @pytest.mark.slow

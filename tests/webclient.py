@@ -376,3 +376,20 @@ def real_server(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[R
         yield server
     finally:
         server.close()
+
+
+def claim_large_body(port: int, path: str, length: int, host: str = "127.0.0.1") -> bytes:
+    """Send a POST's headers claiming a `length`-byte body, then only a few bytes of it, and
+    read the answer: a server that checks the length before reading the body answers at once
+    (a 413); one that waits for the body answers nothing (a timeout, raised)."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
+                     f"\r\n{{".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            piece = sock.recv(4096)
+            if not piece:
+                break
+            answer += piece
+        return answer

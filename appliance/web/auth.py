@@ -47,13 +47,12 @@ def _attempt_login(name: str, password: str) -> User:
     """Throttled per address and name; the address is the socket's (X-Forwarded-For is
     never trusted: the box has no proxy in front of it)."""
     address = request.remote_addr or "?"
-    wait = web().throttle.retry_after(address, name)
+    wait = web().throttle.attempt(address, name)
     if wait > 0:
         log.warning("login for %r from %s throttled (%.0f s)", name, address, wait)
         raise _too_many(wait)
     user = web().users.verify(name, password)
-    if user is None:
-        web().throttle.failed(address, name)
+    if user is None:  # counted by attempt()
         log.warning("failed login for %r from %s", name, address)
         raise LoginFailed
     web().throttle.succeeded(address, name)
@@ -148,7 +147,7 @@ def api_me() -> Response:
 
 def _redeem_setup(code: str, name: str, password: str) -> User:
     address = request.remote_addr or "?"
-    wait = web().throttle.retry_after(address, SETUP_THROTTLE_NAME)
+    wait = web().throttle.attempt(address, SETUP_THROTTLE_NAME)
     if wait > 0:
         raise _too_many(wait)
     try:
@@ -156,9 +155,10 @@ def _redeem_setup(code: str, name: str, password: str) -> User:
     except AccountError as exc:
         # Only a wrong code is a guess. A refused name or password comes after the code was
         # checked (it was right, and stays valid): counting it would lock the director out.
-        if exc.code == WRONG_SETUP_CODE:
-            web().throttle.failed(address, SETUP_THROTTLE_NAME)
+        if exc.code != WRONG_SETUP_CODE:
+            web().throttle.not_a_guess(address, SETUP_THROTTLE_NAME)
         raise
+    web().throttle.succeeded(address, SETUP_THROTTLE_NAME)
     log.warning("director account %r created with the setup code from %s", user.name, address)
     return user
 
@@ -245,12 +245,12 @@ def _change_password(current: str, new: str) -> None:
     """Asks for the current password; every other session of the user ends (the epoch
     moves), and this one is re-issued so the person at the keyboard stays in."""
     address = request.remote_addr or "?"
-    wait = web().throttle.retry_after(address, g.user.name)
+    wait = web().throttle.attempt(address, g.user.name)
     if wait > 0:
         raise _too_many(wait)
-    if web().users.verify(g.user.name, current) is None:
-        web().throttle.failed(address, g.user.name)
+    if web().users.verify(g.user.name, current) is None:  # counted by attempt()
         raise AccountError("the current password is wrong", "current_password_wrong")
+    web().throttle.succeeded(address, g.user.name)
     user = web().users.set_password(g.user.name, current, new)
     web().sessions.end_all(user.name)
     fresh = web().sessions.create(user)

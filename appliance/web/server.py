@@ -25,6 +25,13 @@ from appliance.web.context import EXTENSION, WebContext
 
 log = logging.getLogger(__name__)
 
+# waitress reads (and spools to a temp file) a whole request body before the app sees it, so
+# the app's 1 MiB limit (MAX_REQUEST_BYTES) came only after storing up to waitress's default of
+# 1 GiB per connection, with no login needed. Bodies up to this still reach the app, which
+# answers a slightly too large kiosk logo with its own page; a larger Content-Length gets 413
+# from waitress at once, before a byte of the body is read.
+MAX_SPOOLED_BODY = 8 * 1024 * 1024
+
 
 # glibc mallopt parameters (malloc.h).
 _M_MMAP_THRESHOLD = -3
@@ -98,7 +105,8 @@ class WebServer:
         self.context: WebContext = self.app.extensions[EXTENSION]
         self.server = create_server(self.app, host=self.host, port=self.port,
                                     threads=config.web.threads, ident="Acopio",
-                                    clear_untrusted_proxy_headers=True)
+                                    clear_untrusted_proxy_headers=True,
+                                    max_request_body_size=MAX_SPOOLED_BODY)
         self.bound_port = self.server.effective_port  # type: ignore[union-attr]
 
     def run(self, stop: threading.Event) -> None:

@@ -113,7 +113,7 @@ class Kits:
                           "expires": expires, "expires_at": _iso(expires)})
         return "-".join(digits[i:i + 4] for i in range(0, CODE_DIGITS, 4)), _iso(expires)
 
-    def redeem(self, code: Any, kit_name: Any, kit_id: Any = None) -> str:
+    def redeem(self, code: Any, kit_name: Any, kit_id: Any) -> str:
         """Pair `kit_name` with a code: returns the kit's new token (shown once).
 
         `kit_id` is the kit's own random identity (state/sync/kit_id). A kit paired again
@@ -122,8 +122,10 @@ class Kits:
         NameTaken, and the code stays usable: two kits with one name would be one clock
         node and could read and change each other's items. A revoked kit's name is free."""
         name = check_kit_name(kit_name)
-        if kit_id is not None and not (isinstance(kit_id, str) and _KIT_ID.fullmatch(kit_id)):
-            raise PairingError(f"invalid kit name {kit_name!r}: its identity is malformed")
+        if not (isinstance(kit_id, str) and _KIT_ID.fullmatch(kit_id)):
+            # Without it a name could be taken over by anyone holding a code.
+            raise PairingError(f"invalid kit name {kit_name!r}: its identity (kit_id) is "
+                               f"{'missing' if kit_id is None else 'malformed'}")
         digits = re.sub(r"[\s-]", "", code) if isinstance(code, str) else ""
         if len(digits) != CODE_DIGITS or not digits.isascii() or not digits.isdigit():
             raise PairingError("wrong pairing code")
@@ -145,7 +147,7 @@ class Kits:
                 table = kits.table("kits")
                 current = table.get(Query().name == name)
                 if current is not None and not current.get("revoked") and \
-                        current.get("kit_id") and current.get("kit_id") != kit_id:
+                        current.get("kit_id") != kit_id:
                     raise NameTaken(
                         f"another kit is already paired with this hub as {name!r}: give this "
                         "kit another name (kit.name in its settings) and pair it again with "

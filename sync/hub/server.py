@@ -6,7 +6,7 @@ on `hub.host`:`hub.port`, advertised on the LAN as `_acopio-hub._tcp` when `hub.
 
 waitress reads a whole request body before the app sees it, keeping up to 512 KiB in memory
 and the rest in a temp file; for the hub those temp files go to `state/hub/spool/` (on the
-data disk, not a RAM-backed /tmp). One request body is at most 1 GiB (`MAX_BODY`): a tus
+data disk, not a RAM-backed /tmp). One request body is at most 65 MiB (`MAX_BODY`): a tus
 client sends a larger file in several PATCHes (kits send `sync.chunk_mb` chunks). At start,
 uploads whose last byte was acknowledged before a crash are verified and placed, and
 uploads left idle for `UPLOAD_IDLE_DAYS` are deleted.
@@ -23,7 +23,7 @@ from waitress.server import create_server
 
 from appliance.advertise import Advertiser
 from appliance.agenda import slugify
-from appliance.config import Config
+from appliance.config import MAX_CHUNK_MB, Config
 from appliance.web import create_app
 from appliance.web.context import EXTENSION, WebContext
 from appliance.web.server import announce_setup_code, return_freed_memory, serve_until
@@ -34,10 +34,12 @@ log = logging.getLogger(__name__)
 
 HUB_SERVICE_TYPE = "_acopio-hub._tcp.local."
 # waitress spools a whole body to disk before the app (and so the token check) sees the
-# request: anyone on the LAN could fill the disk with bodies as large as allowed. So one
-# request carries at most 1 GiB (waitress's default); larger files go in several PATCHes
-# (kits send `sync.chunk_mb`), which tus is made for. A larger body gets 413 from waitress.
-MAX_BODY = 1024**3
+# request: anyone on the LAN could fill the disk with bodies as large as allowed (waitress's
+# default, 1 GiB, let 100 connections hold 100 GiB). So one request carries at most the
+# largest chunk a kit may send (`sync.chunk_mb`, at most MAX_CHUNK_MB) and a little room;
+# files go in several PATCHes, which tus is made for. A larger Content-Length gets 413 from
+# waitress at once, before a byte of the body is read.
+MAX_BODY = (MAX_CHUNK_MB + 1) * 1024 * 1024
 # waitress reads a socket 8 KiB at a time by default: a thousand trips through its event loop
 # per 8 MiB chunk. bench_sync measured the transfer of 600 MB of video over loopback (PATCH
 # time less the app's) at 1.35 s with that, 0.68 s with 256 KiB (1 MiB: no better).

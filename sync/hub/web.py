@@ -115,25 +115,28 @@ def _authenticate() -> Response | None:
 def pair() -> Response:
     throttle: LoginThrottle = current_app.extensions[EXTENSION + ".throttle"]
     address = request.remote_addr or "?"
-    wait = throttle.retry_after(address, "pair")
+    wait = throttle.attempt(address, "pair")
     if wait > 0:
         response = _error(429, "too_many_attempts", "too many wrong pairing codes; wait")
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
+        throttle.not_a_guess(address, "pair")
         return _error(400, "bad_request", 'send JSON {"code": ..., "kit": ..., "kit_id": ...}')
     try:
         token = hub().kits.redeem(body.get("code"), body.get("kit"), body.get("kit_id"))
     except NameTaken as exc:
+        throttle.not_a_guess(address, "pair")
         log.warning("refused pairing of %r from %s: %s", body.get("kit"), address, exc)
         return _error(409, "name_taken", str(exc))
     except PairingError as exc:
-        if "kit name" not in str(exc):
-            throttle.failed(address, "pair")
+        if "kit name" not in str(exc):  # counted by attempt()
             log.warning("refused pairing of %r from %s: %s", body.get("kit"), address, exc)
             return _error(403, "pairing_refused", str(exc))
+        throttle.not_a_guess(address, "pair")
         return _error(400, "bad_kit_name", str(exc))
+    throttle.succeeded(address, "pair")
     log.info("kit %s paired from %s", body["kit"], address)
     return jsonify({"kit": body["kit"], "token": token, "hub": hub().config.kit.name})
 
