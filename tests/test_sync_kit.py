@@ -1276,3 +1276,15 @@ def test_a_refile_at_the_hub_of_an_evicted_original_follows_when_it_comes_back(
     assert after["archive_path"] == moved and after["folder"] == moved[8:].rsplit("/", 1)[0]
     assert not (kit.root / before["archive_path"]).exists()
     assert kit.cli("check", "--deep").returncode == 0
+
+
+def test_an_originals_name_cannot_forge_log_lines() -> None:
+    """A card's file named with a newline made the sync role's "uploading"/"acknowledged"
+    lines split in the journal, the second half reading like a line of its own."""
+    from sync.kit.outbox import Original
+
+    hostile = Original(sha256="a" * 64, size=1, name="IMG\nacopio: forged\r\udcff.jpg",
+                       kind="photo", archive_path="archive/x", tier=0)
+    assert hostile.shown == "IMG\\nacopio: forged\\r\\xff.jpg"
+    assert Original(sha256="a" * 64, size=1, name="Año nuevo.jpg", kind="photo",
+                    archive_path="archive/x", tier=0).shown == "Año nuevo.jpg"

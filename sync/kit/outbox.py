@@ -30,6 +30,7 @@ from typing import Any
 from appliance.catalog import Catalog
 from appliance.datadir import DataDir
 from appliance.storage import CorruptStateError
+from ingest.walk import display
 from sync.kit.store import SyncStore
 
 TIERS = ("approved", "picked", "other", "rejected")
@@ -66,6 +67,12 @@ class Original:
     archive_path: str  # relative to the data folder
     tier: int
     captured: float = 0.0  # capture time (POSIX seconds), for the order
+
+    @property
+    def shown(self) -> str:
+        """The name for a log line: a card's file may be named with a newline or bytes that
+        are not UTF-8, which would forge or garble lines in the journal."""
+        return display(os.fsencode(self.name))
 
 
 @dataclass

@@ -459,12 +459,12 @@ class SyncRole:
             # The hub hashed the bytes when the last one came: a copy failing its re-hash now
             # is the hub's disk. The hub set it aside and wants the original again.
             if original.sha256 in resent:
-                log.warning("%s %s: %s again", original.sha256, original.name, exc)
+                log.warning("%s %s: %s again", original.sha256, original.shown, exc)
                 outcome.unsendable.append(
                     f"{original.archive_path}: the hub's copy failed verification again "
                     "(check the hub's disk and log); it is sent again next round")
                 return
-            log.warning("%s %s: %s; sending it again", original.sha256, original.name, exc)
+            log.warning("%s %s: %s; sending it again", original.sha256, original.shown, exc)
             resent.add(original.sha256)
             again.append(original)
             return
@@ -473,12 +473,12 @@ class SyncRole:
             raise
         if verified is None:
             log.warning("the hub did not verify %s %s after its upload", original.sha256,
-                        original.name)
+                        original.shown)
             outcome.unsendable.append(
                 f"{original.archive_path}: the hub did not verify it (its SHA-256 on the kit "
                 "may be damaged: run `acopio check --deep`)")
             return
-        log.info("acknowledged %s %s", original.sha256, original.name)
+        log.info("acknowledged %s %s", original.sha256, original.shown)
         outcome.acked += 1
 
     def _note_sent(self, original: Original) -> None:
@@ -488,7 +488,7 @@ class SyncRole:
         try:
             self.store.uploads.put(original.sha256, {"sent": now_iso()})
         except OSError as exc:  # then it is sent again, that is all
-            log.warning("could not note %s as sent: %s", original.name, exc)
+            log.warning("could not note %s as sent: %s", original.shown, exc)
 
     def _verified_before(self, client: HubClient, original: Original) -> bool:
         """Sent in an earlier round whose question about it went unanswered (a cut, a
@@ -505,7 +505,7 @@ class SyncRole:
             self.store.uploads.remove(original.sha256)
             return False
         self._record_ack(original)
-        log.info("acknowledged %s %s (sent before)", original.sha256, original.name)
+        log.info("acknowledged %s %s (sent before)", original.sha256, original.shown)
         return True
 
     def _evicted(self, original: Original) -> bool:
@@ -534,7 +534,7 @@ class SyncRole:
         # No question first: the upload's creation answers "complete" when the hub already
         # holds this content from this kit (an acknowledgement lost), and nothing is sent.
         self._hold_during_import()
-        log.info("uploading %s %s (%d bytes, %s)", original.sha256, original.name,
+        log.info("uploading %s %s (%d bytes, %s)", original.sha256, original.shown,
                  original.size, TIERS[original.tier])
         return path
 
@@ -577,7 +577,7 @@ class SyncRole:
         finally:
             self._meter.done(original.sha256)
         log.info("uploaded %s %s: %d bytes sent in %.2f s (%.0f KiB/s), from offset %d",
-                 original.sha256, original.name, sent.sent, sent.seconds,
+                 original.sha256, original.shown, sent.sent, sent.seconds,
                  sent.rate_bps / 1024, sent.resumed_from)
         return None
 
