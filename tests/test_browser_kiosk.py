@@ -77,8 +77,11 @@ HEAP_GROWTH_MAX = 4 * 1024 * 1024  # bytes of JS heap the page may gain over ROT
 NODES_GROWTH_MAX = 60  # DOM nodes it may gain
 
 CULTURA = {"title": "Festival de las Artes", "area": "Cultura", "slug": "festival-de-las-artes"}
-OBRAS = {"title": "Bacheo en la colonia Centro", "area": "Obras Públicas",
-         "slug": "bacheo-en-la-colonia-centro"}
+# A long title: it must end in "…" on the screen, not widen the slide past it.
+OBRAS = {"title": "Bacheo y repavimentación integral de la colonia Centro, el Barrio de San "
+                  "Juan y el Fraccionamiento Las Palmas, segunda etapa",
+         "area": "Obras Públicas",
+         "slug": "bacheo-y-repavimentacion-integral-de-la-colonia-centro-el-barrio-de-san-juan-y-e"}
 # name -> (activity, hour, minute, size, colour, caption)
 PHOTOS: dict[str, tuple[dict[str, str] | None, int, int, tuple[int, int],
                         tuple[int, int, int], str]] = {
@@ -406,6 +409,20 @@ def test_kiosk_screen_in_chromium(kit: Kit, appliance: Appliance, tmp_path: Path
         assert screen.locator("a, form, input, button, textarea").count() == 0
         no_broken(screen, "first slide")
         shots.take(screen, "landscape-first")
+
+        # A long activity title ends in "…": the slide keeps the screen's width (it grew
+        # to 3,500 px, the collage and the period cut off at the right).
+        wait_until(lambda: state(screen)["title"] == OBRAS["title"], "Obras' slide", 40)
+        fit = screen.evaluate(
+            "() => { const t = document.querySelector('.mural-title');"
+            " return {page: document.documentElement.scrollWidth,"
+            " stage: document.getElementById('mural-stage').getBoundingClientRect().width,"
+            " period: document.querySelector('.mural-period').getBoundingClientRect().right,"
+            " cut: t.scrollWidth > t.clientWidth}; }")
+        assert fit == {"page": LANDSCAPE["width"], "stage": LANDSCAPE["width"],
+                       "period": fit["period"], "cut": True}, fit
+        assert fit["period"] <= LANDSCAPE["width"], fit
+        shots.take(screen, "landscape-long-title")
 
         # 2. Every slide comes round: the collage of Cultura, the video, Obras.
         wait_until(lambda: ever_shown(screen, kit) >= set(FIRST), "every approved item", 40)
