@@ -255,6 +255,21 @@ class Catalog:
             if new:
                 items.update({"problems": current + new}, doc_ids=[doc.doc_id])
 
+    def remove_problems(self, folder_key: str, sha256: str,
+                        unwanted: Callable[[dict[str, Any]], bool]) -> None:
+        """Drop the item's problems `unwanted` picks (a derivative made after all)."""
+        path = self.shard_path(folder_key)
+        with storage.transaction(path, self.data.tmp) as db:
+            self._migrate(db, path)
+            items = db.table(ITEMS)
+            doc = items.get(Query().sha256 == sha256)
+            if doc is None:
+                return
+            current = list(doc.get("problems") or [])
+            kept = [p for p in current if not (isinstance(p, dict) and unwanted(p))]
+            if len(kept) != len(current):
+                items.update({"problems": kept}, doc_ids=[doc.doc_id])
+
     def _index(self, records: Iterable[dict[str, Any]], folder_key: str) -> None:
         self.by_hash.put_many({
             r["sha256"]: {"folder": folder_key, "archive_path": r["archive_path"]}

@@ -38,6 +38,7 @@ from appliance import storage
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.fsutil import atomic_write
+from ingest.derive.plan import has_no_picture
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +226,12 @@ def period_of(settings: KioskSettings, today: date) -> Period:
 
 
 def showable(record: Mapping[str, Any]) -> bool:
-    """An item the kiosk may show: approved right now, a photo, RAW or video, and not
-    damaged (a damaged photo's preview is a placeholder, not a picture)."""
+    """An item the kiosk may show: approved right now, a photo, RAW or video, with a picture
+    of its own (not damaged, too large to decode, or without a preview: those show the
+    public a grey placeholder)."""
     if record.get("approved") is not True or record.get("kind") not in SHOWN_KINDS:
         return False
-    return not any(isinstance(p, Mapping) and p.get("code") == "damaged"
-                   for p in record.get("problems") or ())
+    return not has_no_picture(record)
 
 
 def _balanced(count: int, most: int) -> list[int]:

@@ -505,6 +505,10 @@ def test_showable() -> None:
     assert not kiosk.showable({**ok, "approved": "yes"})
     assert not kiosk.showable({**ok, "kind": "audio"})
     assert not kiosk.showable({**ok, "problems": [{"code": "damaged", "detail": "x"}]})
+    # a placeholder is no picture for the public either (a RAW without an embedded preview,
+    # a PNG too large to decode, a video whose copies were given up on)
+    for code in ("too_large", "no_preview"):
+        assert not kiosk.showable({**ok, "problems": [{"code": code, "detail": "x"}]}), code
     assert kiosk.showable({**ok, "problems": [{"code": "implausible_date"}]})
 
 

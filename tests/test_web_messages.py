@@ -414,3 +414,23 @@ def test_the_web_copy_button_follows_the_approval(archive: WebApp) -> None:
     page = text(photographer.get(f"/item/{sha}"))
     assert f'href="{url}"' in page and EN["item.download_web_pending"] not in page
     assert "disabled" not in re.search(r"<[^>]*download-web[^>]*>", page)[0]
+
+
+PROBLEM_CODE = re.compile(
+    r'add_problem\(\s*"(\w+)"|_Unusable\(\s*"(\w+)"|"code": "(\w+)",\s*"detail"|'
+    r'"code": "(\w+)",\n')
+
+
+def test_every_problem_an_item_can_have_is_named_in_each_language() -> None:
+    """An item page showed "too_large: 12000x9000 = … pixels exceeds …" to a press officer:
+    every problem code the import, the thumbnail jobs, the worker or `acopio check` can put
+    on an item has a label in each language (the technical detail stays, in small type)."""
+    repo = Path(__file__).resolve().parent.parent
+    codes = {next(g for g in m.groups() if g)
+             for package in ("appliance", "ingest", "sync")
+             for source in (repo / package).rglob("*.py")
+             for m in PROBLEM_CODE.finditer(source.read_text())}
+    assert {"damaged", "too_large", "no_preview", "probe_failed"} <= codes, codes
+    for language, messages in MESSAGES.items():
+        missing = sorted(c for c in codes if f"problem.{c}" not in messages)
+        assert not missing, f"{language}: no label for {missing}"

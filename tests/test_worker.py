@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,10 +143,14 @@ def test_a_hanging_ffmpeg_is_ended_retried_then_parked(tmp_path: Path) -> None:
         time.sleep(0.5)
     assert all("timed out" in j["error"] and j["attempts"] == 3 for j in parked)
     assert not list((data / "derivatives").rglob("*.m4a"))
+    # given up on: the item says so (one entry per code), not "on its way" for good
+    [flag] = items(data)["nota.wav"]["problems"]
+    assert flag["code"] == "no_preview" and "timed out" in flag["detail"], flag
     retried = run_cli("--data-dir", data, "jobs", "--retry")
     assert b"2 jobs back" in retried.stdout
     assert run_cli("--data-dir", data, "worker", "--once", timeout=120).returncode == 0
     assert set(items(data)["nota.wav"]["derivatives"]) == {"proxy", "waveform"}
+    assert items(data)["nota.wav"]["problems"] == []  # made after all: the flag is gone
 
 
 def test_broken_videos_end_parked_with_their_reason(tmp_path: Path) -> None:
@@ -171,4 +176,16 @@ def test_broken_videos_end_parked_with_their_reason(tmp_path: Path) -> None:
         assert item["derivatives"] == {}
         for kind in ("poster", "video_proxy"):
             assert parked[(kind, item["sha256"])]["error"].startswith("FFmpegError")
+        assert "no_preview" in {p["code"] for p in item["problems"]}, item["problems"]
+    # The web UI says so, in Spanish: on the item, and on the status page and strip.
+    from tests.webclient import web_app
+
+    with web_app(data) as web:
+        client = web.user_and_login("direccion")
+        page = client.get(f"/item/{by_name['cortado.mp4']['sha256']}").get_data(as_text=True)
+        assert "No se pudo preparar la vista previa de este archivo" in page
+        assert "Vista previa en preparación" not in page
+        status = client.get("/estado").get_data(as_text=True)
+        assert re.search(r'id="jobs-parked">4 con error<', status), status
+        assert client.get("/api/status").get_json()["jobs"]["parked"] == 4
     assert not list((data / "derivatives").rglob(TEMP_PREFIX + "*"))

@@ -36,8 +36,6 @@ UNSORTED_TITLE = "Sin actividad"
 # crop is trimmed to them when drawn).
 MIN_ASPECT, MAX_ASPECT = 0.6, 2.4
 _PICK_ORDER = {"picked": 0, None: 1, "rejected": 2}
-# Problems that leave a photo without pixels (its derivatives are placeholders): left off.
-UNPRINTABLE = frozenset({"damaged", "too_large", "no_preview"})
 
 
 class NoApprovedPhotos(LookupError):
@@ -141,7 +139,7 @@ def gather(config: Config, data: DataDir, index: ItemIndex, agenda: Agenda,
            month: str) -> MuralContent:
     """The mural's content for `month` ("YYYY-MM"). Raises NoApprovedPhotos when the month
     has no approved photo."""
-    records = [r for r in approved_photos(index, month) if not _unprintable(r)]
+    records = [r for r in approved_photos(index, month) if not plan.has_no_picture(r)]
     if not records:
         raise NoApprovedPhotos(
             f"no approved photos in {month}: Dirección approves the photos that may be "
@@ -183,13 +181,6 @@ def gather(config: Config, data: DataDir, index: ItemIndex, agenda: Agenda,
         institution=clean(config.mural.institution), title=clean(config.mural.title),
         areas=tuple((area, tuple(items)) for area, items in areas.items()),
         credits=tuple(credits))
-
-
-def _unprintable(record: dict[str, Any]) -> bool:
-    """A photo whose pixels could not be read (its preview is a placeholder)."""
-    problems = record.get("problems")
-    return isinstance(problems, list) and any(
-        isinstance(p, dict) and p.get("code") in UNPRINTABLE for p in problems)
 
 
 def _default_credit(config: Config) -> str:

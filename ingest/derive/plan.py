@@ -8,6 +8,7 @@ is made again from the archive by the worker.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,18 @@ def existing(data: DataDir, item: dict[str, Any]) -> dict[str, str]:
         if os.path.isfile(root + rel):
             found[PUBLIC_NAME.get(name, name)] = rel
     return found
+
+
+# Problems that leave an item without a picture of its own (its thumbnail and preview are
+# placeholders, or its derivatives were given up on): the kiosk and the printed mural, shown
+# to the public, leave such an item out.
+NO_PICTURE = frozenset({"damaged", "too_large", "no_preview"})
+
+
+def has_no_picture(record: Mapping[str, Any]) -> bool:
+    problems = record.get("problems")
+    return isinstance(problems, list) and any(
+        isinstance(p, Mapping) and p.get("code") in NO_PICTURE for p in problems)
 
 
 def requests_for(items: list[dict[str, Any]]) -> list[JobRequest]:

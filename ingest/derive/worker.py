@@ -79,12 +79,36 @@ class Worker:
             if error is None:
                 self.queue.complete(job)
                 log.info("%s of %s done", job.kind, job.item[:12])
+                self._clear_gave_up(job)
             else:
                 stored = self.queue.fail(job, error)
                 log.warning("%s of %s failed (%s): %s", job.kind, job.item[:12],
                             stored.state, error)
+                if stored.state == "parked":
+                    self._note_gave_up(job, error)
         except LeaseLost:
             log.warning("%s of %s: lease lost, result dropped", job.kind, job.item[:12])
+
+    def _note_gave_up(self, job: Job, error: str) -> None:
+        """A derivative given up on (parked) leaves the item without a picture to show or a
+        copy to play: it says so on the item ("no_preview", the derivative named), so the
+        page warns instead of "preview on its way" for good, and the kiosk and the printed
+        mural leave it out. A later success (`acopio jobs --retry`) takes it back."""
+        item = self._item(job.item)
+        if item is not None:
+            self._record_problems(item, [{"code": "no_preview",
+                                          "detail": f"{job.kind}: {error}"}])
+
+    def _clear_gave_up(self, job: Job) -> None:
+        item = self._item(job.item)
+        if item is not None and any(
+                isinstance(p, dict) and p.get("code") == "no_preview"
+                and str(p.get("detail", "")).startswith(f"{job.kind}: ")
+                for p in item.get("problems") or ()):
+            self.catalog.remove_problems(
+                item["folder"], item["sha256"],
+                lambda p: p.get("code") == "no_preview"
+                and str(p.get("detail", "")).startswith(f"{job.kind}: "))
 
     def _heartbeat(self, job: Job, done: threading.Event, lost: threading.Event) -> None:
         interval = self.config.worker.lease_s / 3

@@ -78,9 +78,11 @@
       parts.push(row);
     }
     if (!status.devices.length) parts.push(el("span", {"class": "hint"}, messages["status.no_devices"]));
-    const jobs = status.jobs.pending ? fmt(messages["status.jobs_pending"], {count: status.jobs.pending.toLocaleString(document.documentElement.lang)})
-                                     : messages["status.jobs_idle"];
-    parts.push(el("span", {"class": "jobs"}, messages["status.jobs"] + ": " + jobs));
+    let jobs = status.jobs.pending ? fmt(messages["status.jobs_pending"], {count: status.jobs.pending.toLocaleString(document.documentElement.lang)})
+                                   : messages["status.jobs_idle"];
+    // Jobs given up on stay until retried: "Al día" alone hid them.
+    if (status.jobs.parked) jobs += " · " + fmt(messages["status.jobs_parked"], {count: status.jobs.parked.toLocaleString(document.documentElement.lang)});
+    parts.push(el("span", {"class": status.jobs.parked ? "jobs problem" : "jobs"}, messages["status.jobs"] + ": " + jobs));
     parts.push(el("span", {"class": "disk"}, messages["status.disk"] + ": " +
                   fmt(messages["status.disk_free"], {free: size(status.disk.free), total: size(status.disk.total)})));
     parts.push(syncPart(status.sync));
