@@ -487,8 +487,18 @@ def load(
                 raw = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"configuration file not found: {file}") from None
+        except PermissionError:
+            raise ConfigError(
+                f"{file}: cannot be read by this user (uid {os.getuid()}); the services run "
+                "as acopio: make it readable (chmod 0644, or chown root:acopio and chmod "
+                "0640)") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                              ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        except OSError as exc:  # a folder, a device, an I/O error
+            raise ConfigError(f"{file}: cannot be read: {exc.strerror or exc}") from None
     sources: dict[str, str] = {}
     by_env = {env_name(key): key for key, _ in iter_settings()}
     for name, value in environ.items():

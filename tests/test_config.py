@@ -132,3 +132,30 @@ def test_cli_config_check(tmp_path: Path) -> None:
     result = run_cli("--data-dir", tmp_path, "config", "check", env={"ACOPIO_KIT_LANGUAGE": "xx"})
     assert result.returncode == 2
     assert b"kit.language" in result.stderr
+
+
+def test_a_config_that_cannot_be_read_is_a_configuration_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder, bytes that are not UTF-8 or a file the user may not read gave a traceback
+    and exit 1 (a 0600 root config made every unit of the acopio user fail that way)."""
+    folder = tmp_path / "conf.d"
+    folder.mkdir()
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes('[kit]\nname = "Comunicaci\xf3n"\n'.encode("latin-1"))
+    for path, said in ((folder, "cannot be read"), (latin, "not UTF-8")):
+        done = run_cli("--config", path, "config", "check")
+        assert done.returncode == 2, done.stderr.decode()
+        assert said in done.stderr.decode() and b"Traceback" not in done.stderr, done.stderr
+    # root reads any file, so the refusal a 0600 root file gives the acopio user is made here
+    secret = tmp_path / "secret.toml"
+    secret.write_text('[kit]\nname = "norte"\n')
+    real_open = open
+
+    def refuse(file: object, *args: object, **kwargs: object) -> object:
+        if str(file) == str(secret):
+            raise PermissionError(13, "Permission denied", str(secret))
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(ConfigError, match=r"cannot be read by this user .*\(chmod 0644"):
+        config_mod.load(secret, environ={})

@@ -12,6 +12,7 @@ swapped for /bin/true in a copy, which must load without a single message.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -264,13 +265,33 @@ def test_a_configuration_error_is_not_restarted_forever(unit: Path, tmp_path: Pa
     assert "2" in prevented, f"{unit.name}: a configuration error (exit 2) restarts it forever"
 
     exec_start = unit_settings["ExecStart"][0].split()
-    assert exec_start[0].endswith("/bin/acopio") and exec_start[1] == "--config", exec_start
+    assert exec_start[0].endswith("/bin/acopio"), exec_start
     config = tmp_path / "acopio.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n[web]\nport = "ocho mil"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "appliance", "--config", str(config), *exec_start[3:]],
+        [sys.executable, "-m", "appliance", *exec_start[1:]],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={**os.environ, "ACOPIO_CONFIG": str(config)},
     )
     assert proc.returncode == 2, f"{unit.name}: exit {proc.returncode}\n{proc.stderr}"
     assert "web.port" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "data").exists(), "a bad config still created the data folder"
+
+
+def test_the_shipped_config_is_valid_and_the_units_run_without_one(tmp_path: Path) -> None:
+    """The README's install steps used to leave no /etc/acopio/acopio.toml while every unit
+    named it with --config: every service failed at start. The units now name no file (the
+    default path is read when it exists), and systemd/acopio.toml, the file the README
+    installs, is a valid config whose every key is a setting."""
+    import sys
+
+    for unit in UNITS:
+        assert "--config" not in " ".join(settings(unit).get("ExecStart", [])), unit.name
+    shipped = SYSTEMD_DIR / "acopio.toml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", "--config", str(shipped), "config", "check"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert 'data_dir = "/var/lib/acopio"' in proc.stdout, proc.stdout
+    readme = (SYSTEMD_DIR.parent / "README.md").read_text()
+    assert "install -D -m 0644 /opt/acopio/systemd/acopio.toml /etc/acopio/acopio.toml" in readme
