@@ -532,6 +532,20 @@ class JobQueue:
         job.lease_expires = expires
         return True
 
+    def release(self, job: Job) -> bool:
+        """Give a claimed job back untried, queued again at once with its attempts as they
+        were (its worker is stopping: a stop must not wait out a long transcode, nor count
+        as a failure). False when the lease was no longer this worker's."""
+        with self._shard_transaction(self._shard_of(job)) as db:
+            table = db.table(JOBS)
+            doc = _find(table, job.id)
+            if not _holds(doc, job):
+                return False
+            table.update({"state": "queued", "lease_owner": None, "lease_token": None,
+                          "lease_expires": None, "progress": None}, doc_ids=[doc.doc_id])
+        job.state = "queued"
+        return True
+
     def progress(self, job: Job, percent: float) -> bool:
         """Record progress (0-100), writing at most once per PROGRESS_INTERVAL_S per job.
 

@@ -120,6 +120,46 @@ def test_worker_killed_mid_transcode_then_the_job_runs_again(tmp_path: Path) -> 
     assert jobs(data)["counts"]["video_proxy"]["done"] == 1
 
 
+def test_a_stopped_worker_ends_its_transcode_and_gives_the_job_back(tmp_path: Path) -> None:
+    """SIGTERM mid-transcode took as long as the transcode had left (29 s for a 90 s clip),
+    past a unit's stop timeout on a Pi. Now ffmpeg is ended at its next progress report and
+    the job is queued again, its attempts untouched, for the next start."""
+    card = tmp_path / "card"
+    ffmpeg_video(card / "largo.mp4", seconds=40, size="1280x720")
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    env.update({"ACOPIO_WORKER_POLL_S": "0.2"})
+    worker = subprocess.Popen([sys.executable, "-m", "appliance", "--data-dir", str(data),
+                               "worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not [j for j in jobs(data)["jobs"]
+                   if j["kind"] == "video_proxy" and 2 < (j["progress"] or 0) < 60]:
+            assert worker.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        stopped_at = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+        took = time.monotonic() - stopped_at
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    assert worker.returncode == 0, stderr.decode()
+    assert took < 5, f"the worker took {took:.1f} s to stop"
+    assert b"given back: the worker is stopping" in stderr
+    [proxy_job] = [j for j in jobs(data)["jobs"] if j["kind"] == "video_proxy"]
+    assert proxy_job["state"] == "queued" and proxy_job["attempts"] == 0, proxy_job
+    assert not list((data / "derivatives").rglob("proxy.mp4"))
+    assert not list((data / "derivatives").rglob(TEMP_PREFIX + "*"))
+    assert subprocess.run(["pgrep", "-f", str(data)], capture_output=True).returncode == 1
+    again = run_cli("--data-dir", data, "worker", "--once", timeout=300)
+    assert again.returncode == 0, again.stderr.decode()
+    assert "proxy" in items(data)["largo.mp4"]["derivatives"]
+
+
 def test_a_hanging_ffmpeg_is_ended_retried_then_parked(tmp_path: Path) -> None:
     card = tmp_path / "card"
     ffmpeg_audio(card / "nota.wav", seconds=1)
