@@ -125,7 +125,7 @@ def test_a_stopped_worker_ends_its_transcode_and_gives_the_job_back(tmp_path: Pa
     past a unit's stop timeout on a Pi. Now ffmpeg is ended at its next progress report and
     the job is queued again, its attempts untouched, for the next start."""
     card = tmp_path / "card"
-    ffmpeg_video(card / "largo.mp4", seconds=40, size="1280x720")
+    ffmpeg_video(card / "largo.mp4", seconds=90, size="1280x720")
     data = tmp_path / "data"
     assert run_cli("--data-dir", data, "ingest", card).returncode == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
@@ -135,8 +135,11 @@ def test_a_stopped_worker_ends_its_transcode_and_gives_the_job_back(tmp_path: Pa
                               stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not [j for j in jobs(data)["jobs"]
-                   if j["kind"] == "video_proxy" and 2 < (j["progress"] or 0) < 60]:
+        while True:
+            [proxy_job] = [j for j in jobs(data)["jobs"] if j["kind"] == "video_proxy"]
+            assert proxy_job["state"] in ("queued", "running"), proxy_job  # not done yet
+            if (proxy_job["progress"] or 0) > 2:
+                break
             assert worker.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
         stopped_at = time.monotonic()
