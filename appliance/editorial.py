@@ -29,6 +29,7 @@ once per call, after all of them): the web process passes its query index's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import unicodedata
@@ -232,11 +233,23 @@ class EditLog:
         payload = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n"
                           for e in entries).encode()
         with file_lock(self.root / ".lock"):
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                          SHARED_MODE)
             try:
-                os.write(fd, payload)
-                os.fsync(fd)
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    # A line cut short (a crash, a full disk) is ended here: glued to it,
+                    # this entry would be skipped with it when the log is replayed.
+                    payload = b"\n" + payload
+                try:
+                    view = memoryview(payload)
+                    while view:  # a full disk may write part of it
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)  # no half entry left behind, if it can
+                    raise
             finally:
                 os.close(fd)
         fsync_dir(self.root)

@@ -5,7 +5,9 @@ Real catalog shards on disk; concurrency with real separate processes.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -214,3 +216,43 @@ def test_a_rebuilt_shard_gets_its_edits_back_from_the_log(config: Config,
     listed = json.loads(run_cli("--data-dir", config.data_dir, "items", "--json").stdout)
     assert {i["sha256"]: i["caption"] for i in listed}[items[0]["sha256"]] == \
         "Entrega de becas 2026"
+
+
+def test_an_entry_after_a_torn_line_is_kept(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line cut short (a crash, a full disk mid-write) had the next edit glued to it, and
+    replaying the log skipped both: a rebuilt shard lost an edit that had succeeded."""
+    from appliance.datadir import DataDir
+
+    data = DataDir.at(tmp_path / "data")
+    data.ensure()
+    log = EditLog(data)
+
+    def entry(n: int) -> dict[str, object]:
+        return {"at": "2026-11-27T01:00:00+00:00", "sha256": sha(n), "by": "dir1",
+                "action": "edit", "changes": {"caption": [None, f"pie {n}"]}}
+
+    log.append([entry(1)])
+    with open(data.state / "edits" / "2026-11.jsonl", "ab") as fh:
+        fh.write(b'{"at": "2026-11-27T01:00:00+00:00", "sha2')  # torn
+    log.append([entry(2)])
+    assert [e["sha256"] for e in log.entries()] == [sha(1), sha(2)]
+
+    # A write the disk cut short leaves no half entry behind.
+    real_write = os.write
+    calls = []
+
+    def short_then_full(fd: int, data_: bytes) -> int:
+        calls.append(len(data_))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data_[:10]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", short_then_full)
+    with pytest.raises(OSError):
+        log.append([entry(3)])
+    monkeypatch.undo()
+    log.append([entry(4)])
+    assert [e["sha256"] for e in log.entries()] == [sha(1), sha(2), sha(4)]
+    text = (data.state / "edits" / "2026-11.jsonl").read_text()
+    assert len(text.splitlines()) == 4 and text.endswith("\n")  # 1, the torn one, 2, 4
