@@ -170,7 +170,13 @@ class Service:
             "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(),
             "roles": list(self.roles)}).encode()
         for name in held:
-            atomic_write(self.flag(name), flag)
+            try:
+                atomic_write(self.flag(name), flag)
+            except OSError as exc:  # a full disk: the roles must run all the same (sync
+                # evicts, the web UI says the disk is full); only this check is lost
+                log.error("could not write %s (%s): an unclean stop of %s will not be "
+                          "noticed at the next start", self.flag(name), exc.strerror or exc,
+                          name)
         threads = [threading.Thread(target=self._run_role, args=(name,), name=f"role-{name}")
                    for name in self.roles]
         log.info("acopio running on %s with roles: %s", self.data.root, ", ".join(self.roles))
@@ -181,7 +187,10 @@ class Service:
                 thread.join(timeout=0.5)
         for name in held:
             self.flag(name).unlink(missing_ok=True)
-        fsync_dir(self.flags)
+        try:
+            fsync_dir(self.flags)
+        except OSError as exc:
+            log.warning("could not flush %s: %s", self.flags, exc)
         log.info("acopio stopped%s", f" (failed roles: {', '.join(self.failed)})"
                  if self.failed else "")
         return 1 if self.failed else 0

@@ -3,6 +3,7 @@ a card pulled out mid-copy, a damaged catalog shard."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -14,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import requests
 
 from appliance.fsutil import TEMP_PREFIX
 from tests.cards import (
@@ -27,6 +29,7 @@ from tests.cards import (
     tree_digest,
 )
 from tests.conftest import REPO, require_tool, run_cli
+from tests.webclient import free_port, port_open
 
 pytestmark = pytest.mark.slow
 
@@ -342,3 +345,67 @@ def test_damaged_shard_is_detected_and_repaired(card: Path, tmp_path: Path, dama
         assert again_item["archive_path"] == item["archive_path"]
         assert again_item["captured_at"] == item["captured_at"]
         assert again_item["kind"] == item["kind"]
+
+
+@pytest.mark.root
+def test_a_full_disk_stops_no_role_and_parks_no_derivative(tmp_path: Path,
+                                                          small_disk: Path) -> None:
+    """On a full data disk no role started (each died writing its startup flag), so neither
+    the web UI nor sync's eviction could help; and the worker, with no reserve of its own,
+    ate the disk to its last byte, then parked every job with "No space left on device",
+    where they stayed once space was freed."""
+    card = tmp_path / "card"
+    for i in range(5):
+        noise_jpeg(card / f"DCIM/IMG_{i:02d}.JPG", seed=300 + i)
+    data = small_disk / "data"
+    no_reserve = {"ACOPIO_INGEST_MIN_FREE_MB": "0"}
+    assert run_cli("--data-dir", data, "ingest", card, env=no_reserve).returncode == 0
+    free_mb = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize >> 20
+    # Below the reserve: the worker waits, and says so; nothing is failed or parked.
+    waited = run_cli("--data-dir", data, "worker", "--once",
+                     env={"ACOPIO_INGEST_MIN_FREE_MB": str(free_mb + 1)})
+    assert waited.returncode == 0 and b"derivatives wait for space" in waited.stderr
+    state = json.loads(run_cli("--data-dir", data, "jobs", "--json").stdout)
+    assert state["counts"]["preview"]["queued"] == 5, state["counts"]
+    made = run_cli("--data-dir", data, "users", "add", "direccion", "--role", "director",
+                   "--password-stdin", input=b"clave-de-prueba-1\n")
+    assert made.returncode == 0, made.stderr.decode()
+    # The disk full to its last byte: every role still starts.
+    fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 65536)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 512)
+    os.close(fd)
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")},
+           **no_reserve, "ACOPIO_WEB_PORT": str(port), "ACOPIO_WEB_HOST": "127.0.0.1",
+           "ACOPIO_WEB_ZEROCONF": "false", "ACOPIO_WORKER_POLL_S": "0.2"}
+    service = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "--data-dir", str(data), "run", "--roles",
+         "web,worker,inbox"], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open(port):
+            assert service.poll() is None, service.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the web UI never answered on a full disk"
+            time.sleep(0.2)
+        time.sleep(2)  # the worker's turn: it must not fail the jobs
+        login = requests.get(f"http://127.0.0.1:{port}/login", timeout=10)
+        assert login.status_code == 200 and "Entrar" in login.text
+    finally:
+        service.terminate()
+        _, stderr = service.communicate(timeout=30)
+    log = stderr.decode()
+    assert service.returncode == 0, log
+    assert "could not write" in log and "derivatives wait for space" in log, log
+    state = json.loads(run_cli("--data-dir", data, "jobs", "--json").stdout)
+    assert not any(c["parked"] for c in state["counts"].values()), state["counts"]
+    # Space back: everything is made.
+    (small_disk / "filler").unlink()
+    assert run_cli("--data-dir", data, "worker", "--once", env=no_reserve).returncode == 0
+    listed = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
+    assert all(set(i["derivatives"]) == {"thumb", "preview"} for i in listed), listed

@@ -78,7 +78,12 @@ def serve_until(stop: threading.Event, server: Any, advertiser: Advertiser | Non
 
 
 def announce_setup_code(context: WebContext) -> str | None:
-    code = context.setup.issue()
+    try:
+        code = context.setup.issue()
+    except OSError as exc:  # a full disk: serve anyway; the next start issues one
+        log.error("no account exists yet, and no setup code could be kept (%s): free some "
+                  "space on the data disk and restart", exc.strerror or exc)
+        return None
     if code is None:
         return None
     banner = (f"\n  Código de configuración de Acopio / Acopio setup code: {code}\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -28,6 +29,9 @@ from ingest.derive.ffmpeg import FFmpegError
 from ingest.derive.photo import PREVIEW_SIZE, THUMB_SIZE, render_photo
 
 log = logging.getLogger(__name__)
+
+DISK_FULL_WAIT_S = 10.0  # how often a worker on a full disk looks again
+DISK_FULL_FLOOR_MB = 4  # the reserve when ingest.min_free_mb is lower (0: no import reserve)
 
 # Errors that are the job's (bad media, a tool that failed or hung), not the worker's.
 JOB_ERRORS = (FFmpegError, OSError, RuntimeError, ValueError, subprocess.TimeoutExpired,
@@ -47,6 +51,7 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.encoders = av.Encoders()
         self.stop = threading.Event()
+        self._was_full = False
 
     # -- loops --------------------------------------------------------------------------
 
@@ -57,6 +62,9 @@ class Worker:
         past systemd's stop timeout on a Pi."""
         self.stop = stop
         while not stop.is_set():
+            if self._disk_full():
+                stop.wait(max(self.config.worker.poll_s, DISK_FULL_WAIT_S))
+                continue
             job = self.queue.claim(self.owner, self.config.worker.lease_s)
             if job is None:
                 stop.wait(self.config.worker.poll_s)
@@ -66,7 +74,8 @@ class Worker:
     def run_once(self) -> int:
         """Work until no job is ready; returns how many jobs were run."""
         count = 0
-        while (job := self.queue.claim(self.owner, self.config.worker.lease_s)) is not None:
+        while not self._disk_full() and \
+                (job := self.queue.claim(self.owner, self.config.worker.lease_s)) is not None:
             self.run_job(job)
             count += 1
         return count
@@ -91,6 +100,14 @@ class Worker:
         finally:
             done.set()
             beat.join()
+        if error is not None and self._disk_full():
+            # Not the media's fault: counted as a failure, a full disk parked every job
+            # within seconds, and they stayed parked once space was freed.
+            with contextlib.suppress(LeaseLost):
+                self.queue.release(job)
+            log.warning("%s of %s given back (the disk is full): %s", job.kind,
+                        job.item[:12], error)
+            return
         try:
             if error is None:
                 self.queue.complete(job)
@@ -104,6 +121,25 @@ class Worker:
                     self._note_gave_up(job, error)
         except LeaseLost:
             log.warning("%s of %s: lease lost, result dropped", job.kind, job.item[:12])
+
+    def _disk_full(self) -> bool:
+        """Below the reserve imports keep (`ingest.min_free_mb`): derivatives wait, rather
+        than eat the disk to its last byte (imports, edits and the roles' state need it) or
+        fail every job."""
+        try:
+            free = shutil.disk_usage(self.data.root).free
+        except OSError:
+            return False
+        full = free < max(self.config.ingest.min_free_mb, DISK_FULL_FLOOR_MB) * 1024 * 1024
+        if full != self._was_full:
+            self._was_full = full
+            if full:
+                log.warning("the disk has %d MiB free, below the %d MiB reserve "
+                            "(ingest.min_free_mb): derivatives wait for space", free >> 20,
+                            max(self.config.ingest.min_free_mb, DISK_FULL_FLOOR_MB))
+            else:
+                log.info("disk space is back: derivatives go on")
+        return full
 
     def _note_gave_up(self, job: Job, error: str) -> None:
         """A derivative given up on (parked) leaves the item without a picture to show or a
