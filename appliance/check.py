@@ -26,11 +26,11 @@ from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.editorial import EditLog, replay
-from appliance.fsutil import TEMP_PREFIX, is_debris, lock_in_use, remove_if_debris
+from appliance.fsutil import TEMP_PREFIX, file_lock, is_debris, lock_in_use, remove_if_debris
 from appliance.storage import CorruptStateError
 from ingest import copy, records
 from ingest.kinds import kind_of
-from ingest.pipeline import IMPORTING_LOCK
+from ingest.pipeline import COMMIT_LOCK, IMPORTING_LOCK
 
 # What mends an original lost or cut short (ingest.pipeline puts it back, the damaged file
 # moved to state/damaged/); an evicted one comes back from the hub instead.
@@ -83,7 +83,12 @@ def check(config: Config, *, deep: bool = False, repair: bool = False,
             _check_folder(config, data, catalog, key, report, deep=deep, repair=repair,
                           refiling=refiling.paths, importing=importing)
         refiling.retry()  # a recovery that a damaged shard stopped, once it is rebuilt
-        _check_index(data, catalog, report, repair=repair, refiling=refiling.shas)
+        # Under the imports' commit lock: an import that recorded a batch between the shards
+        # read here and the index listed after them had its fresh index entries taken for
+        # stale, and --repair removed them (its items then unknown to edits and the worker).
+        with file_lock(data.state / COMMIT_LOCK) if data.state.is_dir() \
+                else contextlib.nullcontext():
+            _check_index(data, catalog, report, repair=repair, refiling=refiling.shas)
         _check_state_debris(data, report, repair=repair)
     return report
 

@@ -409,3 +409,45 @@ def test_a_full_disk_stops_no_role_and_parks_no_derivative(tmp_path: Path,
     assert run_cli("--data-dir", data, "worker", "--once", env=no_reserve).returncode == 0
     listed = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
     assert all(set(i["derivatives"]) == {"thumb", "preview"} for i in listed), listed
+
+
+def test_check_repair_beside_an_import_keeps_the_imports_index_entries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check --repair` read the shards, then listed the content index: an import that
+    recorded a batch in between had its new entries taken for stale and removed, its items
+    then unknown to edits ("no item") and to the worker (jobs done with nothing made)."""
+    from appliance import check as check_mod
+    from appliance import config as config_mod
+    from appliance.keyindex import KeyIndex
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for i in range(2):
+        noise_jpeg(first / f"DCIM/A_{i}.JPG", seed=500 + i)
+        noise_jpeg(second / f"DCIM/B_{i}.JPG", seed=600 + i)
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", first).returncode == 0
+    listing = KeyIndex.keys
+    raced: list[int] = []
+
+    def import_meanwhile(self: KeyIndex):
+        if not raced and self.root.name == "sha256":
+            # A real import in another process, given its chance to commit right here.
+            importer = subprocess.Popen(
+                [sys.executable, "-m", "appliance", "--data-dir", str(data), "ingest",
+                 str(second)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                importer.wait(timeout=5)  # held at the commit lock: it cannot, and waits
+            raced.append(importer.pid)
+        return listing(self)
+
+    monkeypatch.setattr(KeyIndex, "keys", import_meanwhile)
+    report = check_mod.check(config_mod.load(environ={}, data_dir=data), repair=True)
+    monkeypatch.undo()
+    assert raced
+    assert not [f for f in report.findings if f.code == "index_entry_stale"], report.findings
+    deadline = time.monotonic() + 30
+    while len(json.loads(run_cli("--data-dir", data, "items", "--json").stdout)) < 4:
+        assert time.monotonic() < deadline, "the import beside the check never finished"
+        time.sleep(0.2)
+    again = run_cli("--data-dir", data, "check", "--json")
+    assert again.returncode == 0, again.stdout.decode()
