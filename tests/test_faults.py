@@ -13,11 +13,15 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 
+from appliance.datadir import DataDir
 from appliance.fsutil import TEMP_PREFIX
+from appliance.query import ItemIndex
+from appliance.web.security import SESSION_COOKIE
 from tests.cards import (
     exif_jpeg,
     fat_image,
@@ -29,7 +33,7 @@ from tests.cards import (
     tree_digest,
 )
 from tests.conftest import REPO, require_tool, run_cli
-from tests.webclient import free_port, port_open
+from tests.webclient import free_port, port_open, web_app
 
 pytestmark = pytest.mark.slow
 
@@ -370,6 +374,10 @@ def test_a_full_disk_stops_no_role_and_parks_no_derivative(tmp_path: Path,
     made = run_cli("--data-dir", data, "users", "add", "direccion", "--role", "director",
                    "--password-stdin", input=b"clave-de-prueba-1\n")
     assert made.returncode == 0, made.stderr.decode()
+    with ItemIndex(DataDir.at(data), ZoneInfo("America/Mexico_City")) as index:
+        assert index.refresh(force=True) > 0  # the web UI's index, as a running box has it
+    with web_app(data) as web:  # someone logged in before the disk filled up
+        session = web.login("direccion", "clave-de-prueba-1").cookie(SESSION_COOKIE)
     # The disk full to its last byte: every role still starts.
     fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
     with contextlib.suppress(OSError):
@@ -379,6 +387,8 @@ def test_a_full_disk_stops_no_role_and_parks_no_derivative(tmp_path: Path,
         while True:
             os.write(fd, b"\0" * 512)
     os.close(fd)
+    for shard in (data / "state" / "catalog").rglob("*.json"):
+        os.utime(shard, ns=(time.time_ns(), time.time_ns()))  # changed: the index must write
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")},
            **no_reserve, "ACOPIO_WEB_PORT": str(port), "ACOPIO_WEB_HOST": "127.0.0.1",
@@ -396,6 +406,20 @@ def test_a_full_disk_stops_no_role_and_parks_no_derivative(tmp_path: Path,
         time.sleep(2)  # the worker's turn: it must not fail the jobs
         login = requests.get(f"http://127.0.0.1:{port}/login", timeout=10)
         assert login.status_code == 200 and "Entrar" in login.text
+        # Reading pages answer from the index as last written (every one was a 500), and
+        # the status says how full the disk is.
+        browser = requests.Session()
+        browser.cookies.set(SESSION_COOKIE, session)
+        # A new login cannot be kept: said plainly, not a 500.
+        refused = requests.post(f"http://127.0.0.1:{port}/api/login", timeout=10, json={
+            "username": "direccion", "password": "clave-de-prueba-1"})
+        assert refused.status_code == 507 and refused.json()["error"] == "disk_full", \
+            refused.text
+        for page in ("/", "/api/items", "/buscar?q=IMG", "/estado"):
+            answer = browser.get(f"http://127.0.0.1:{port}{page}", timeout=10)
+            assert answer.status_code == 200, (page, answer.status_code, answer.text[:300])
+        status = browser.get(f"http://127.0.0.1:{port}/api/status", timeout=10).json()
+        assert status["disk"]["free"] < 1024 * 1024, status["disk"]
     finally:
         service.terminate()
         _, stderr = service.communicate(timeout=30)

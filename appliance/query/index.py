@@ -28,7 +28,7 @@ from appliance.catalog import ShardWrite
 from appliance.datadir import DataDir
 from appliance.fsutil import file_lock
 from appliance.query.refresh import Refresher, stat
-from appliance.query.schema import DB_NAME, connect, is_corrupt, schema_problem
+from appliance.query.schema import DB_NAME, cannot_write, connect, is_corrupt, schema_problem
 from appliance.query.search import KINDS, ItemQuery, records, search
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class ItemIndex:
         self._pool: list[_Pooled] = []
         self._last_refresh: float | None = None
         self._closed = False
+        self._frozen = False  # the disk takes no write: readers use the file as it stands
 
     def refresh(self, *, force: bool = False) -> int:
         """Bring the index up to date with the shards and the agenda; the number of shards
@@ -77,9 +78,23 @@ class ItemIndex:
             try:
                 count = self._refresher.run(wait=wait)
             except sqlite3.DatabaseError as exc:
+                if cannot_write(exc) and self._refresher.adopt():
+                    # A full (or read-only) disk: pages are served from the index as last
+                    # written, read without a write of any kind, rather than every page
+                    # answering 500; tried again after refresh_interval_s.
+                    if not self._frozen:
+                        log.warning("query index %s not brought up to date (%s): pages show "
+                                    "it as it was", self.path, exc)
+                        self._frozen = True
+                    self._last_refresh = time.monotonic()
+                    return 0
                 if not self._unusable(exc):
                     raise
                 count = self._rebuild(exc)
+            if self._frozen:
+                log.info("query index %s is up to date again", self.path)
+                self._frozen = False
+                self._refresher.generation += 1  # pooled frozen readers are reopened
             self._last_refresh = time.monotonic()
             return count
         finally:
@@ -103,6 +118,9 @@ class ItemIndex:
             try:
                 return self._refresher.apply(writes)
             except sqlite3.DatabaseError as exc:
+                if cannot_write(exc):  # the edit itself is saved; a later refresh reads it
+                    log.warning("query index %s not brought up to date: %s", self.path, exc)
+                    return 0
                 if not self._unusable(exc):
                     raise
                 count = self._rebuild(exc)
@@ -152,8 +170,8 @@ class ItemIndex:
         tables changed under an open index: "no such table")."""
         if is_corrupt(exc):
             return True
-        if not isinstance(exc, sqlite3.OperationalError):
-            return False
+        if not isinstance(exc, sqlite3.OperationalError) or cannot_write(exc):
+            return False  # a full or read-only disk is no reason to throw the file away
         try:
             with contextlib.closing(connect(self.path, writer=False)) as conn:
                 return schema_problem(conn) is not None
@@ -181,7 +199,8 @@ class ItemIndex:
                 st = stat(self.path)
                 if st is not None and st[2] == refresher.db_ino:
                     generation = refresher.generation
-                    pooled = _Pooled(connect(self.path, writer=False), generation)
+                    pooled = _Pooled(connect(self.path, writer=False,
+                                             frozen=self._frozen), generation)
             if pooled is None:
                 self.refresh(force=True)  # replaced or deleted meanwhile: rebuild, reopen
         if pooled is None:
@@ -313,3 +332,4 @@ class ItemIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+

@@ -38,7 +38,14 @@ from appliance.catalog import Catalog, SchemaTooNewError, ShardStat, ShardWrite,
 from appliance.datadir import DataDir
 from appliance.fsutil import file_lock, try_lock
 from appliance.query import rows
-from appliance.query.schema import analyze_if_grown, header_ok, open_index, transaction
+from appliance.query.schema import (
+    analyze_if_grown,
+    connect,
+    header_ok,
+    open_index,
+    schema_problem,
+    transaction,
+)
 from appliance.query.text import tokens
 
 log = logging.getLogger(__name__)
@@ -210,6 +217,25 @@ class Refresher:
         if self.header_fd >= 0:
             os.close(self.header_fd)
             self.header_fd = -1
+
+    def adopt(self) -> bool:
+        """After a refresh the disk refused (full, read-only): let readers use the index
+        file as it stands, when it is a sound one of ours (checked read-only). A stale
+        page beats an error page; the next refresh catches up."""
+        st = stat(self.path)
+        if st is None:
+            return False
+        if st[2] == self.db_ino:
+            return True
+        try:
+            with contextlib.closing(connect(self.path, writer=False, frozen=True)) as conn:
+                if schema_problem(conn) is not None:
+                    return False
+        except sqlite3.DatabaseError:
+            return False
+        self.db_ino = st[2]
+        self.generation += 1
+        return True
 
     def _open(self) -> sqlite3.Connection:
         """The writer connection: kept while its file stays; else the file opened again,

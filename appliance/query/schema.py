@@ -156,15 +156,18 @@ CREATE TABLE folder_marks (
 """
 
 
-def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+def connect(path: Path, *, writer: bool, frozen: bool = False) -> sqlite3.Connection:
     """A connection to the index file: the writer's (one per process, creates the file), or
-    a reader's (query only, never creates it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    a reader's (query only, never creates it). `frozen`: a reader that writes nothing at all
+    (SQLite's immutable mode: no lock, no shared-memory file), for a disk that takes no
+    write; it sees the file as last checkpointed."""
     if writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                timeout=30)
     else:
-        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=rw", uri=True,
+        mode = "mode=ro&immutable=1" if frozen else "mode=rw"
+        conn = sqlite3.connect(f"file:{quote(str(path))}?{mode}", uri=True,
                                isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
     if writer:
@@ -201,6 +204,8 @@ def open_index(path: Path, zone: ZoneInfo) -> sqlite3.Connection:
                 if sound:
                     return conn
             except sqlite3.DatabaseError as exc:
+                if not is_corrupt(exc):
+                    raise  # a full or read-only disk is no damage: the file stays as it is
                 reason = str(exc)
     if reason:
         log.warning("query index %s is unusable (%s); rebuilding it from the catalog",
@@ -214,6 +219,17 @@ def open_index(path: Path, zone: ZoneInfo) -> sqlite3.Connection:
     conn.execute("INSERT INTO meta VALUES ('zone', ?)", (str(zone),))
     conn.execute("COMMIT")
     return conn
+
+
+# SQLITE_READONLY, SQLITE_IOERR (a shared-memory file that cannot grow), SQLITE_FULL,
+# SQLITE_CANTOPEN: what a full or read-only disk makes SQLite say.
+_NO_WRITE_CODES = (8, 10, 13, 14)
+
+
+def cannot_write(exc: sqlite3.DatabaseError) -> bool:
+    """The index file may be sound, but its disk takes no write now (full, or read-only)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _NO_WRITE_CODES
 
 
 def schema_problem(conn: sqlite3.Connection) -> str | None:

@@ -7,15 +7,17 @@ package; the handlers here check the request, call the core and render its answe
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
 from flask import Flask, Response, g, render_template, request
 from markupsafe import Markup
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from appliance.config import Config
 from appliance.query.rows import camera_name
+from appliance.storage import CorruptStateError
 from appliance.web import present, security
 from appliance.web.context import EXTENSION, WebContext, web
 from appliance.web.i18n import LANGUAGES, Translator
@@ -52,6 +54,8 @@ def create_app(config: Config, *, hub: bool = False) -> Flask:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(security.CsrfError, _csrf_error)
     app.register_error_handler(security.HostError, _host_error)
+    app.register_error_handler(OSError, _storage_error)
+    app.register_error_handler(CorruptStateError, _damaged_state)
     app.jinja_env.globals.update(can=security.can, csrf_token=security.csrf_token,
                                 languages=LANGUAGES, camera_name=camera_name)
     app.jinja_env.finalize = _displayable  # every {{ value }} of every page
@@ -98,6 +102,37 @@ def _http_error(exc: HTTPException) -> Response:
                             status=status, mimetype="text/html")
     if status == 429 and getattr(exc, "retry_after", None):
         response.headers["Retry-After"] = str(exc.retry_after)  # type: ignore[attr-defined]
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# A write the data disk refused: full (ENOSPC, EDQUOT) or read-only (EROFS, as ext4 remounts
+# itself after an error). Said as such (507 Insufficient Storage), not as an internal error.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _storage_error(exc: OSError) -> Response:
+    if exc.errno not in _NO_ROOM:
+        log.exception("%s %s failed", request.method, request.path, exc_info=exc)
+        return _http_error(InternalServerError())
+    log.error("%s %s: the data disk refused a write: %s", request.method, request.path, exc)
+    return _said(507, "disk_full", "error.disk_full")
+
+
+def _damaged_state(exc: CorruptStateError) -> Response:
+    log.error("%s %s: %s (run `acopio check`; the file's own command repairs it)",
+              request.method, request.path, exc)
+    return _said(503, "damaged_state", "error.damaged_state")
+
+
+def _said(status: int, code: str, key: str) -> Response:
+    t = g.get("t") or Translator(web().config.kit.language, web().config.zone)
+    g.t = t
+    if security.is_api():
+        response = security.error_json(status, code, t(key))
+    else:
+        response = Response(render_template("error.html", status=status, message=t(key)),
+                            status=status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     return response
 

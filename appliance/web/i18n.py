@@ -205,6 +205,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.429": "Demasiadas solicitudes. Espere un momento.",
         "error.500": "Error interno. Quedó registrado en el equipo.",
         "error.503": "El servicio no está disponible por ahora. Intente en un momento.",
+        "error.disk_full": "No se pudo guardar: el disco del equipo está lleno (o no admite "
+                           "escritura). Lo ya guardado está a salvo; avise a quien administra "
+                           "el equipo.",
+        "error.damaged_state": "Un archivo de estado del equipo está dañado y no se puede "
+                               "usar. Quien administra el equipo debe ejecutar «acopio check».",
         "error.csrf": "La página caducó. Recárguela e intente de nuevo.",
         "error.not_approved": "Solo los elementos aprobados por Dirección se descargan en "
                               "tamaño web. Falta aprobar: {names}",
@@ -690,6 +695,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.429": "Too many requests. Wait a moment.",
         "error.500": "Internal error. It was logged on the box.",
         "error.503": "The service is not available right now. Try again in a moment.",
+        "error.disk_full": "Could not save: the box's disk is full (or takes no writes). "
+                           "What was saved is safe; tell whoever runs the box.",
+        "error.damaged_state": "One of the box's state files is damaged and cannot be used. "
+                               "Whoever runs the box should run \"acopio check\".",
         "error.csrf": "The page expired. Reload it and try again.",
         "error.not_approved": "Only items approved by the director download at web size. "
                               "Not approved yet: {names}",
