@@ -20,7 +20,7 @@ from appliance.agenda import Activity, Agenda, AgendaError, check_slug, parse_ti
 from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.config import Config, ConfigError
 from appliance.datadir import DataDir
-from appliance.storage import CorruptStateError
+from appliance.storage import CorruptStateError, repair_hint
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -255,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"acopio: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (CorruptStateError, SchemaTooNewError) as exc:
-        print(f"acopio: {exc}\n  {_repair_hint(config, exc)}", file=sys.stderr)
+        print(f"acopio: {exc}\n  {repair_hint(DataDir.at(config.data_dir), exc)}",
+              file=sys.stderr)
         return EXIT_PROBLEM
     except PermissionError as exc:
         print(f"acopio: {exc}", file=sys.stderr)
@@ -268,29 +269,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at /dev/null so the interpreter's final flush does not complain either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-
-
-def _repair_hint(config: Config, exc: CorruptStateError | SchemaTooNewError) -> str:
-    """What mends the damaged file: `check --repair` rebuilds only the catalog and its
-    indexes, `jobs --repair` the job queue; the other state files are not derived from
-    anything, so the operator restores them or starts them anew."""
-    from pathlib import Path
-
-    path = getattr(exc, "path", None)
-    if isinstance(exc, SchemaTooNewError) or path is None:
-        return "a newer Acopio wrote it: update this one (`acopio check` lists what it reads)"
-    state = DataDir.at(config.data_dir).state
-    try:
-        rel = Path(path).relative_to(state).parts
-    except ValueError:
-        rel = ()
-    if rel[:1] in (("catalog",), ("index",)):
-        return "run `acopio check --repair` to rebuild it from the archive"
-    if rel[:1] == ("jobs",):
-        return "run `acopio jobs --repair`, then `acopio derive --rebuild`"
-    return (f"it is not derived from the archive, so no command rebuilds it: restore it "
-            f"from a backup, or move it aside (`mv {path} {path}.damaged`) to start it "
-            f"empty; nothing was changed")
 
 
 def _print_json(value: Any) -> None:

@@ -136,3 +136,23 @@ def snapshot(path: str | os.PathLike[str]) -> TinyDB:
 
     buffered.write = refuse  # type: ignore[method-assign]
     return TinyDB(storage=lambda: buffered)
+
+
+def repair_hint(data: Any, exc: Exception) -> str:
+    """What mends a damaged state file (`data`: the DataDir): `check --repair` rebuilds only
+    the catalog and its indexes, `jobs --repair` the job queue; the other state files are not
+    derived from anything, so the operator restores them or starts them anew."""
+    path = getattr(exc, "path", None)
+    if not isinstance(exc, CorruptStateError) or path is None:
+        return "a newer Acopio wrote it: update this one (`acopio check` lists what it reads)"
+    try:
+        rel = Path(path).relative_to(data.state).parts
+    except ValueError:
+        rel = ()
+    if rel[:1] in (("catalog",), ("index",)):
+        return "run `acopio check --repair` to rebuild it from the archive"
+    if rel[:1] == ("jobs",):
+        return "run `acopio jobs --repair`, then `acopio derive --rebuild`"
+    return (f"it is not derived from the archive, so no command rebuilds it: restore it "
+            f"from a backup, or move it aside (`mv {path} {path}.damaged`) to start it "
+            f"empty; nothing was changed")

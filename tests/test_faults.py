@@ -475,3 +475,45 @@ def test_check_repair_beside_an_import_keeps_the_imports_index_entries(
         time.sleep(0.2)
     again = run_cli("--data-dir", data, "check", "--json")
     assert again.returncode == 0, again.stdout.decode()
+
+
+def test_a_damaged_accounts_file_stops_neither_the_imports_nor_the_pages(
+        tmp_path: Path) -> None:
+    """A damaged state/users.json made the web role fail at its start, and with it every
+    role of `acopio run`: files dropped in the inbox stayed there. Now the other roles go on,
+    and the web UI answers what needs the accounts with a 503 that says what is wrong."""
+    data = tmp_path / "data"
+    made = run_cli("--data-dir", data, "users", "add", "direccion", "--role", "director",
+                   "--password-stdin", input=b"clave-de-prueba-1\n")
+    assert made.returncode == 0, made.stderr.decode()
+    users = data / "state" / "users.json"
+    users.write_bytes(users.read_bytes()[:40])  # torn
+    inbox = data / "inbox"
+    inbox.mkdir()
+    noise_jpeg(inbox / "IMG_0001.JPG", seed=900)
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")},
+           "ACOPIO_WEB_PORT": str(port), "ACOPIO_WEB_HOST": "127.0.0.1",
+           "ACOPIO_WEB_ZEROCONF": "false", "ACOPIO_DEVICES_INBOX_SETTLE_S": "0.5"}
+    service = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "--data-dir", str(data), "run", "--roles",
+         "web,inbox"], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open(port) or (inbox / "IMG_0001.JPG").exists():
+            assert service.poll() is None, service.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the inbox was not imported"
+            time.sleep(0.2)
+        answer = requests.post(f"http://127.0.0.1:{port}/api/login", timeout=10, json={
+            "username": "direccion", "password": "clave-de-prueba-1"})
+        assert answer.status_code == 503 and answer.json()["error"] == "damaged_state"
+        assert "acopio check" in answer.json()["message"], answer.text
+    finally:
+        service.terminate()
+        _, stderr = service.communicate(timeout=30)
+    log = stderr.decode()
+    assert service.returncode == 0, log
+    assert f"mv {users} {users}.damaged" in log, log
+    listed = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
+    assert [i["original_name"] for i in listed] == ["IMG_0001.JPG"]

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from appliance.config import Config
 from appliance.query.rows import camera_name
-from appliance.storage import CorruptStateError
+from appliance.storage import CorruptStateError, repair_hint
 from appliance.web import present, security
 from appliance.web.context import EXTENSION, WebContext, web
 from appliance.web.i18n import LANGUAGES, Translator
@@ -120,8 +120,8 @@ def _storage_error(exc: OSError) -> Response:
 
 
 def _damaged_state(exc: CorruptStateError) -> Response:
-    log.error("%s %s: %s (run `acopio check`; the file's own command repairs it)",
-              request.method, request.path, exc)
+    log.error("%s %s: %s; %s", request.method, request.path, exc,
+              repair_hint(web().data, exc))
     return _said(503, "damaged_state", "error.damaged_state")
 
 

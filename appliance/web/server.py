@@ -20,6 +20,7 @@ from waitress.server import create_server
 from appliance.advertise import Advertiser
 from appliance.agenda import slugify
 from appliance.config import Config
+from appliance.storage import CorruptStateError, repair_hint
 from appliance.web import create_app
 from appliance.web.context import EXTENSION, WebContext
 
@@ -83,6 +84,9 @@ def announce_setup_code(context: WebContext) -> str | None:
     except OSError as exc:  # a full disk: serve anyway; the next start issues one
         log.error("no account exists yet, and no setup code could be kept (%s): free some "
                   "space on the data disk and restart", exc.strerror or exc)
+        return None
+    except CorruptStateError as exc:  # pages say so (503); the other roles go on
+        log.error("%s; %s", exc, repair_hint(context.data, exc))
         return None
     if code is None:
         return None
