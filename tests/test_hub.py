@@ -1057,3 +1057,24 @@ def test_check_repair_on_the_hub_keeps_which_kits_own_what(tmp_path: Path) -> No
     with running_hub(data_dir) as hub:
         status, body = hub.json("GET", f"/sync/objects/{sha}?verify=1", token=token)
         assert status == 200 and body["kits"] == ["kit-repara"], body
+
+
+def test_a_damaged_catalog_shard_does_not_keep_the_hub_from_starting(tmp_path: Path) -> None:
+    """The hub's start finishes what a stop interrupted, reading the records of the files it
+    kept last: one damaged shard made that start fail, and every kit met "connection
+    refused". Now that upload waits (logged with the repair) and the hub serves."""
+    hub = Hub(tmp_path / "hub")
+    try:
+        token = hub.pair("kit-danado")
+        photo = exif_jpeg(tmp_path / "danado.jpg", "2026:11:10 10:00:00", "-06:00",
+                          color=(4, 5, 6))
+        uploader(tus(hub, token), photo).upload()
+        [item] = [i for i in hub.items() if i["sha256"] == sha256_of(photo)]
+        hub.close()
+        shard = hub.data_dir / "state" / "catalog" / f"{item['folder']}.json"
+        shard.write_text('{"items": {"1": {"sha256": ')
+        hub = Hub(tmp_path / "hub")
+        assert hub.json("GET", "/sync/whoami", token=token)[0] == 200
+        assert "acopio check --repair" in hub.stderr(), hub.stderr()
+    finally:
+        hub.close()

@@ -492,8 +492,6 @@ class Hub:
         whose last byte was acknowledged but that a crash stopped before they were placed,
         and the derivatives of files kept lately that a stop left
         unqueued (sync.hub.derivatives). Returns how many uploads were kept."""
-        from ingest.derive import plan
-
         for folder in (self.tmp, self.data.tmp, self.data.staging):
             removed = remove_debris(folder) if folder.is_dir() else []
             if removed:
@@ -504,27 +502,39 @@ class Hub:
         # files kept last (done markers written shortly before the newest one).
         newest = max((u.updated for u in uploads if u.done), default=0.0)
         for upload in uploads:
-            if upload.done:
-                if upload.updated >= newest - REQUEUE_WINDOW_S and is_sha256(upload.sha256):
-                    kind = upload.metadata.get("kind") or \
-                        kinds.kind_of(upload.metadata.get("filename", "")) or ""
-                    missing = [name for name in plan.BY_KIND.get(kind, ())
-                               if not plan.path(self.data, upload.sha256, name).is_file()]
-                    record = self.record(upload.sha256) if missing else None
-                    if record is not None:
-                        self.derivatives.add(record)  # a job already queued is not doubled
-                continue
-            if not upload.complete:
-                continue
             try:
-                with self.uploads.locked(upload.kit, upload.id) as current:
-                    self.finish(current)
-                    kept += 1
-            except UploadError as exc:
-                log.warning("interrupted upload %s of kit %s: %s", upload.id, upload.kit,
-                            exc.message)
+                kept += self._finish_one(upload, newest)
+            except (storage.CorruptStateError, OSError) as exc:
+                # One damaged catalog shard must not keep the hub from starting (every
+                # kit then met "connection refused"): the rest goes on, this waits.
+                log.error("interrupted upload %s of kit %s not finished: %s; %s", upload.id,
+                          upload.kit, exc, storage.repair_hint(self.data, exc))
         self.derivatives.flush()
         return kept
+
+    def _finish_one(self, upload: Upload, newest: float) -> int:
+        from ingest.derive import plan
+
+        if upload.done:
+            if upload.updated >= newest - REQUEUE_WINDOW_S and is_sha256(upload.sha256):
+                kind = upload.metadata.get("kind") or \
+                    kinds.kind_of(upload.metadata.get("filename", "")) or ""
+                missing = [name for name in plan.BY_KIND.get(kind, ())
+                           if not plan.path(self.data, upload.sha256, name).is_file()]
+                record = self.record(upload.sha256) if missing else None
+                if record is not None:
+                    self.derivatives.add(record)  # a job already queued is not doubled
+            return 0
+        if not upload.complete:
+            return 0
+        try:
+            with self.uploads.locked(upload.kit, upload.id) as current:
+                self.finish(current)
+                return 1
+        except UploadError as exc:
+            log.warning("interrupted upload %s of kit %s: %s", upload.id, upload.kit,
+                        exc.message)
+            return 0
 
     # -- objects ---------------------------------------------------------------------------
 
