@@ -121,7 +121,13 @@ class Catalog:
         return sorted(keys)
 
     def _migrate(self, db: TinyDB, path: Path) -> bool:
-        """Bring the shard's records to the current schema; True when anything changed."""
+        """Bring the shard's records to the current schema; True when anything changed.
+        Every write goes through here first: a garbled record stops it (CorruptStateError),
+        as it stops a read, so nothing is written over a shard `check --repair` must see."""
+        for doc in db.table(ITEMS).all():
+            problem = _record_problem(dict(doc))
+            if problem:
+                raise storage.CorruptStateError(path, f"record {doc.doc_id}: {problem}")
         meta = db.table(META).get(doc_id=1)
         version = meta["schema_version"] if meta else self.schema_version
         if version > self.schema_version:
@@ -153,7 +159,14 @@ class Catalog:
         version = meta["schema_version"] if meta else self.schema_version
         if version > self.schema_version:
             raise SchemaTooNewError(f"{path}: catalog schema {version} is newer than this Acopio")
-        records = [dict(doc) for doc in raw.get(ITEMS, {}).values()]
+        docs = raw.get(ITEMS, {})
+        if not isinstance(docs, dict):
+            raise storage.CorruptStateError(path, "its items are not a JSON object")
+        for doc_id, doc in docs.items():
+            problem = _record_problem(doc)
+            if problem:  # valid JSON, garbled record (a flipped bit in a key, a null path)
+                raise storage.CorruptStateError(path, f"record {doc_id}: {problem}")
+        records = [dict(doc) for doc in docs.values()]
         for step in range(version, self.schema_version):
             records = [self.migrations[step](r) for r in records]
         return records
@@ -164,6 +177,10 @@ class Catalog:
         `after_write` is told of the write once the lock is released."""
         path = self.shard_path(folder_key)
         records = list(records)
+        for record in records:
+            problem = _record_problem(record)
+            if problem:  # never written, so that no reader finds it and calls it damage
+                raise ValueError(f"not a catalog record for {path}: {problem}")
         stats = _Stats()
         with storage.transaction(path, self.data.tmp,
                                  written=stats if after_write else None) as db:
@@ -302,3 +319,19 @@ class Catalog:
     def lookup(self, sha256: str) -> dict[str, Any] | None:
         """The index entry for a content hash: {"folder", "archive_path"}, or None."""
         return self.by_hash.get(sha256)
+
+
+def _record_problem(record: Any) -> str | None:
+    """What makes a record unusable by every reader (check, the worker, sync, the pages),
+    or None. Only what they all rely on: its content hash, its file, its size."""
+    if not isinstance(record, dict):
+        return "not an object"
+    sha = record.get("sha256")
+    if not isinstance(sha, str) or len(sha) != 64 or sha.strip("0123456789abcdef"):
+        return f"sha256 is not a content hash ({str(sha)[:80]!r})"
+    if not isinstance(record.get("archive_path"), str) or not record["archive_path"]:
+        return f"archive_path is not a path ({str(record.get('archive_path'))[:80]!r})"
+    size = record.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        return f"size is not a byte count ({str(size)[:80]!r})"
+    return None

@@ -314,18 +314,31 @@ def test_card_pulled_mid_copy(tmp_path: Path) -> None:
         fuse.wait(timeout=10)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "nul", "half"])
+# "no_sha", "null_path", "bad_size": valid JSON with a garbled record (a flipped bit in a
+# key): check, items, the worker and sync crashed on it (KeyError, TypeError), repair too.
+@pytest.mark.parametrize("damage", ["truncate", "nul", "half", "no_sha", "null_path",
+                                    "bad_size"])
 def test_damaged_shard_is_detected_and_repaired(card: Path, tmp_path: Path, damage: str) -> None:
     data = tmp_path / "data"
     assert run_cli("--data-dir", data, "ingest", card).returncode == 0
     good = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
     shard = next((data / "state/catalog").rglob("*.json"))
+    if damage in ("no_sha", "null_path", "bad_size"):
+        doc = json.loads(shard.read_bytes())
+        record = next(iter(doc["items"].values()))
+        if damage == "no_sha":
+            record["sha265"] = record.pop("sha256")
+        elif damage == "null_path":
+            record["archive_path"] = None
+        else:
+            record["size"] = "abc"
+        shard.write_text(json.dumps(doc))
     size = shard.stat().st_size
     if damage == "truncate":
         shard.write_bytes(b"")
     elif damage == "nul":
         shard.write_bytes(b"\0" * size)
-    else:
+    elif damage == "half":
         shard.write_bytes(shard.read_bytes()[: size // 2])
     listing = run_cli("--data-dir", data, "items", "--json")
     assert listing.returncode == 1
