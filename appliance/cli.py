@@ -8,6 +8,7 @@ configuration.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -269,6 +270,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at /dev/null so the interpreter's final flush does not complain either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:
+        if exc.errno not in _DISK_REFUSED:
+            raise
+        # A full disk, or one the kernel remounted read-only after an error: said as such,
+        # with what to do, rather than a traceback.
+        print(f"acopio: {exc.filename or config.data_dir}: {exc.strerror} ("
+              f"{_DISK_REFUSED[exc.errno]})", file=sys.stderr)
+        return EXIT_PROBLEM
+
+
+_DISK_REFUSED = {
+    errno.ENOSPC: "the data disk is full: free some space, then run it again",
+    errno.EDQUOT: "the disk quota is used up: free some space, then run it again",
+    errno.EROFS: "the data disk takes no writes; after an I/O error the system may have made "
+                 "it read-only: check the disk (dmesg), then remount it or restart",
+}
 
 
 def _print_json(value: Any) -> None:

@@ -150,9 +150,12 @@ def exclusive(data: DataDir, timeout: float | None = None) -> Iterator[None]:
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
-    except PermissionError:
-        # A user who may only read (an `acopio check` by someone else): flock works on a
-        # read-only descriptor too. No lock file at all means no re-filing ever ran here.
+    except OSError as exc:
+        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+            raise
+        # A user who may only read (an `acopio check` by someone else), or a disk remounted
+        # read-only: flock works on a read-only descriptor too. No lock file at all means
+        # no re-filing ever ran here.
         try:
             fd = os.open(root / ".lock", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

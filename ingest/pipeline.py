@@ -310,6 +310,10 @@ class _Run:
             stop = ""
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 stop = f"the archive disk is full ({exc.strerror}); free space and run again"
+            elif exc.errno == errno.EROFS:  # only the archive is written: not the card's fault
+                stop = (f"the archive disk takes no writes ({exc.strerror}); after an I/O "
+                        "error the system may have made it read-only: check the disk "
+                        "(dmesg), remount it or restart, then run again")
             elif exc.errno in _SOURCE_GONE:
                 stop = f"the source disappeared ({exc.strerror})"
             if stop:

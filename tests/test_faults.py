@@ -530,3 +530,41 @@ def test_a_damaged_accounts_file_stops_neither_the_imports_nor_the_pages(
     assert f"mv {users} {users}.damaged" in log, log
     listed = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
     assert [i["original_name"] for i in listed] == ["IMG_0001.JPG"]
+
+
+@pytest.mark.root
+def test_a_read_only_data_disk_is_checked_and_said_plainly(tmp_path: Path) -> None:
+    """ext4 remounts itself read-only after an I/O error (errors=remount-ro): `acopio check`,
+    which only reads, failed creating its lock folder, and every command that writes ended
+    in an EROFS traceback."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts an ext4 image and needs root (CI runs as root)")
+    image, disk = tmp_path / "disk.img", tmp_path / "disk"
+    subprocess.run(["truncate", "-s", "32M", str(image)], check=True)
+    subprocess.run([require_tool("mkfs.ext4"), "-q", "-F", str(image)], check=True)
+    disk.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(disk)], check=True)
+    try:
+        card = tmp_path / "card"
+        noise_jpeg(card / "DCIM/IMG_0001.JPG", seed=700)
+        noise_jpeg(card / "DCIM/IMG_0002.JPG", seed=701)
+        data = disk / "data"
+        no_reserve = {"ACOPIO_INGEST_MIN_FREE_MB": "0"}
+        assert run_cli("--data-dir", data, "ingest", card, env=no_reserve).returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        checked = run_cli("--data-dir", data, "check", "--deep")
+        assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
+        noise_jpeg(card / "DCIM/IMG_0003.JPG", seed=702)
+        refused = run_cli("--data-dir", data, "ingest", card, env=no_reserve)
+        said = (refused.stdout + refused.stderr).decode()
+        assert refused.returncode == 1 and "Traceback" not in said, said
+        assert "the archive disk takes no writes" in said and "read_error" not in said, said
+        listed = run_cli("--data-dir", data, "items", "--json")
+        assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 2
+        added = run_cli("--data-dir", data, "agenda", "add", "Sesión de Cabildo", "--start",
+                        "2026-11-10T10:00", "--end", "2026-11-10T12:00")
+        said = added.stderr.decode()
+        assert added.returncode == 1 and "Traceback" not in said, said
+        assert "Read-only file system (the data disk takes no writes" in said, said
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
