@@ -11,7 +11,9 @@ variables, command-line options (`--data-dir`).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -45,6 +47,22 @@ def _positive(value: float) -> str | None:
 
 def _non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be 0 or more"
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*\.?")
+
+
+def _listen_host(value: str) -> str | None:
+    """An IP address (0.0.0.0, ::, 127.0.0.1) or a host name; `999.1.1.1` passed the check
+    and then stopped the service at its start."""
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", value) or not _HOST_NAME.fullmatch(value):
+        return "not an IP address or host name"
+    return None
 
 
 def _timezone(value: str) -> str | None:
@@ -214,7 +232,8 @@ def _port(value: int) -> str | None:
 
 @dataclass(frozen=True)
 class WebConfig:
-    host: str = _setting("0.0.0.0", "Address the web UI listens on (0.0.0.0: every interface).")
+    host: str = _setting("0.0.0.0", "Address the web UI listens on (0.0.0.0: every interface).",
+                         _listen_host)
     port: int = _setting(8080, "TCP port of the web UI.", _port)
     threads: int = _setting(8, "Request threads of the web server.", _positive)
     allowed_hosts: tuple[str, ...] = _setting(
@@ -303,7 +322,7 @@ class SyncConfig:
 
 @dataclass(frozen=True)
 class HubConfig:
-    host: str = _setting("0.0.0.0", "Address the hub listens on.")
+    host: str = _setting("0.0.0.0", "Address the hub listens on.", _listen_host)
     port: int = _setting(8090, "TCP port of the hub (sync and its web UI).", _port)
     max_upload_gb: float = _setting(
         64.0, "Largest single file a kit may upload, in GiB.", _positive)

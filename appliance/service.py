@@ -34,7 +34,7 @@ from typing import Protocol
 
 from appliance.config import Config
 from appliance.datadir import DataDir
-from appliance.fsutil import atomic_write, fsync_dir
+from appliance.fsutil import atomic_write, fsync_dir, remove_debris
 from appliance.running import describe_running, role_flag, role_lock, running_dir
 from ingest.pipeline import Claims
 
@@ -112,7 +112,11 @@ def _make_role(name: str, config: Config, claims: Claims) -> Role:
     if name == "web":
         from appliance.web.server import WebServer
 
-        return WebServer(config)
+        try:
+            return WebServer(config)
+        except OSError as exc:  # the port taken, the address not this box's
+            raise RoleCannotStart(f"cannot listen on {config.web.host}:{config.web.port}: "
+                                  f"{exc.strerror or exc}") from None
     if name == "sync":
         from sync.kit.role import SyncRole
 
@@ -120,8 +124,16 @@ def _make_role(name: str, config: Config, claims: Claims) -> Role:
     if name == "hub":
         from sync.hub.server import HubServer
 
-        return HubServer(config)
+        try:
+            return HubServer(config)
+        except OSError as exc:
+            raise RoleCannotStart(f"cannot listen on {config.hub.host}:{config.hub.port}: "
+                                  f"{exc.strerror or exc}") from None
     raise ValueError(f"unknown role {name!r}")
+
+
+class RoleCannotStart(Exception):
+    """A role's known reason not to start (a port in use): logged without a traceback."""
 
 
 class Service:
@@ -166,6 +178,7 @@ class Service:
     def _run(self, held: list[str]) -> int:
         self._check_unclean_stop(held)
         self._recover_refiles()  # -- re-filing (appliance.refile) --
+        self._sweep_debris()
         flag = json.dumps({
             "pid": os.getpid(), "started_at": datetime.now(UTC).isoformat(),
             "roles": list(self.roles)}).encode()
@@ -199,10 +212,27 @@ class Service:
         try:
             role = self.make_role(name, self.config, self.claims)
             role.run(self.stop)
+        except RoleCannotStart as exc:  # said plainly: no traceback for a known cause
+            log.error("role %s cannot start: %s; stopping the service", name, exc)
+            self.failed.append(name)
+            self.stop.set()
         except Exception:
             log.exception("role %s failed; stopping the service", name)
             self.failed.append(name)
             self.stop.set()  # let systemd restart the whole service
+
+    def _sweep_debris(self) -> None:
+        """Temp files a killed writer left (state writes, copies in staging): `acopio check`
+        reports them until something sweeps, so the start does, as imports do. Only files
+        whose writer is gone (their flock free) are removed."""
+        for folder in (self.data.tmp, self.data.staging):
+            try:
+                removed = remove_debris(folder) if folder.is_dir() else []
+            except OSError as exc:
+                log.warning("could not sweep %s: %s", folder, exc)
+                continue
+            if removed:
+                log.info("removed %d temp files a stop left in %s", len(removed), folder)
 
     # -- re-filing (appliance.refile) -------------------------------------------------------
 

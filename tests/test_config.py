@@ -159,3 +159,12 @@ def test_a_config_that_cannot_be_read_is_a_configuration_error(
     monkeypatch.setattr("builtins.open", refuse)
     with pytest.raises(ConfigError, match=r"cannot be read by this user .*\(chmod 0644"):
         config_mod.load(secret, environ={})
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "not a host!", "", "1.2.3"])
+def test_a_listening_address_is_checked(host: str) -> None:
+    """`999.1.1.1` passed `acopio config check`, then stopped the service at its start."""
+    with pytest.raises(ConfigError, match=r"web\.host: not an IP address or host name"):
+        config_mod.load(environ={"ACOPIO_WEB_HOST": host})
+    for good in ("0.0.0.0", "::", "127.0.0.1", "localhost", "acopio.local"):
+        assert config_mod.load(environ={"ACOPIO_HUB_HOST": good}).hub.host == good

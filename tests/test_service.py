@@ -133,3 +133,49 @@ def test_run_with_an_empty_role_list_starts_nothing(tmp_path: Path) -> None:
         assert result.returncode == 2 and b"--roles names no role" in result.stderr
     assert not (tmp_path / "state" / "running").exists() or \
         not list((tmp_path / "state" / "running").iterdir())
+
+
+def test_a_start_sweeps_what_a_killed_writer_left(tmp_path: Path) -> None:
+    """After a kill -9, `acopio check` reported the dead writer's temp file (stray_temp)
+    until a repair or an import swept it; a start of any role now does. A live writer's temp
+    (its flock held) stays."""
+    import fcntl
+    import os
+
+    from appliance.fsutil import TEMP_PREFIX
+
+    data = tmp_path / "data"
+    DataDir.at(data).ensure()
+    tmp = DataDir.at(data).tmp
+    dead = tmp / f"{TEMP_PREFIX}users.json.abc123"
+    dead.write_bytes(b"half")
+    live = tmp / f"{TEMP_PREFIX}agenda.json.def456"
+    live.write_bytes(b"being written")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert run_cli("--data-dir", data, "check").returncode == 1
+        said = Acopio(data, tmp_path / "worker.log", "worker").started().stop()
+        assert "removed 1 temp files a stop left" in said, said
+        assert not dead.exists() and live.exists()
+    finally:
+        os.close(fd)
+
+
+def test_a_taken_port_is_said_plainly(tmp_path: Path) -> None:
+    """`acopio run` with the web UI's port taken printed a 25-line traceback (`acopio serve`
+    said it in a line)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("--data-dir", tmp_path / "data", "run", "--roles", "web,inbox",
+                       env={"ACOPIO_WEB_HOST": "127.0.0.1", "ACOPIO_WEB_PORT": str(port)},
+                       timeout=60)
+    said = done.stderr.decode()
+    assert done.returncode == 1, said
+    assert f"role web cannot start: cannot listen on 127.0.0.1:{port}: Address already in use" \
+        in said
+    assert "Traceback" not in said, said
