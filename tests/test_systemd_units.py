@@ -309,3 +309,17 @@ def test_the_unit_that_starts_recordings_can_open_them_and_keeps_them() -> None:
     assert {"char-alsa rw", "char-video4linux rw"} <= set(unit["DeviceAllow"])
     assert {"audio", "video"} <= set(" ".join(unit["SupplementaryGroups"]).split())
     assert unit["KillMode"] == ["process"]
+
+
+def test_memory_and_disk_go_to_imports_first() -> None:
+    """On a 1 GB Pi the kernel kills, when memory runs out, what can best be lost (the kiosk,
+    then a derivative, whose job comes back) and never an import; the worker takes the disk
+    only when nothing else wants it."""
+    def score(name: str) -> int:
+        return int(settings(SYSTEMD_DIR / name).get("OOMScoreAdjust", ["0"])[0])
+
+    assert score("acopio-devices.service") < score("acopio.service") \
+        < score("acopio-worker.service") < score("acopio-kiosk.service")
+    worker = settings(SYSTEMD_DIR / "acopio-worker.service")
+    assert worker["IOSchedulingClass"] == ["idle"] and worker["MemoryHigh"]
+    assert settings(SYSTEMD_DIR / "acopio-kiosk.service")["MemoryHigh"]
