@@ -18,7 +18,10 @@ PHOTO_EXTENSIONS = frozenset(
 RAW_EXTENSIONS = frozenset(
     {".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf", ".rw2"}
 )
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mts", ".m2ts", ".avi", ".mkv"})
+# .webm (phones' screen recordings, browsers), .3gp (older phones), .mpg/.mpeg (DVD-era
+# cameras): demuxed by ffmpeg's matroska, mov and mpeg readers that metadata.av allows.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mts", ".m2ts", ".avi", ".mkv",
+                              ".webm", ".3gp", ".mpg", ".mpeg"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus"})
 # Sidecars that carry the photographer's own work (ratings, captions); archived as "other".
 SIDECAR_EXTENSIONS = frozenset({".xmp"})

@@ -232,3 +232,32 @@ def test_broken_videos_end_parked_with_their_reason(tmp_path: Path) -> None:
         assert re.search(r'id="jobs-parked">4 con error<', status), status
         assert client.get("/api/status").get_json()["jobs"]["parked"] == 4
     assert not list((data / "derivatives").rglob(TEMP_PREFIX + "*"))
+
+
+@pytest.mark.parametrize("name, codecs", [
+    ("pantalla.webm", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-b:v", "200k",
+                       "-c:a", "libopus", "-f", "webm"]),
+    ("viejo.3gp", ["-c:v", "h263", "-s", "352x288", "-c:a", "aac", "-ar", "16000",
+                   "-f", "3gp"]),
+    ("dvd.mpg", ["-c:v", "mpeg2video", "-c:a", "mp2", "-f", "mpeg"]),
+])
+def test_other_video_containers_are_imported_and_played(tmp_path: Path, name: str,
+                                                         codecs: list[str]) -> None:
+    """A phone's screen recording (.webm), an old phone's .3gp and a DVD-era camera's .mpg
+    stayed on the card as "unknown"; ffmpeg reads them all."""
+    card = tmp_path / "card"
+    card.mkdir()
+    subprocess.run(
+        [require_tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i",
+         "testsrc=size=352x288:rate=10", "-f", "lavfi", "-i", "sine=frequency=440",
+         "-t", "1", *codecs, f"file:{card / name}"], check=True, timeout=120)
+    data = tmp_path / "data"
+    done = run_cli("--data-dir", data, "ingest", card, "--json")
+    assert done.returncode == 0, done.stdout.decode()
+    assert json.loads(done.stdout)["imported"] == 1, done.stdout.decode()
+    assert run_cli("--data-dir", data, "worker", "--once", timeout=300).returncode == 0
+    item = items(data)[name]
+    assert item["kind"] == "video" and item["problems"] == [], item
+    assert set(item["derivatives"]) == {"poster", "proxy"}
+    streams = {s["codec_type"] for s in ffprobe(data / item["derivatives"]["proxy"])["streams"]}
+    assert streams == {"video", "audio"}
