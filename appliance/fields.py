@@ -53,3 +53,15 @@ def with_defaults(record: dict[str, Any]) -> dict[str, Any]:
     for key, value in defaults().items():
         record.setdefault(key, value)
     return record
+
+
+def shown_size(record: dict[str, Any]) -> tuple[int, int] | None:
+    """(width, height) as the item is seen: `width` and `height` are the stored pixels, which
+    a portrait phone photo (EXIF orientation 5-8) or video (rotation 90/270) holds turned."""
+    width, height = record.get("width"), record.get("height")
+    if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+        return None
+    rotation = record.get("rotation")
+    turned = record.get("orientation") in (5, 6, 7, 8) or (
+        isinstance(rotation, int) and rotation % 180 == 90)
+    return (height, width) if turned else (width, height)

@@ -138,3 +138,15 @@ def test_storage_never_reads_a_damaged_shard_as_empty(tmp_path: Path) -> None:
         catalog.read_shard(FOLDER)
     with pytest.raises(storage.CorruptStateError):
         catalog.upsert(FOLDER, [record(2)])
+
+
+def test_the_size_shown_is_the_size_seen() -> None:
+    """A portrait phone photo (EXIF orientation 6) showed "4032 × 3024" under its portrait
+    preview; a portrait phone video (rotation 90) "640 × 360"."""
+    from appliance.fields import shown_size
+
+    assert shown_size({"width": 4032, "height": 3024, "orientation": 6}) == (3024, 4032)
+    assert shown_size({"width": 4032, "height": 3024, "orientation": 1}) == (4032, 3024)
+    assert shown_size({"width": 640, "height": 360, "rotation": 90}) == (360, 640)
+    assert shown_size({"width": 640, "height": 360, "rotation": 180}) == (640, 360)
+    assert shown_size({"width": None, "height": 360}) is None

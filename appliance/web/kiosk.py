@@ -39,6 +39,7 @@ from flask import (
 )
 
 from appliance import kiosk
+from appliance.fields import shown_size
 from appliance.kiosk import KioskError, KioskSettings, KioskStore
 from appliance.query import ItemQuery
 from appliance.web.context import EXTENSION, web
@@ -183,11 +184,13 @@ def _build(settings: KioskSettings, period: kiosk.Period) -> dict[str, Any]:
             group = groups[folder] = kiosk.Group(key=folder, title=title, area=area,
                                                  date=when, order=order)
         when_taken[sha] = (captured.timestamp() if captured else 0.0, sha)
+        shown = shown_size(record)
         group.items.append({
             "sha256": sha, "kind": "video" if video else "photo",
             "caption": record.get("caption") or "", "credit": record.get("credit") or "",
             "date": t.date(captured, "long") if captured else "",
-            "width": record.get("width"), "height": record.get("height"),
+            # as seen: a portrait phone photo or video is stored turned
+            "width": shown[0] if shown else None, "height": shown[1] if shown else None,
             "duration": record.get("duration"), "image": image, "video": video,
         })
     for group in groups.values():
