@@ -648,7 +648,7 @@ def test_kiosk_unit_runs_the_screen() -> None:
             key, value = line.split("=", 1)
             keys.setdefault(key, []).append(value)
     assert keys["ExecStart"] == [
-        "/opt/acopio/.venv/bin/acopio --config /etc/acopio/acopio.toml kiosk"]
+        "/opt/acopio/.venv/bin/acopio kiosk"]
     assert keys["Restart"] == ["always"]
     assert "graphical.target" in keys["After"][0] and "acopio.service" in keys["After"][0]
     assert keys["WantedBy"] == ["graphical.target"]

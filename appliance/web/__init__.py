@@ -16,6 +16,7 @@ from markupsafe import Markup
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from appliance.config import Config
+from appliance.fields import shown_size
 from appliance.query.rows import camera_name
 from appliance.storage import CorruptStateError, repair_hint
 from appliance.web import present, security
@@ -57,7 +58,8 @@ def create_app(config: Config, *, hub: bool = False) -> Flask:
     app.register_error_handler(OSError, _storage_error)
     app.register_error_handler(CorruptStateError, _damaged_state)
     app.jinja_env.globals.update(can=security.can, csrf_token=security.csrf_token,
-                                languages=LANGUAGES, camera_name=camera_name)
+                                languages=LANGUAGES, camera_name=camera_name,
+                                shown_size=shown_size)
     app.jinja_env.finalize = _displayable  # every {{ value }} of every page
     app.context_processor(_template_context)
     return app

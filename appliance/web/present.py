@@ -9,7 +9,6 @@ from typing import Any
 from flask import abort, url_for
 
 from appliance.editorial import history_of, public
-from appliance.fields import shown_size
 from appliance.web.context import web
 from ingest.derive import plan
 from sync.kit.evict import is_evicted
@@ -45,7 +44,6 @@ def item(record: dict[str, Any], *, history: bool = False) -> dict[str, Any]:
     for name in derivatives:
         urls[name] = url_for("media.derivative", sha256=sha, name=name)
     out["urls"] = urls
-    out["shown_size"] = shown_size(record)
     return out
 
 
