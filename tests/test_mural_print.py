@@ -485,6 +485,21 @@ def test_a_month_that_does_not_fit_shrinks_then_drops_then_adds_sheets() -> None
         footer = next(b for b in huge.boxes if b.page == page and b.kind == "footer")
         assert footer.lines[0].endswith(f"Hoja {page + 1} de {huge.pages}")
     assert {b.sha256 for b in huge.photos} >= {f"{n:064x}" for n in range(0, 180, 3)}
+    # Every sheet names the area of each activity on it: a sheet that goes on with an area
+    # begun on the one before repeats its heading, "… (continuación)", above its first
+    # activity there (sheet 2 began with bare activities before).
+    for page in range(huge.pages):
+        on_sheet = sorted((b for b in huge.boxes if b.page == page
+                           and b.kind in ("area", "activity")), key=lambda b: (b.x, b.y))
+        seen_areas = {b.lines[0].removesuffix(" (continuación)") for b in on_sheet
+                      if b.kind == "area"}
+        for box in on_sheet:
+            if box.kind == "activity":
+                number = int(box.lines[0].rsplit(" ", 1)[1])
+                assert f"Área {number % 3}" in seen_areas, (page, box.lines)
+        if page > 0:
+            assert any(b.kind == "area" and b.lines[0].endswith("(continuación)")
+                       for b in on_sheet), page
     for result in (roomy, full, crowded):
         check_layout(result, fonts)
 

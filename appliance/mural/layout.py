@@ -46,6 +46,8 @@ CAPTION_LINES = 3
 TITLE_LINES = 3
 WHEN_LINES = 2
 AREA_LINES = 2
+# After an area's name when its heading is repeated on a later sheet (the mural is in Spanish).
+CONTINUED = "(continuación)"
 SHEET = "Hoja {page} de {pages}"
 CREDITS = "Fotografías: {names}"
 
@@ -354,14 +356,27 @@ def _heading(area: str, width: int, sizes: _Sizes, measure: _Measure) -> _Unit:
     return _stack([(box, sizes.header_gap), (rule, sizes.after_area)])
 
 
+@dataclass(frozen=True)
+class _Block:
+    """One activity's units; `area` names its area, and `again` is that area's heading for
+    when the activity starts a sheet its area's heading is not on (None for the first
+    activity of an area, which carries the heading itself)."""
+
+    units: list[_Unit]
+    area: int
+    again: _Unit | None
+
+
 def _blocks(content: MuralContent, cap: int, target: int, width: int, sizes: _Sizes,
-            measure: _Measure) -> list[list[_Unit]]:
+            measure: _Measure) -> list[_Block]:
     blocks = []
-    for area, activities in content.areas:
+    for number, (area, activities) in enumerate(content.areas):
         heading: _Unit | None = _heading(area, width, sizes, measure)
+        again = _heading(f"{area} {CONTINUED}", width, sizes, measure)
         for activity in activities:
-            blocks.append(_activity_units(activity, cap, target, width, sizes, measure,
-                                          heading))
+            blocks.append(_Block(_activity_units(activity, cap, target, width, sizes,
+                                                 measure, heading),
+                                 number, again if heading is None else None))
             heading = None
     return blocks
 
@@ -376,12 +391,15 @@ class _Body:
     gutter: int
 
 
-def _flow(blocks: list[list[_Unit]], body: _Body, column_height: int, unit_gap: int,
+def _flow(blocks: list[_Block], body: _Body, column_height: int, unit_gap: int,
           block_gap: int, max_pages: int | None) -> list[Box] | None:
     """Blocks down the columns and on to the next sheet; None when they need more than
-    `max_pages` sheets or a unit is taller than a column."""
+    `max_pages` sheets or a unit is taller than a column. An activity that starts a sheet
+    its area's heading is not on gets the heading again ("… (continuación)"): a reader of
+    the second sheet would not know whose activities those are."""
     placed: list[Box] = []
     page = column = y = 0
+    headed: dict[int, int] = {}  # area -> the last sheet its heading is on
 
     def next_column() -> None:
         nonlocal page, column, y
@@ -391,7 +409,8 @@ def _flow(blocks: list[list[_Unit]], body: _Body, column_height: int, unit_gap: 
             column = 0
             page += 1
 
-    for block in blocks:
+    for whole_block in blocks:
+        block = whole_block.units
         whole = sum(u.height for u in block) + unit_gap * (len(block) - 1)
         if y > 0 and y + whole > column_height and whole <= column_height:
             next_column()  # the block fits whole in an empty column: do not split it
@@ -406,12 +425,22 @@ def _flow(blocks: list[list[_Unit]], body: _Body, column_height: int, unit_gap: 
                 return None
             if y > 0 and y + need > column_height:
                 next_column()
+            again = whole_block.again if i == 0 and \
+                headed.get(whole_block.area) != page else None
+            if again is not None:
+                need += again.height + unit_gap
+                if need > column_height:
+                    return None
+                if y > 0 and y + need > column_height:
+                    next_column()
             if max_pages is not None and page >= max_pages:
                 return None
             x = body.left + column * (body.width + body.gutter)
-            for unit in block[i:j + 1]:
+            for unit in ([again] if again is not None else []) + block[i:j + 1]:
                 placed.extend(b.moved(page, x, body.top + y) for b in unit.boxes)
                 y += unit.height + unit_gap
+            if i == 0:
+                headed[whole_block.area] = page
             i = j + 1
         y += block_gap - unit_gap
     return placed
