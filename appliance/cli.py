@@ -847,7 +847,11 @@ def cmd_mural(config: Config, args: argparse.Namespace) -> int:
                   "(each activity shows its best)")
         for entry in report["ellipsized"]:
             what = f"caption of {entry['sha256']}" if entry["sha256"] else entry["kind"]
-            print(f"shortened to fit: {what}: {entry['text']}")
+            if entry["shortened"]:
+                print(f"shortened to fit: {what}: {entry['text']}")
+            if entry["dropped"]:
+                print(f"printed without {entry['dropped']} (not in the printing font): "
+                      f"{what}: {entry['text']}")
     for sha in report["unavailable"]:
         print(f"acopio: photo {sha} could not be drawn (missing or damaged): a grey box "
               "stands in for it", file=sys.stderr)

@@ -701,3 +701,16 @@ def test_the_cache_key_takes_a_name_that_is_not_utf8() -> None:
     one = cache_key(config, Content("Fotograf\udceda.jpg"), "A3")  # type: ignore[arg-type]
     other = cache_key(config, Content("Fotograf\udcf1a.jpg"), "A3")  # type: ignore[arg-type]
     assert re.fullmatch(r"[0-9a-f]{20}", one) and one != other
+
+
+def test_characters_the_font_lacks_are_left_out_and_said() -> None:
+    """An emoji in a caption printed as an empty box ("tofu"), and nothing said so."""
+    fonts = Fonts()
+    result = layout(_content(1, 1, caption="Cierre de la feria 🎉 con 漢字 y ñandú"), "A3",
+                    150, fonts=fonts)
+    [caption] = [b for b in result.boxes if b.kind == "caption"]
+    assert caption.dropped == "🎉漢字" and not caption.ellipsized
+    assert " ".join(caption.lines) == "Cierre de la feria con y ñandú"
+    [said] = result.as_dict()["ellipsized"]
+    assert said["dropped"] == "🎉漢字" and said["shortened"] is False
+    check_layout(result, fonts)

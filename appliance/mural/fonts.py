@@ -56,6 +56,7 @@ class Fonts:
     def __init__(self) -> None:
         self._faces: dict[tuple[str, int], ImageFont.FreeTypeFont] = {}
         self._lengths: dict[tuple[str, int, str], float] = {}
+        self._drawable: dict[tuple[str, str], bool] = {}
 
     def face(self, style: str, size: int) -> ImageFont.FreeTypeFont:
         key = (style, size)
@@ -77,6 +78,22 @@ class Fonts:
             self._lengths[key] = found
         return found
 
+    def drawable(self, style: str, text: str) -> tuple[str, str]:
+        """(`text` without the characters the face has no glyph for, those characters).
+        An emoji in a caption printed as an empty box ("tofu"); now it is left out, and
+        said. A missing glyph is drawn as the face's .notdef box, so a character whose
+        drawing is exactly that box is one the face lacks (spaces draw nothing at all)."""
+        kept, dropped = [], []
+        for char in text:
+            key = (style, char)
+            ok = self._drawable.get(key)
+            if ok is None:
+                face = self.face(style, 48)
+                ok = char.isspace() or _drawing(face, char) != _drawing(face, _NOT_A_GLYPH)
+                self._drawable[key] = ok
+            (kept if ok else dropped).append(char)
+        return "".join(kept), "".join(dict.fromkeys(dropped))
+
     def line_height(self, style: str, size: int) -> int:
         ascent, descent = self.face(style, size).getmetrics()
         return max(ascent + descent, math.ceil(size * LEADING))
@@ -90,3 +107,12 @@ class Fonts:
         """Where the ascender line sits below the top of a line box."""
         ascent, descent = self.face(style, size).getmetrics()
         return max(0, (self.line_height(style, size) - ascent - descent) // 2)
+
+
+# A code point no font maps (the last one Unicode has, a noncharacter): drawn as .notdef.
+_NOT_A_GLYPH = "\U0010ffff"
+
+
+def _drawing(face: ImageFont.FreeTypeFont, char: str) -> tuple[tuple[int, int], bytes]:
+    mask = face.getmask(char)
+    return mask.size, bytes(mask)

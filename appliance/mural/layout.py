@@ -110,6 +110,7 @@ class Box:
     color: str = "ink"
     sha256: str = ""
     ellipsized: bool = False
+    dropped: str = ""  # characters left out: the printing font has no glyph for them
 
     @property
     def right(self) -> int:
@@ -150,7 +151,9 @@ class Layout:
 
     @property
     def ellipsized(self) -> list[Box]:
-        return [box for box in self.boxes if box.ellipsized]
+        """Texts printed otherwise than typed: shortened with "…", or without characters
+        the font lacks (`dropped`)."""
+        return [box for box in self.boxes if box.ellipsized or box.dropped]
 
     @property
     def photos(self) -> list[Box]:
@@ -166,7 +169,8 @@ class Layout:
             "photo_height_mm": round(self.photo_height * MM_PER_INCH / self.page.dpi, 1),
             "omitted": list(self.omitted),
             "ellipsized": [{"kind": b.kind, "page": b.page, "sha256": b.sha256 or None,
-                            "text": " ".join(b.lines)} for b in self.ellipsized],
+                            "text": " ".join(b.lines), "shortened": b.ellipsized,
+                            "dropped": b.dropped} for b in self.ellipsized],
             "boxes": [box.as_dict() for box in self.boxes],
         }
 
@@ -225,6 +229,8 @@ class _Measure:
         if key in self._boxes:
             return self._boxes[key]
         box = None
+        text, dropped = self.fonts.drawable(kind_type.style, text)
+        text = " ".join(text.split())
         if text:
             size = kind_type.sizes[0]
             inset = self.fonts.inset(size)
@@ -240,7 +246,7 @@ class _Measure:
                       h=line_height * len(wrapped.lines), lines=wrapped.lines,
                       style=kind_type.style, size=size, line_height=line_height, inset=inset,
                       top=self.fonts.top(kind_type.style, size), color=kind_type.color,
-                      sha256=sha256, ellipsized=wrapped.ellipsized)
+                      sha256=sha256, ellipsized=wrapped.ellipsized, dropped=dropped)
         self._boxes[key] = box
         return box
 

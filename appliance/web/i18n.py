@@ -395,8 +395,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reports.mural.preview": "Vista previa del mural",
         "reports.mural.omitted": "Por espacio quedaron fuera {count} fotos aprobadas: cada "
                                  "actividad muestra sus {per} mejores.",
-        "reports.mural.shortened": "Textos recortados con «…» para caber (corrija el pie de "
-                                   "foto si hace falta):",
+        "reports.mural.shortened": "Textos recortados con «…» para caber, o impresos sin "
+                                   "algún carácter (corrija el pie de foto si hace falta):",
+        "reports.mural.dropped": "(se imprimió sin {chars}: la letra del mural no lo tiene)",
         "reports.mural.unavailable": "Estas fotos no se pudieron dibujar (archivo ausente o "
                                      "dañado); en su lugar hay un recuadro gris:",
         "reports.mural.open": "Mural impreso",
@@ -885,8 +886,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "reports.mural.preview": "Preview of the mural",
         "reports.mural.omitted": "{count} approved photos were left out for room: each "
                                  "activity shows its best {per}.",
-        "reports.mural.shortened": "Texts shortened with \"…\" to fit (fix the caption if "
-                                   "needed):",
+        "reports.mural.shortened": "Texts shortened with \"…\" to fit, or printed without "
+                                   "some character (fix the caption if needed):",
+        "reports.mural.dropped": "(printed without {chars}: the mural's type lacks it)",
         "reports.mural.unavailable": "These photos could not be drawn (file missing or "
                                      "damaged); a grey box stands in for them:",
         "reports.mural.open": "Printed mural",

@@ -192,6 +192,7 @@ def mural() -> Any:
     captions = {p["sha256"]: p for area in summary["content"]["areas"]
                 for activity in area["activities"] for p in activity["photos"]}
     shortened = [{"kind": e["kind"], "text": e["text"], "sha256": e["sha256"],
+                  "dropped": e["dropped"],
                   "name": captions.get(e["sha256"] or "", {}).get("original_name", "")}
                  for e in summary["ellipsized"]]
     return render_template("report_mural.html", months=months, month=month, paper=paper,
