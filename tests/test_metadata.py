@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import shutil
 import socket
 import stat
@@ -132,6 +133,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "-metadata", "com.apple.quicktime.model=iPhone 13 Pro",
         "-metadata", "com.apple.quicktime.location.ISO6709=+19.4326-099.1332+2240.000/",
         *x264, str(out["iphone.mov"]))  # fmt: skip
+    out["faststart.mp4"] = d / "faststart.mp4"  # the index first, as phones write them
+    run("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10", "-t",
+        "6", *x264, "-movflags", "+faststart", str(out["faststart.mp4"]))  # fmt: skip
     for ext in ("flac", "mp3"):
         out[f"tone.{ext}"] = d / f"tone.{ext}"
         run("ffmpeg", "-v", "error", *sine, *utc, str(out[f"tone.{ext}"]))
@@ -797,6 +801,22 @@ def test_truncated_raw_reports_what_exiftool_read(tmp_path: Path, fake_dng: Path
 
 # ---------------------------------------------------------------------------------------------
 # Video and audio (ffprobe)
+
+
+@needs_ffmpeg
+def test_a_cut_video_with_its_index_first_is_damaged(media: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    """A phone's video (index first) that a pulled card cut in half probed whole: 6 s from
+    its index, no problem, while its proxy came out 3 s long."""
+    whole = probe_path(media["faststart.mp4"], "video")
+    assert whole.problems == [] and whole.duration == pytest.approx(6, abs=0.2)
+    size = media["faststart.mp4"].stat().st_size
+    cut = probe_path(truncated_copy(tmp_path, media["faststart.mp4"], size // 2, "cut.mp4"),
+                     "video")
+    assert codes(cut) == ["damaged"]
+    assert re.search(r"cut short: its 'mdat' box ends at byte \d+, the file at "
+                     rf"{size // 2} \(\d+% of it is there\)", cut.problems[0]["detail"])
+    assert probe_path(media["clip.mp4"], "video").problems == []  # index last: whole too
 
 
 @needs_ffmpeg

@@ -10,6 +10,7 @@ runs under a timeout in its own process group (see children).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from ingest.metadata.values import camera, finite, positive_float, positive_int
 
 # Demuxers ffprobe may use: the containers behind kinds.VIDEO_EXTENSIONS and AUDIO_EXTENSIONS.
 # Playlist and indirection formats (hls, concat, image2, ...) are not on the list on purpose.
+_MAX_BOXES = 100_000  # top-level boxes walked at most (a hostile file may claim millions)
 _DEMUXERS = ("mov", "matroska", "avi", "mpegts", "mpeg", "wav", "w64", "mp3", "flac", "ogg", "aac")
 
 
@@ -63,6 +65,38 @@ def probe_av(fd: int, info: MediaInfo, timeout: float) -> None:
         info.add_problem("probe_failed", f"ffprobe: {stderr_text(exc.stderr)}")
         return
     fill_from_ffprobe(data, info)
+    fmt = data.get("format") if isinstance(data.get("format"), dict) else {}
+    if {"mov", "mp4"} & set(str(fmt.get("format_name") or "").split(",")):
+        cut = iso_bmff_cut(fd)
+        if cut:
+            info.add_problem("damaged", cut)
+
+
+def iso_bmff_cut(fd: int) -> str | None:
+    """Where an MP4/MOV (ISO BMFF) file is cut short, or None: its top-level boxes must end
+    inside the file. A camera's or phone's video with its index first ("faststart") that a
+    pulled card cut in half still probes whole (6 s, from the index) while half its frames
+    are gone; a few box headers show it. Nothing but those headers is read."""
+    size = os.fstat(fd).st_size
+    offset = boxes = 0
+    while offset < size and boxes < _MAX_BOXES:
+        head = os.pread(fd, 16, offset)
+        if len(head) < 8:
+            return None if not head.strip(b"\0") else \
+                f"cut short: a box header at byte {offset} of {size}"
+        box_size, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+        if box_size == 1:  # 64-bit size after the type
+            box_size = int.from_bytes(head[8:16], "big") if len(head) == 16 else 0
+        elif box_size == 0:
+            return None  # the last box: it runs to the end of the file
+        if box_size < 8:
+            return f"damaged: the {kind!r} box at byte {offset} claims {box_size} bytes"
+        if offset + box_size > size:
+            return (f"cut short: its {kind!r} box ends at byte {offset + box_size}, "
+                    f"the file at {size} ({100 * (size - offset) // box_size}% of it is there)")
+        offset += box_size
+        boxes += 1
+    return None
 
 
 def _run_ffprobe(fd: int, timeout: float) -> dict[str, Any]:
