@@ -539,8 +539,8 @@ class _Run:
         reserve = self.config.ingest.min_free_mb * 1024 * 1024
         if free - size < reserve:
             raise StopImport(
-                f"the archive disk is nearly full: {free // (1024 * 1024)} MiB free, "
-                f"{size // (1024 * 1024)} MiB needed plus a reserve of "
+                f"the archive disk is nearly full: {free / 2**20:.1f} MiB free, "
+                f"{size / 2**20:.1f} MiB needed plus a reserve of "
                 f"{self.config.ingest.min_free_mb} MiB (ingest.min_free_mb)"
             )
 
