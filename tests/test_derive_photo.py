@@ -748,6 +748,19 @@ def test_true_bombs_are_refused_with_a_placeholder(tmp_path: Path) -> None:
     assert DEFAULT_LIMIT == Image.MAX_IMAGE_PIXELS  # never changed, not even for a while
 
 
+def test_a_png_too_large_to_decode_whole_on_a_small_box_is_refused(tmp_path: Path) -> None:
+    """Under Pillow's limit, an 88 MP PNG or TIFF still took the worker to 505 MB (a 1 GB Pi
+    runs the web UI, an import and Chromium beside it): formats decoded whole stop at
+    FULL_DECODE_MAX_PIXELS, a placeholder of their shape and a clear reason instead."""
+    assert 8000 * 6000 < Image.MAX_IMAGE_PIXELS
+    source = tmp_path / "escaneo.png"
+    source.write_bytes(png_claiming(8000, 6000))
+    problems, out = render(source, tmp_path)
+    assert [p["code"] for p in problems] == ["too_large"]
+    assert "decoded whole on this box" in problems[0]["detail"], problems
+    assert out["preview"].size == (1600, 1200) and is_placeholder(out["preview"])
+
+
 def test_tiff_over_the_limit_is_refused(tmp_path: Path) -> None:
     strip = bytes(3 * 10_000)
     source = tmp_path / "scan.tif"

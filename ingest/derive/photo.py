@@ -88,6 +88,11 @@ PREVIEW_QUALITY = 88  # every output that is not named "thumb"
 # Decompression-bomb policy for JPEG/MPO over Image.MAX_IMAGE_PIXELS (see the module docstring).
 JPEG_MAX_PIXELS = 400_000_000
 DRAFT_MAX_PIXELS = 12_000_000
+# PNG, TIFF and WebP are decoded whole, at about 6 bytes a pixel at the peak (measured: an
+# 88 MP PNG or TIFF took the worker to 505 MB, a 48 MP 16-bit PNG to 295 MB), which a 1 GB
+# box running the web UI, an import and the kiosk's Chromium cannot spare. 40 MP keeps an A4
+# page scanned at 600 dpi (35 MP).
+FULL_DECODE_MAX_PIXELS = 40_000_000
 
 # exiftool reads a whole RAW file (previews are often at its end): tens of MB on an SD card.
 RAW_TIMEOUT = 120.0
@@ -349,7 +354,8 @@ def _decode_other(fp: IO[bytes], head: bytes) -> _Decoded:
 
 
 def _check_pillow_limit(size: tuple[int, int]) -> None:
-    """Formats without a reduced decode keep to Pillow's limit (Image.open only warns up to 2x)."""
+    """Formats without a reduced decode (PNG, TIFF, WebP) keep to Pillow's limit (Image.open
+    only warns up to 2x) and to FULL_DECODE_MAX_PIXELS, the box's memory."""
     limit = Image.MAX_IMAGE_PIXELS
     pixels = size[0] * size[1]
     if limit is not None and pixels > limit:
@@ -357,6 +363,14 @@ def _check_pillow_limit(size: tuple[int, int]) -> None:
             "too_large",
             f"{size[0]}x{size[1]} = {pixels} pixels exceeds Pillow's limit of {limit}; "
             "this format has no reduced decode; not decoded",
+            size,
+        )
+    if pixels > FULL_DECODE_MAX_PIXELS:
+        raise _Unusable(
+            "too_large",
+            f"{size[0]}x{size[1]} = {pixels} pixels exceeds the {FULL_DECODE_MAX_PIXELS} "
+            "decoded whole on this box (this format has no reduced decode: it would take "
+            f"about {pixels * 6 // 2**20} MB of memory); not decoded",
             size,
         )
 
