@@ -175,14 +175,19 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
                     Finding("missing_file", rel, f"catalogued but not in archive; {RESTORE}"))
             continue
         if size != item["size"]:
-            report.findings.append(Finding(
-                "size_mismatch", rel, f"{size} bytes on disk, {item['size']} catalogued; "
-                f"{RESTORE}"))
-        elif deep:
-            sha256, _ = reader.sha256(path)
-            if sha256 != item["sha256"]:
-                report.findings.append(Finding(
-                    "hash_mismatch", rel, f"SHA-256 on disk {sha256}, catalogued {item['sha256']}"))
+            finding = Finding("size_mismatch", rel,
+                              f"{size} bytes on disk, {item['size']} catalogued")
+        elif deep and (sha256 := reader.sha256(path)[0]) != item["sha256"]:
+            finding = Finding("hash_mismatch", rel,
+                              f"SHA-256 on disk {sha256}, catalogued {item['sha256']}")
+        else:
+            continue
+        report.findings.append(finding)
+        if (data.state / "hub").is_dir():  # a hub's originals come from kits, not cards
+            finding.detail += "; a kit that holds it can send it again (left in place here)"
+        else:
+            finding.detail += "; " + (_set_aside(data, path, item, finding) if repair
+                                      else RESTORE)
     strays: list[Path] = []
     if folder.is_dir():
         for entry in sorted(folder.iterdir()):
@@ -237,6 +242,27 @@ def _catalogued_copy(data: DataDir, catalog: Catalog, record: dict[str, Any],
     if isinstance(path, str) and path != record["archive_path"] and (data.root / path).is_file():
         return path
     return None
+
+
+def _set_aside(data: DataDir, path: Path, item: dict[str, Any], finding: Finding) -> str:
+    """A damaged original (cut short, or bit rot found by --deep) is moved out of the archive
+    into state/damaged/, kept: left in place, nothing would ever restore it (a card's import
+    counted it a duplicate of itself). Its record then names a missing file, which the
+    card's next import restores; when the hub acknowledged this content, the item is "en la
+    central" instead, and the web UI fetches it back. What was done, for the finding."""
+    from sync.kit.store import SyncStore, now_iso
+
+    aside = copy.set_aside_damaged(data.state, path, item["sha256"])
+    said = f"set aside as {data.relative(aside)}"
+    store = SyncStore(data)
+    if not store.object_acked(item["sha256"]):
+        return f"{said}; {RESTORE}"
+    store.evicted.put(item["sha256"], {"archive_path": item["archive_path"],
+                                       "size": item.get("size"), "at": now_iso(),
+                                       "record": item})
+    finding.repaired = True
+    return f"{said}; the hub holds it: fetch it back from the item's page (\"Traer de la " \
+           "central\")"
 
 
 def _evicted(data: DataDir, sha256: str) -> bool:

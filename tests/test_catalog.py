@@ -15,7 +15,7 @@ from appliance import storage
 from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.datadir import DataDir
 from appliance.fsutil import TEMP_PREFIX
-from tests.cards import exif_jpeg, sample
+from tests.cards import exif_jpeg, sample, sha256_file
 from tests.conftest import REPO, run_cli
 
 FOLDER = "2026/05/2026-05-10_informe"
@@ -127,7 +127,46 @@ def test_check_adopts_uncatalogued_files_and_removes_crash_debris(tmp_path: Path
     original.write_bytes(original.read_bytes()[:-10] + b"0123456789")
     deep = json.loads(run_cli("--data-dir", data, "check", "--deep", "--json").stdout)
     assert [f["code"] for f in deep["findings"]] == ["hash_mismatch"]
-    assert run_cli("--data-dir", data, "check", "--deep", "--repair").returncode == 1
+    assert "import the card it came from again" in deep["findings"][0]["detail"]
+    # --repair sets the spoilt bytes aside (kept, never deleted): left in place, the card's
+    # next import counted the file a duplicate of itself and nothing ever restored it.
+    repaired = run_cli("--data-dir", data, "check", "--deep", "--repair", "--json")
+    assert repaired.returncode == 1  # the content is still missing: not clean yet
+    [finding] = json.loads(repaired.stdout)["findings"]
+    assert "set aside as state/damaged/" in finding["detail"], finding
+    [kept] = (data / "state" / "damaged").iterdir()
+    assert kept.read_bytes().endswith(b"0123456789") and not original.exists()
+    missing = json.loads(run_cli("--data-dir", data, "check", "--json").stdout)
+    assert [f["code"] for f in missing["findings"]] == ["missing_file"]
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0  # the card again
+    assert sha256_file(original) == next(i["sha256"] for i in json.loads(run_cli(
+        "--data-dir", data, "items", "--json").stdout) if i["original_name"] == "a.jpg")
+    assert run_cli("--data-dir", data, "check", "--deep").returncode == 0
+
+
+def test_bit_rot_of_an_original_the_hub_holds_is_fetched_back_not_lost(
+        tmp_path: Path) -> None:
+    """When the hub acknowledged the content, --repair leaves the item "en la central": the
+    web UI's fetch-back restores it byte for byte, and check is clean meanwhile."""
+    from appliance.datadir import DataDir
+    from sync.kit.evict import is_evicted
+    from sync.kit.store import SyncStore
+
+    card = tmp_path / "card"
+    exif_jpeg(card / "b.jpg", "2026:05:10 10:00:00")
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    [item] = json.loads(run_cli("--data-dir", data, "items", "--json").stdout)
+    store = SyncStore(DataDir.at(data))
+    store.ack_object(item["sha256"], item["size"])
+    store.sync_acks()
+    original = data / item["archive_path"]
+    original.write_bytes(original.read_bytes()[:-4] + b"rot!")
+    repaired = run_cli("--data-dir", data, "check", "--deep", "--repair", "--json")
+    assert repaired.returncode == 0, repaired.stdout.decode()
+    assert "the hub holds it: fetch it back" in repaired.stdout.decode()
+    assert is_evicted(DataDir.at(data), item["sha256"]) and not original.exists()
+    assert run_cli("--data-dir", data, "check", "--deep").returncode == 0
 
 
 def test_storage_never_reads_a_damaged_shard_as_empty(tmp_path: Path) -> None:
