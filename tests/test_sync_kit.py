@@ -1288,3 +1288,26 @@ def test_an_originals_name_cannot_forge_log_lines() -> None:
     assert hostile.shown == "IMG\\nacopio: forged\\r\\xff.jpg"
     assert Original(sha256="a" * 64, size=1, name="Año nuevo.jpg", kind="photo",
                     archive_path="archive/x", tier=0).shown == "Año nuevo.jpg"
+
+
+def test_a_damaged_sync_cache_is_set_aside_and_the_work_done_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged state/sync/cursor.json or agenda-sent.json (files that only save work) made
+    every sync round fail with "see the log"; now each is moved aside and forgotten."""
+    from appliance.datadir import DataDir
+    from sync.kit.store import SyncStore
+
+    data = DataDir.at(tmp_path / "data")
+    data.ensure()
+    store = SyncStore(data)
+    store.set_cursor("abc-12")
+    store.set_agenda_sent("d1")
+    assert store.cursor() == "abc-12" and store.agenda_sent() == "d1"
+    store.cursor_path.write_bytes(b'{"since": "ab')
+    store.agenda_sent_path.write_bytes(b"\0\0\0")
+    with caplog.at_level("WARNING"):
+        assert store.cursor() == "" and store.agenda_sent() == ""
+    assert "read again from the start" in caplog.text and "agenda is sent again" in caplog.text
+    assert len(list(store.root.glob("*.damaged-*"))) == 2
+    store.set_cursor("abc-13")
+    assert store.cursor() == "abc-13"

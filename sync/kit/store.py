@@ -26,7 +26,10 @@ upload's creation answers "complete"), a smaller one is (its creation carries it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -38,6 +41,8 @@ from appliance.datadir import DataDir
 from appliance.fsutil import atomic_write, syncfs
 from appliance.keyindex import KeyIndex
 from appliance.storage import dump_json
+
+log = logging.getLogger(__name__)
 
 ACK_BATCH = 64  # acknowledgements of originals made durable together, at most
 ACK_WINDOW_S = 2.0  # and at the latest when one comes this long after the first not durable
@@ -85,7 +90,7 @@ class SyncStore:
 
     def agenda_sent(self) -> str:
         """The digest of the agenda the hub last took from this kit ("" when none)."""
-        raw = storage.read_json_file(self.agenda_sent_path)
+        raw = self._cache(self.agenda_sent_path, "the agenda is sent again")
         value = (raw or {}).get("digest", "")
         return value if isinstance(value, str) else ""
 
@@ -149,9 +154,23 @@ class SyncStore:
     # -- pull cursor -----------------------------------------------------------------------
 
     def cursor(self) -> str:
-        raw = storage.read_json_file(self.cursor_path)
+        raw = self._cache(self.cursor_path, "the hub's changes are read again from the start")
         value = (raw or {}).get("since", "")
         return value if isinstance(value, str) else str(value)
+
+    def _cache(self, path: Path, consequence: str) -> dict[str, Any] | None:
+        """A file that only saves work (the change cursor, the agenda last sent): damaged,
+        it is moved aside and forgotten, and the work is done again (the merge takes a
+        change twice the same way). It made every round fail, with no hint."""
+        try:
+            return storage.read_json_file(path)
+        except storage.CorruptStateError as exc:
+            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            log.warning("%s is damaged (%s): moved aside as %s; %s", path, exc.reason,
+                        aside.name, consequence)
+            return None
 
     def set_cursor(self, cursor: Any) -> None:
         atomic_write(self.cursor_path, dump_json({"since": cursor, "at": now_iso()}),
