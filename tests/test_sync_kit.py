@@ -1311,3 +1311,39 @@ def test_a_damaged_sync_cache_is_set_aside_and_the_work_done_again(
     assert len(list(store.root.glob("*.damaged-*"))) == 2
     store.set_cursor("abc-13")
     assert store.cursor() == "abc-13"
+
+
+def test_a_pairing_is_noticed_within_seconds(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """An unpaired role looked for its pairing every sync.poll_s (30 s), so the status said
+    "not paired" that long after `acopio sync pair`; and it said nothing in the log."""
+    import threading
+
+    from sync.kit.role import SyncRole
+    from tests.webclient import free_port
+
+    data = DataDir.at(tmp_path / "data")
+    data.ensure()
+    config = config_mod.load(None, environ={**TEST_ENV, "ACOPIO_SYNC_POLL_S": "30",
+                                            "ACOPIO_SYNC_RETRY_MAX_S": "60"},
+                             data_dir=data.root)
+    role = SyncRole(config)
+    stop = threading.Event()
+    with caplog.at_level("INFO"):
+        thread = threading.Thread(target=role.run, args=(stop,))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while role.status is None or role.status.status.get("state") != "not_configured":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            credentials.save(data, credentials.Credentials(
+                hub_url=f"http://127.0.0.1:{free_port()}", kit="acopio", token="x" * 43))
+            paired_at = time.monotonic()
+            while role.status.status.get("state") == "not_configured":
+                assert time.monotonic() - paired_at < 5, "the pairing went unnoticed"
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+    assert "not paired with a hub: waiting for `acopio sync pair URL CODE`" in caplog.text

@@ -77,6 +77,8 @@ from sync.kit.verifier import Asked, Verifier
 
 log = logging.getLogger(__name__)
 
+PAIRING_POLL_S = 2.0  # how often an unpaired kit looks for its pairing
+
 ONCE_ATTEMPTS = 5
 ONCE_ROUNDS = 20  # rounds that make progress, e.g. while imports keep adding items
 RECORDS_BATCH = 200
@@ -139,6 +141,7 @@ class SyncRole:
         self.status: StatusWriter | None = None
         self._url: str | None = None  # a hub found by zeroconf, for the next rounds
         self._paired_with: credentials.Credentials | None = None
+        self._damaged_pairing = ""  # the damage last logged
         self._meter = LinkMeter()
         self.stop = threading.Event()
 
@@ -158,7 +161,10 @@ class SyncRole:
             if paired is None:  # waits for `acopio sync pair`; the status says so once
                 if status.status.get("state") != "not_configured":
                     status.update(state="not_configured", hub=None, force=True)
-                stop.wait(self.config.sync.poll_s)
+                    log.info("not paired with a hub: waiting for `acopio sync pair URL CODE`")
+                # A pairing is noticed within seconds (its status said "not paired" for up
+                # to sync.poll_s after it): a stat of the credentials file is all it costs.
+                stop.wait(min(self.config.sync.poll_s, PAIRING_POLL_S))
                 continue
             try:
                 outcome = self.round(paired)
@@ -639,7 +645,9 @@ class SyncRole:
         try:
             return credentials.load(self.data)
         except CorruptStateError as exc:
-            log.error("sync credentials unreadable: %s; pair the kit again", exc)
+            if str(exc) != self._damaged_pairing:  # once, not at every look
+                self._damaged_pairing = str(exc)
+                log.error("sync credentials unreadable: %s; pair the kit again", exc)
             return None
         except OSError as exc:
             raise SyncError(f"cannot read the pairing, {credentials.path_of(self.data)}: "
