@@ -288,6 +288,16 @@ _DISK_REFUSED = {
 }
 
 
+def _existing(config: Config) -> DataDir:
+    """The data folder a command only reads: a mistyped --data-dir listed "0 items" and
+    exit 0, as if the archive were empty."""
+    data = DataDir.at(config.data_dir)
+    if not (data.state.is_dir() or data.archive.is_dir()):
+        raise ValueError(f"no Acopio data folder at {data.root} (data_dir; --data-dir, "
+                         "ACOPIO_DATA_DIR)")
+    return data
+
+
 def _print_json(value: Any) -> None:
     # ensure_ascii: names with undecodable bytes are kept as \\udcXX escapes, valid JSON.
     json.dump(value, sys.stdout, ensure_ascii=True, indent=2)
@@ -362,7 +372,7 @@ def cmd_items(config: Config, args: argparse.Namespace) -> int:
         check_slug(args.activity)
     from ingest.derive import plan
 
-    data = DataDir.at(config.data_dir)
+    data = _existing(config)
     catalog = Catalog(data)
     from appliance.editorial import public
 
@@ -467,6 +477,7 @@ def _is_month(text: str) -> bool:
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
     from appliance.check import check
 
+    _existing(config)
     report = check(config, deep=args.deep, repair=args.repair)
     if args.json:
         _print_json({"clean": report.clean, "folders": report.folders, "items": report.items,

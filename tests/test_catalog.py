@@ -189,3 +189,10 @@ def test_the_size_shown_is_the_size_seen() -> None:
     assert shown_size({"width": 640, "height": 360, "rotation": 90}) == (360, 640)
     assert shown_size({"width": 640, "height": 360, "rotation": 180}) == (640, 360)
     assert shown_size({"width": None, "height": 360}) is None
+
+
+def test_a_mistyped_data_folder_is_said_not_listed_empty(tmp_path: Path) -> None:
+    for command in (("items",), ("check",)):
+        done = run_cli("--data-dir", tmp_path / "dato", *command)
+        assert done.returncode == 2, (command, done.stdout)
+        assert b"no Acopio data folder at" in done.stderr and not done.stdout
