@@ -66,15 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--credit", help="the credit line")
     e.add_argument("--place", help="the place")
     pick = e.add_mutually_exclusive_group()
-    pick.add_argument("--pick", action="store_const", const="picked", dest="pick")
-    pick.add_argument("--reject", action="store_const", const="rejected", dest="pick")
+    pick.add_argument("--pick", action="store_const", const="picked", dest="pick",
+                      help="mark it picked (a keeper)")
+    pick.add_argument("--reject", action="store_const", const="rejected", dest="pick",
+                      help="mark it rejected")
     pick.add_argument("--unpick", action="store_const", const="none", dest="pick",
                       help="neither picked nor rejected")
     e.add_argument("--rating", type=int, metavar="N", help="stars, 0 to 5")
     approval = e.add_mutually_exclusive_group()
-    approval.add_argument("--approve", action="store_const", const="approve", dest="approval")
+    approval.add_argument("--approve", action="store_const", const="approve", dest="approval",
+                          help="approve it for publication (role: approve)")
     approval.add_argument("--withdraw", action="store_const", const="withdraw",
-                          dest="approval")
+                          dest="approval", help="withdraw its approval")
     e.add_argument("--as", dest="as_user", required=True, metavar="USER",
                    help="the web UI user this is done as (recorded in the history; their "
                         "role must allow it)")
@@ -105,18 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("agenda", help="the activities that items are filed into")
     agenda_sub = p.add_subparsers(dest="agenda_command", metavar="ACTION", required=True)
     a = agenda_sub.add_parser("add", help="add an activity")
-    a.add_argument("title")
+    a.add_argument("title", help="the activity's name, as the agenda and the mural show it")
     a.add_argument("--start", required=True, help="ISO 8601, local time unless an offset is given")
     a.add_argument("--end", required=True, help="ISO 8601")
     a.add_argument("--area", default="", help="the office area (e.g. Cultura)")
-    a.add_argument("--place", default="")
+    a.add_argument("--place", default="", help="where it takes place")
     a.add_argument("--slug", help="folder name part (default: from the title)")
     a.set_defaults(handler=cmd_agenda_add)
     a = agenda_sub.add_parser("list", help="list activities")
-    a.add_argument("--json", action="store_true")
+    a.add_argument("--json", action="store_true", help="print one JSON array")
     a.set_defaults(handler=cmd_agenda_list)
     a = agenda_sub.add_parser("remove", help="remove an activity (its items stay filed)")
-    a.add_argument("slug")
+    a.add_argument("slug", help="the activity's slug (`acopio agenda list`)")
     a.set_defaults(handler=cmd_agenda_remove)
     a = agenda_sub.add_parser("current", help="show or set the kit's current activity")
     group = a.add_mutually_exclusive_group()
@@ -127,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("users", help="accounts of the web UI")
     users_sub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     u = users_sub.add_parser("add", help="create a user")
-    u.add_argument("name")
+    u.add_argument("name", help="the user's login name")
     u.add_argument("--role", required=True, choices=_roles(), help="what the user may do")
     u.add_argument("--password-stdin", action="store_true",
                    help="read the password from standard input (one line)")
@@ -136,12 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--json", action="store_true", help="print one JSON array")
     u.set_defaults(handler=cmd_users_list)
     u = users_sub.add_parser("passwd", help="set a user's password (ends their sessions)")
-    u.add_argument("name")
+    u.add_argument("name", help="the user's login name")
     u.add_argument("--password-stdin", action="store_true",
                    help="read the new password from standard input (one line)")
     u.set_defaults(handler=cmd_users_passwd)
     u = users_sub.add_parser("remove", help="remove a user")
-    u.add_argument("name")
+    u.add_argument("name", help="the user's login name")
     u.set_defaults(handler=cmd_users_remove)
 
     p = sub.add_parser("devices", help="cards, cameras and capture devices")
@@ -149,10 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = devices_sub.add_parser("watch", help="watch udev and import what is plugged in")
     d.set_defaults(handler=cmd_devices_watch)
     d = devices_sub.add_parser("list", help="what is attached now and its state")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(handler=cmd_devices_list)
     d = devices_sub.add_parser("cards", help="cards seen and their import history")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(handler=cmd_devices_cards)
 
     p = sub.add_parser("record", help="record from a microphone or webcam")
@@ -164,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the recording as JSON")
     r.set_defaults(handler=cmd_record_start)
     r = record_sub.add_parser("stop", help="stop recording and import the file")
-    r.add_argument("--device", required=True, metavar="ID")
+    r.add_argument("--device", required=True, metavar="ID",
+                   help="the device's id (`acopio devices list`)")
     r.add_argument("--json", action="store_true", help="print the import summary as JSON")
     r.set_defaults(handler=cmd_record_stop)
     r = record_sub.add_parser("list", help="recordings in progress (or ended on their own)")

@@ -67,3 +67,24 @@ def test_every_web_route_is_documented(config) -> None:
         if listed != methods:
             problems.append(f"{rule}: README says {sorted(listed)}, app has {sorted(methods)}")
     assert not problems, "undocumented web routes:\n" + "\n".join(problems)
+
+
+def test_every_command_line_option_says_what_it_does() -> None:
+    """`acopio items set --help` listed --pick, --approve and others with no word about
+    them: every option and argument of every command has a help text."""
+    import argparse
+
+    from appliance.cli import build_parser
+
+    bare = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                bare.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "acopio")
+    assert not bare, f"options without help: {bare}"

@@ -34,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--json", action="store_true", help="print one JSON array")
     a.set_defaults(handler=cmd_hub_kits)
     a = hub_sub.add_parser("revoke", help="end a kit's access to the hub")
-    a.add_argument("kit", metavar="KIT")
+    a.add_argument("kit", metavar="KIT", help="the kit's name (`acopio hub kits`)")
     a.set_defaults(handler=cmd_hub_revoke)
 
 
