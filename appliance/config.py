@@ -236,6 +236,10 @@ class WebConfig:
                          _listen_host)
     port: int = _setting(8080, "TCP port of the web UI.", _port)
     threads: int = _setting(8, "Request threads of the web server.", _positive)
+    connections_per_address: int = _setting(
+        24, "Open connections one client address may hold (web UI and hub); more are closed "
+        "at once, so one machine cannot hold every connection (a browser uses up to six).",
+        _positive)
     allowed_hosts: tuple[str, ...] = _setting(
         (), "Extra names the web UI answers to in the Host header, beside IP addresses, "
         "localhost, the box's host name and <kit name>.local (DNS rebinding guard).")

@@ -730,6 +730,36 @@ def test_a_huge_body_is_refused_before_it_is_stored(served: Served) -> None:
 
 
 @pytest.mark.slow
+def test_one_address_cannot_hold_every_connection(served: Served) -> None:
+    """Slowloris: connections from one address sending a header byte now and then held all
+    of waitress's 100, and nobody else was answered. Beyond web.connections_per_address
+    (24) an address's connections are closed at once; another address is still served."""
+    port = served.server.port
+    held = []
+    try:
+        for _ in range(30):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+            held.append(sock)
+        def closed(sock: socket.socket) -> bool:  # by the server, at once: not left hanging
+            try:
+                return sock.recv(1) == b""
+            except ConnectionResetError:
+                return True
+
+        assert [closed(sock) for sock in held[24:]] == [True] * 6
+        other = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                         source_address=("127.0.0.2", 0))
+        with other:
+            other.sendall(f"GET /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                          "Connection: close\r\n\r\n".encode())
+            assert other.recv(64).startswith(b"HTTP/1.1 200"), "another address was not served"
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.mark.slow
 def test_the_real_server_refuses_foreign_hosts(served: Served) -> None:
     cookie = {"Cookie": f"{SESSION_COOKIE}={served.session}"}
     status, _, _ = served.server.request("GET", "/api/me", headers=cookie)

@@ -22,6 +22,7 @@ from appliance.agenda import slugify
 from appliance.config import Config
 from appliance.storage import CorruptStateError, repair_hint
 from appliance.web import create_app
+from appliance.web.connections import limit_per_address
 from appliance.web.context import EXTENSION, WebContext
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class WebServer:
                                     threads=config.web.threads, ident="Acopio",
                                     clear_untrusted_proxy_headers=True,
                                     max_request_body_size=MAX_SPOOLED_BODY)
+        limit_per_address(self.server, config.web.connections_per_address)
         self.bound_port = self.server.effective_port  # type: ignore[union-attr]
 
     def run(self, stop: threading.Event) -> None:

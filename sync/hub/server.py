@@ -25,6 +25,7 @@ from appliance.advertise import Advertiser
 from appliance.agenda import slugify
 from appliance.config import MAX_CHUNK_MB, Config
 from appliance.web import create_app
+from appliance.web.connections import limit_per_address
 from appliance.web.context import EXTENSION, WebContext
 from appliance.web.server import announce_setup_code, return_freed_memory, serve_until
 from sync.hub.ledger import UPLOAD_IDLE_DAYS, Hub
@@ -81,6 +82,7 @@ class HubServer:
             self.app, host=self.host, port=self.port, threads=config.web.threads,
             ident="Acopio", clear_untrusted_proxy_headers=True,
             max_request_body_size=MAX_BODY, recv_bytes=RECV_BYTES)
+        limit_per_address(self.server, config.web.connections_per_address)
         self.bound_port = self.server.effective_port  # type: ignore[union-attr]
 
     def run(self, stop: threading.Event) -> None:
