@@ -12,7 +12,9 @@ only says that something changed. So an inbox file is imported only once it is *
   is best effort: it sees only processes whose `/proc` entries this service may read (all of
   them as root; only its own user's otherwise, or none with `hidepid`), in the same mount
   and PID namespace, and only writers holding a file descriptor on this host. A client
-  writing through Samba is visible through its `smbd` while that keeps the file open, but an
+  writing through Samba is visible through its `smbd` while that keeps the file open (when
+  smbd's `/proc` entries are readable here: not from acopio.service, whose `acopio` user and
+  `ProtectProc=invisible` hide other users' processes), but an
   NFS client (the kernel server holds no descriptor), a writer on another host writing to a
   share mounted *as* the inbox, or a writer that closes and reopens between chunks is not.
   That is what the settle time is for; raise it for slow or flaky links.
