@@ -261,3 +261,26 @@ def test_other_video_containers_are_imported_and_played(tmp_path: Path, name: st
     assert set(item["derivatives"]) == {"poster", "proxy"}
     streams = {s["codec_type"] for s in ffprobe(data / item["derivatives"]["proxy"])["streams"]}
     assert streams == {"video", "audio"}
+
+
+def test_a_job_of_an_item_in_a_damaged_shard_never_ends_the_worker(tmp_path: Path) -> None:
+    """Parking a job notes it on the item, which reads its shard: a damaged shard made that
+    raise out of the worker, ending the role (and every role of `acopio run`) each time."""
+    card = tmp_path / "card"
+    exif_jpeg(card / "DCIM/a.jpg", "2026:05:10 10:00:00", color=(9, 9, 9))
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    shard = next((data / "state" / "catalog").rglob("*.json"))
+    doc = json.loads(shard.read_bytes())
+    next(iter(doc["items"].values()))["size"] = "12x"  # a garbled record: a damaged shard
+    shard.write_text(json.dumps(doc))
+    deadline = time.monotonic() + 60
+    while True:
+        done = run_cli("--data-dir", data, "worker", "--once", timeout=120)
+        assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr.decode()
+        parked = [j for j in jobs(data)["jobs"] if j["state"] == "parked"]
+        if len(parked) == 2:  # thumb and preview, given up on without a crash
+            break
+        assert time.monotonic() < deadline, jobs(data)
+        time.sleep(0.5)
+    assert b"could not note on" in done.stderr, done.stderr.decode()

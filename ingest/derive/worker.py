@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from appliance.catalog import Catalog
+from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.jobs import Job, JobQueue, LeaseLost
@@ -65,11 +65,18 @@ class Worker:
             if self._disk_full():
                 stop.wait(max(self.config.worker.poll_s, DISK_FULL_WAIT_S))
                 continue
-            job = self.queue.claim(self.owner, self.config.worker.lease_s)
-            if job is None:
-                stop.wait(self.config.worker.poll_s)
-                continue
-            self.run_job(job)
+            try:
+                job = self.queue.claim(self.owner, self.config.worker.lease_s)
+                if job is None:
+                    stop.wait(self.config.worker.poll_s)
+                    continue
+                self.run_job(job)
+            except (OSError, CorruptStateError) as exc:
+                # A damaged queue shard, a full disk: never the role's end (that stopped
+                # every role of `acopio run`, an import with them); tried again later.
+                log.error("the worker could not go on (%s); trying again in %.0f s", exc,
+                          DISK_FULL_WAIT_S)
+                stop.wait(DISK_FULL_WAIT_S)
 
     def run_once(self) -> int:
         """Work until no job is ready; returns how many jobs were run."""
@@ -145,22 +152,27 @@ class Worker:
         """A derivative given up on (parked) leaves the item without a picture to show or a
         copy to play: it says so on the item ("no_preview", the derivative named), so the
         page warns instead of "preview on its way" for good, and the kiosk and the printed
-        mural leave it out. A later success (`acopio jobs --retry`) takes it back."""
-        item = self._item(job.item)
-        if item is not None:
-            self._record_problems(item, [{"code": "no_preview",
-                                          "detail": f"{job.kind}: {error}"}])
+        mural leave it out. A later success (`acopio jobs --retry`) of every parked one takes
+        it back. Best effort: a damaged shard is check's to report, not this job's end."""
+        try:
+            item = self._item(job.item)
+            if item is not None:
+                self._record_problems(item, [{"code": "no_preview",
+                                              "detail": f"{job.kind}: {error}"}])
+        except (OSError, CorruptStateError, SchemaTooNewError) as exc:
+            log.warning("could not note on %s that its %s was given up: %s", job.item[:12],
+                        job.kind, exc)
 
     def _clear_gave_up(self, job: Job) -> None:
-        item = self._item(job.item)
-        if item is not None and any(
-                isinstance(p, dict) and p.get("code") == "no_preview"
-                and str(p.get("detail", "")).startswith(f"{job.kind}: ")
-                for p in item.get("problems") or ()):
-            self.catalog.remove_problems(
-                item["folder"], item["sha256"],
-                lambda p: p.get("code") == "no_preview"
-                and str(p.get("detail", "")).startswith(f"{job.kind}: "))
+        try:
+            item = self._item(job.item)
+            if item is None or not any(_gave_up(p) for p in item.get("problems") or ()):
+                return
+            if any(parked.item == job.item for parked in self.queue.parked()):
+                return  # another derivative of it is still given up on
+            self.catalog.remove_problems(item["folder"], item["sha256"], _gave_up)
+        except (OSError, CorruptStateError, SchemaTooNewError) as exc:
+            log.warning("could not clear %s's given-up note: %s", job.item[:12], exc)
 
     def _heartbeat(self, job: Job, done: threading.Event, lost: threading.Event) -> None:
         interval = self.config.worker.lease_s / 3
@@ -189,7 +201,7 @@ class Worker:
                       (duration or 0) * self.config.worker.timeout_per_media_s)
 
         def progress(percent: float) -> None:
-            if self.stop.is_set():
+            if self.stop.is_set() and percent < 100:  # at 100 the output is in place
                 raise Stopping  # through ffmpeg's runner, which kills it and its temp file
             self.queue.progress(job, percent)
 
@@ -245,3 +257,10 @@ def rebuild(config: Config, item: str | None = None) -> int:
     for start in range(0, len(requests), 5000):  # bounded memory on a 1 GB box
         queue.enqueue_many(requests[start:start + 5000])
     return len(requests)
+
+
+def _gave_up(problem: Any) -> bool:
+    """A "no_preview" the worker noted on giving up a derivative ("<kind>: <error>"), not a
+    RAW file's own lack of an embedded preview."""
+    return isinstance(problem, dict) and problem.get("code") == "no_preview" and \
+        str(problem.get("detail", "")).startswith(tuple(f"{k}: " for k in plan.DERIVATIVES))
