@@ -91,10 +91,7 @@ class ItemIndex:
                 if not self._unusable(exc):
                     raise
                 count = self._rebuild(exc)
-            if self._frozen:
-                log.info("query index %s is up to date again", self.path)
-                self._frozen = False
-                self._refresher.generation += 1  # pooled frozen readers are reopened
+            self._thaw()
             self._last_refresh = time.monotonic()
             return count
         finally:
@@ -116,7 +113,9 @@ class ItemIndex:
             return self.refresh(force=True)  # never built here yet: read everything once
         with self._refresh_lock:
             try:
-                return self._refresher.apply(writes)
+                count = self._refresher.apply(writes)
+                self._thaw()
+                return count
             except sqlite3.DatabaseError as exc:
                 if cannot_write(exc):  # the edit itself is saved; a later refresh reads it
                     log.warning("query index %s not brought up to date: %s", self.path, exc)
@@ -126,6 +125,13 @@ class ItemIndex:
                 count = self._rebuild(exc)
                 self._last_refresh = time.monotonic()
                 return count
+
+    def _thaw(self) -> None:
+        """The index was written again: readers go back to ordinary (locking) ones."""
+        if self._frozen:
+            log.info("query index %s is up to date again", self.path)
+            self._frozen = False
+            self._refresher.generation += 1  # pooled frozen readers are reopened
 
     def _rebuild(self, exc: sqlite3.DatabaseError) -> int:
         """A damaged index file: dropped and built again from the shards (call with the
@@ -168,6 +174,10 @@ class ItemIndex:
     def _unusable(self, exc: sqlite3.DatabaseError) -> bool:
         """Whether `exc` says the index file is damaged, or no longer of our schema (its
         tables changed under an open index: "no such table")."""
+        if self._frozen:
+            # Read without locks while the disk is full: a read torn by another process's
+            # write looks corrupt, and must never have the file thrown away.
+            return False
         if is_corrupt(exc):
             return True
         if not isinstance(exc, sqlite3.OperationalError) or cannot_write(exc):
