@@ -819,6 +819,37 @@ def test_a_cut_video_with_its_index_first_is_damaged(media: dict[str, Path],
     assert probe_path(media["clip.mp4"], "video").problems == []  # index last: whole too
 
 
+def test_trailers_after_a_videos_boxes_are_no_cut(tmp_path: Path) -> None:
+    """Dashcams append a RIFF trailer and Samsung phones an SEF one after the last box; ffmpeg
+    plays those files, and they are whole: only the media data or the index running past
+    the end is a cut."""
+    from ingest.metadata.av import iso_bmff_cut
+
+    def mp4_box(kind: bytes, payload: bytes) -> bytes:
+        return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+    whole = (mp4_box(b"ftyp", b"isom\0\0\0\0isom") + mp4_box(b"moov", b"x" * 50)
+             + mp4_box(b"mdat", b"y" * 1000))
+    cases = {
+        "riff": whole + b"RIFF" + (100).to_bytes(4, "little") + b"AVI " * 20,
+        "sef": whole + b"\x00\x10\x00\x00SEFH" + b"z" * 40,
+        "junk": whole + b"abc",
+        "zeros": whole + b"\0" * 12,
+        "free past the end": whole + mp4_box(b"free", b"\0" * 100)[:-50],
+        "cut": whole[:-500],
+    }
+    found = {}
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            found[name] = iso_bmff_cut(fd)
+        finally:
+            os.close(fd)
+    assert {name for name, cut in found.items() if cut} == {"cut"}, found
+
+
 @needs_ffmpeg
 def test_mp4_creation_time_duration_size(media: dict[str, Path]) -> None:
     info = probe_path(media["clip.mp4"], "video")

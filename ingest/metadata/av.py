@@ -27,6 +27,9 @@ from ingest.metadata.values import camera, finite, positive_float, positive_int
 # Demuxers ffprobe may use: the containers behind kinds.VIDEO_EXTENSIONS and AUDIO_EXTENSIONS.
 # Playlist and indirection formats (hls, concat, image2, ...) are not on the list on purpose.
 _MAX_BOXES = 100_000  # top-level boxes walked at most (a hostile file may claim millions)
+# Top-level boxes whose end past the file's means frames lost: the media data, the index.
+_CUT_MATTERS = frozenset({b"mdat", b"moov", b"moof", b"mfra"})
+_FOURCC = re.compile(rb"[a-z0-9 ]{4}|[A-Za-z0-9]{4}")
 _DEMUXERS = ("mov", "matroska", "avi", "mpegts", "mpeg", "wav", "w64", "mp3", "flac", "ogg", "aac")
 
 
@@ -79,21 +82,23 @@ def iso_bmff_cut(fd: int) -> str | None:
     are gone; a few box headers show it. Nothing but those headers is read."""
     size = os.fstat(fd).st_size
     offset = boxes = 0
-    while offset < size and boxes < _MAX_BOXES:
+    while offset + 8 <= size and boxes < _MAX_BOXES:
         head = os.pread(fd, 16, offset)
-        if len(head) < 8:
-            return None if not head.strip(b"\0") else \
-                f"cut short: a box header at byte {offset} of {size}"
-        box_size, kind = int.from_bytes(head[:4], "big"), head[4:8].decode("latin-1")
+        box_size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+        if kind not in _CUT_MATTERS and not _FOURCC.fullmatch(kind):
+            return None  # not a box: a trailer some cameras append (RIFF, Samsung's SEF)
         if box_size == 1:  # 64-bit size after the type
             box_size = int.from_bytes(head[8:16], "big") if len(head) == 16 else 0
         elif box_size == 0:
             return None  # the last box: it runs to the end of the file
         if box_size < 8:
-            return f"damaged: the {kind!r} box at byte {offset} claims {box_size} bytes"
+            return None  # not a box either; ffprobe read the file, so leave it be
         if offset + box_size > size:
-            return (f"cut short: its {kind!r} box ends at byte {offset + box_size}, "
-                    f"the file at {size} ({100 * (size - offset) // box_size}% of it is there)")
+            if kind not in _CUT_MATTERS:
+                return None  # a trailer that looks like a box, or padding: no frames lost
+            return (f"cut short: its {kind.decode()!r} box ends at byte "
+                    f"{offset + box_size}, the file at {size} "
+                    f"({100 * (size - offset) // box_size}% of it is there)")
         offset += box_size
         boxes += 1
     return None
