@@ -163,8 +163,11 @@ def apply(record: dict[str, Any], changes: Mapping[str, Any], *, by: str, at: st
             edited[key]["hlc"] = stamp
     record["edited"] = edited
     record["revision"] = revision
+    # The newest MAX_HISTORY, as union_history keeps: a record the hub refused (it takes no
+    # more) never reached it, edits, approval and all.
     record["history"] = [*record["history"],
-                         {"at": at, "by": by, "action": action, "changes": diff}]
+                         {"at": at, "by": by, "action": action, "changes": diff}
+                         ][-MAX_HISTORY:]
     return record
 
 

@@ -256,3 +256,21 @@ def test_an_entry_after_a_torn_line_is_kept(tmp_path: Path,
     assert [e["sha256"] for e in log.entries()] == [sha(1), sha(2), sha(4)]
     text = (data.state / "edits" / "2026-11.jsonl").read_text()
     assert len(text.splitlines()) == 4 and text.endswith("\n")  # 1, the torn one, 2, 4
+
+
+def test_a_record_keeps_its_newest_history_entries(editor: Editor) -> None:
+    """Edited more than MAX_HISTORY times, a record's history kept every entry, and the hub
+    refused the record (it takes at most MAX_HISTORY)."""
+    from appliance import editorial
+
+    original = editorial.MAX_HISTORY
+    editorial.MAX_HISTORY = 5
+    try:
+        for n in range(8):
+            editor.edit(sha(1), {"caption": f"pie {n}"}, by="dir1")
+        record = editor.catalog.read_shard(editor.catalog.lookup(sha(1))["folder"])
+        [mine] = [r for r in record if r["sha256"] == sha(1)]
+        assert len(mine["history"]) == 5
+        assert mine["history"][-1]["changes"]["caption"][1] == "pie 7"
+    finally:
+        editorial.MAX_HISTORY = original

@@ -1219,3 +1219,16 @@ def test_always_aware_and_plausible_or_flagged(
         assert len(problems) < len(candidates)
     else:
         assert len(problems) == len(candidates) + (chosen == "import_time")
+
+
+def test_a_probe_records_at_most_so_many_problems() -> None:
+    """A photo whose EXIF had a hundred bad tags gave a hundred problems, and its record was
+    refused by the hub (which takes at most 64): its edits never reached headquarters."""
+    from ingest.metadata.info import MAX_PROBLEMS, MORE, MediaInfo
+
+    info = MediaInfo()
+    for n in range(100):
+        info.add_problem("unreadable_metadata", f"tag {n}: data larger than the file")
+    assert len(info.problems) == MAX_PROBLEMS <= 64
+    assert info.problems[-1]["detail"].endswith(MORE)
+    assert sum(p["detail"].endswith(MORE) for p in info.problems) == 1

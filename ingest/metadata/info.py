@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+MAX_PROBLEMS = 16  # problems one probe records at most
+MORE = " (and more problems, not listed)"
+
 
 @dataclass(frozen=True)
 class TimeCandidate:
@@ -40,7 +43,15 @@ class MediaInfo:
     problems: list[dict] = field(default_factory=list)
 
     def add_problem(self, code: str, detail: str) -> None:
-        """Record a problem once (decoders tend to repeat themselves)."""
+        """Record a problem once (decoders tend to repeat themselves), and at most
+        MAX_PROBLEMS in all: a photo whose EXIF has a hundred bad tags gave a hundred
+        warnings, and a record the hub refused (it takes at most 64 problems)."""
         entry = {"code": code, "detail": detail}
-        if entry not in self.problems:
-            self.problems.append(entry)
+        if entry in self.problems:
+            return
+        if len(self.problems) >= MAX_PROBLEMS:
+            last = self.problems[-1]
+            if not last["detail"].endswith(MORE):
+                last["detail"] += MORE
+            return
+        self.problems.append(entry)

@@ -11,6 +11,9 @@ import math
 
 from ingest.metadata.info import MediaInfo
 
+# A tag's text kept at most (a camera's make and model are a few dozen characters).
+MAX_TEXT = 256
+
 
 def clean_text(raw: object) -> str | None:
     """EXIF/tag text without NULs and surrounding whitespace; None when empty or not text."""
@@ -18,7 +21,7 @@ def clean_text(raw: object) -> str | None:
         raw = raw.decode("utf-8", "replace")
     if not isinstance(raw, str):
         return None
-    text = raw.replace("\x00", "").strip()
+    text = raw.replace("\x00", "").strip()[:MAX_TEXT]  # garbled EXIF can be kilobytes long
     return text or None
 
 
