@@ -551,9 +551,13 @@ def test_a_read_only_data_disk_is_checked_and_said_plainly(tmp_path: Path) -> No
         data = disk / "data"
         no_reserve = {"ACOPIO_INGEST_MIN_FREE_MB": "0"}
         assert run_cli("--data-dir", data, "ingest", card, env=no_reserve).returncode == 0
+        fresh = disk / "fresh"  # a data folder where no import ever ran (a hub's, say)
+        assert run_cli("--data-dir", fresh, "agenda", "add", "Informe", "--start",
+                       "2026-11-10T10:00", "--end", "2026-11-10T12:00").returncode == 0
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        checked = run_cli("--data-dir", data, "check", "--deep")
-        assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
+        for folder in (data, fresh):
+            checked = run_cli("--data-dir", folder, "check", "--deep")
+            assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
         noise_jpeg(card / "DCIM/IMG_0003.JPG", seed=702)
         refused = run_cli("--data-dir", data, "ingest", card, env=no_reserve)
         said = (refused.stdout + refused.stderr).decode()

@@ -213,3 +213,13 @@ def test_contacts_are_written_at_most_once_a_minute_and_survive_damage(tmp_path:
     fresh = Contacts(tmp_path, clock=lambda: now[0])
     fresh.seen("kit-b", None)
     assert set(Contacts(tmp_path).read()) == {"kit-b"}
+
+
+def test_a_contact_file_with_a_bad_time_is_read_as_empty_for_that_kit(tmp_path: Path) -> None:
+    """A contact time that is not a time made the hub's status page a 500."""
+    from sync.hub.contact import Contacts
+
+    (tmp_path / "contact.json").write_text(
+        '{"kit-a": {"at": "ayer", "address": "x"}, '
+        '"kit-b": {"at": "2027-01-15T08:00:00+00:00", "address": "10.0.0.2"}}')
+    assert set(Contacts(tmp_path).read()) == {"kit-b"}

@@ -48,9 +48,9 @@ class Contacts:
             data = json.dumps(seen, indent=1, sort_keys=True).encode()
             try:
                 fsutil.atomic_write(self.path, data, self.tmp_dir)
-            except OSError as exc:  # a full disk must not refuse the kit's upload
+            except OSError as exc:  # a full disk must not refuse the kit's upload; tried
+                # again a minute later, not at each of its requests (several a second)
                 log.warning("could not record kit %s's contact in %s: %s", kit, self.path, exc)
-                self._written.pop(kit, None)
 
     def read(self) -> dict[str, dict[str, Any]]:
         """Each kit's last contact: {"at": ISO 8601 UTC, "address": its IP}. In the hub's
@@ -79,8 +79,16 @@ class Contacts:
                         self.path)
             return {}
         return {str(k): v for k, v in data.items()
-                if isinstance(v, dict) and isinstance(v.get("at"), str)}
+                if isinstance(v, dict) and _is_time(v.get("at"))}
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _is_time(value: Any) -> bool:
+    """An ISO 8601 time with its offset, as `seen` writes it (the status page compares it)."""
+    try:
+        return isinstance(value, str) and datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
