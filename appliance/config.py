@@ -328,6 +328,10 @@ class SyncConfig:
 class HubConfig:
     host: str = _setting("0.0.0.0", "Address the hub listens on.", _listen_host)
     port: int = _setting(8090, "TCP port of the hub (sync and its web UI).", _port)
+    connections_per_address: int = _setting(
+        96, "Open connections one address may hold at the hub; more than the web UI's, for "
+        "kits that reach it through one shared address (a venue's NAT), four each.",
+        _positive)
     max_upload_gb: float = _setting(
         64.0, "Largest single file a kit may upload, in GiB.", _positive)
     pair_code_minutes: float = _setting(

@@ -45,6 +45,9 @@ MAX_BODY = (MAX_CHUNK_MB + 1) * 1024 * 1024
 # per 8 MiB chunk. bench_sync measured the transfer of 600 MB of video over loopback (PATCH
 # time less the app's) at 1.35 s with that, 0.68 s with 256 KiB (1 MiB: no better).
 RECV_BYTES = 256 * 1024
+# Connections served at once (waitress's default is 100): every kit's lanes and people's
+# browsers at headquarters, with room above hub.connections_per_address for the others.
+CONNECTIONS = 500
 
 
 class HubAdvertiser(Advertiser):
@@ -81,8 +84,9 @@ class HubServer:
         self.server = create_server(
             self.app, host=self.host, port=self.port, threads=config.web.threads,
             ident="Acopio", clear_untrusted_proxy_headers=True,
-            max_request_body_size=MAX_BODY, recv_bytes=RECV_BYTES)
-        limit_per_address(self.server, config.web.connections_per_address)
+            max_request_body_size=MAX_BODY, recv_bytes=RECV_BYTES,
+            connection_limit=CONNECTIONS)
+        limit_per_address(self.server, config.hub.connections_per_address)
         self.bound_port = self.server.effective_port  # type: ignore[union-attr]
 
     def run(self, stop: threading.Event) -> None:
