@@ -752,7 +752,7 @@ def test_a_png_too_large_to_decode_whole_on_a_small_box_is_refused(tmp_path: Pat
     """Under Pillow's limit, an 88 MP PNG or TIFF still took the worker to 505 MB (a 1 GB Pi
     runs the web UI, an import and Chromium beside it): formats decoded whole stop at
     FULL_DECODE_MAX_PIXELS, a placeholder of their shape and a clear reason instead."""
-    assert 8000 * 6000 < Image.MAX_IMAGE_PIXELS
+    assert Image.MAX_IMAGE_PIXELS > 8000 * 6000
     source = tmp_path / "escaneo.png"
     source.write_bytes(png_claiming(8000, 6000))
     problems, out = render(source, tmp_path)

@@ -13,6 +13,7 @@ import html
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -757,6 +758,18 @@ def test_one_address_cannot_hold_every_connection(served: Served) -> None:
     finally:
         for sock in held:
             sock.close()
+        # The server notices the closed ones at its next loop: the tests after this one
+        # share the server and this address.
+        def answered() -> bool:
+            try:
+                return served.server.request("GET", "/login")[0] == 200
+            except OSError:  # closed at once: not yet
+                return False
+
+        deadline = time.monotonic() + 15
+        while not answered():
+            assert time.monotonic() < deadline, "the held connections were never released"
+            time.sleep(0.2)
 
 
 @pytest.mark.slow
