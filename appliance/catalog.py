@@ -259,22 +259,22 @@ class Catalog:
                      problems: Iterable[dict[str, str]]) -> None:
         """Add problems found later (by a derivative job) to an item, under the shard lock;
         a code the item already has (the import's "damaged") is not added twice."""
-        path = self.shard_path(folder_key)
-        with storage.transaction(path, self.data.tmp) as db:
-            self._migrate(db, path)
-            items = db.table(ITEMS)
-            doc = items.get(Query().sha256 == sha256)
-            if doc is None:
-                return
-            current = list(doc.get("problems") or [])
-            known = {p.get("code") for p in current}
-            new = [p for p in problems if p.get("code") not in known]  # one entry per code
-            if new:
-                items.update({"problems": current + new}, doc_ids=[doc.doc_id])
+        problems = list(problems)
+
+        def add(current: list[Any]) -> list[Any]:
+            known = {p.get("code") for p in current if isinstance(p, dict)}
+            return current + [p for p in problems if p.get("code") not in known]
+
+        self._change_problems(folder_key, sha256, add)
 
     def remove_problems(self, folder_key: str, sha256: str,
                         unwanted: Callable[[dict[str, Any]], bool]) -> None:
         """Drop the item's problems `unwanted` picks (a derivative made after all)."""
+        self._change_problems(folder_key, sha256, lambda current: [
+            p for p in current if not (isinstance(p, dict) and unwanted(p))])
+
+    def _change_problems(self, folder_key: str, sha256: str,
+                         change: Callable[[list[Any]], list[Any]]) -> None:
         path = self.shard_path(folder_key)
         with storage.transaction(path, self.data.tmp) as db:
             self._migrate(db, path)
@@ -283,9 +283,9 @@ class Catalog:
             if doc is None:
                 return
             current = list(doc.get("problems") or [])
-            kept = [p for p in current if not (isinstance(p, dict) and unwanted(p))]
-            if len(kept) != len(current):
-                items.update({"problems": kept}, doc_ids=[doc.doc_id])
+            changed = change(current)
+            if changed != current:
+                items.update({"problems": changed}, doc_ids=[doc.doc_id])
 
     def _index(self, records: Iterable[dict[str, Any]], folder_key: str) -> None:
         self.by_hash.put_many({

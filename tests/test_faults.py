@@ -364,6 +364,20 @@ def test_damaged_shard_is_detected_and_repaired(card: Path, tmp_path: Path, dama
         assert again_item["kind"] == item["kind"]
 
 
+def start_run(data: Path, roles: str, **env: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`acopio run --roles ROLES` on `data`, its web UI on a free port of 127.0.0.1 (no
+    zeroconf), stderr piped; the process and the port."""
+    port = free_port()
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")},
+                "ACOPIO_WEB_PORT": str(port), "ACOPIO_WEB_HOST": "127.0.0.1",
+                "ACOPIO_WEB_ZEROCONF": "false", **env}
+    service = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "--data-dir", str(data), "run", "--roles", roles],
+        cwd=REPO, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE)
+    return service, port
+
+
 @pytest.mark.root
 def test_a_full_disk_stops_no_role_and_parks_no_derivative(tmp_path: Path,
                                                           small_disk: Path) -> None:
@@ -402,14 +416,8 @@ def test_a_full_disk_stops_no_role_and_parks_no_derivative(tmp_path: Path,
     os.close(fd)
     for shard in (data / "state" / "catalog").rglob("*.json"):
         os.utime(shard, ns=(time.time_ns(), time.time_ns()))  # changed: the index must write
-    port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")},
-           **no_reserve, "ACOPIO_WEB_PORT": str(port), "ACOPIO_WEB_HOST": "127.0.0.1",
-           "ACOPIO_WEB_ZEROCONF": "false", "ACOPIO_WORKER_POLL_S": "0.2"}
-    service = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "--data-dir", str(data), "run", "--roles",
-         "web,worker,inbox"], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    service, port = start_run(data, "web,worker,inbox",
+                              **no_reserve, ACOPIO_WORKER_POLL_S="0.2")
     try:
         deadline = time.monotonic() + 30
         while not port_open(port):
@@ -504,14 +512,7 @@ def test_a_damaged_accounts_file_stops_neither_the_imports_nor_the_pages(
     inbox = data / "inbox"
     inbox.mkdir()
     noise_jpeg(inbox / "IMG_0001.JPG", seed=900)
-    port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")},
-           "ACOPIO_WEB_PORT": str(port), "ACOPIO_WEB_HOST": "127.0.0.1",
-           "ACOPIO_WEB_ZEROCONF": "false", "ACOPIO_DEVICES_INBOX_SETTLE_S": "0.5"}
-    service = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "--data-dir", str(data), "run", "--roles",
-         "web,inbox"], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    service, port = start_run(data, "web,inbox", ACOPIO_DEVICES_INBOX_SETTLE_S="0.5")
     try:
         deadline = time.monotonic() + 60
         while not port_open(port) or (inbox / "IMG_0001.JPG").exists():
