@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -441,7 +442,13 @@ def _coerce(key: str, hint: Any, value: Any, from_env: bool) -> Any:
         return Path(value).expanduser()
     if origin is tuple:
         if from_env and isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+            if value.lstrip().startswith("["):  # a JSON array: items that hold commas
+                try:
+                    value = json.loads(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{key}: not a JSON array of text: {exc}") from None
+            else:
+                value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key}: expected a list of text, got {value!r}")
         return tuple(value)

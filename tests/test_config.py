@@ -168,3 +168,15 @@ def test_a_listening_address_is_checked(host: str) -> None:
         config_mod.load(environ={"ACOPIO_WEB_HOST": host})
     for good in ("0.0.0.0", "::", "127.0.0.1", "localhost", "acopio.local"):
         assert config_mod.load(environ={"ACOPIO_HUB_HOST": good}).hub.host == good
+
+
+def test_a_list_item_with_a_comma_can_be_set_from_the_environment() -> None:
+    """`ACOPIO_KIOSK_EXTRA_ARGS="--window-size=1920,1080"` was split into two arguments, and
+    Chromium refused to start."""
+    config = config_mod.load(environ={
+        "ACOPIO_KIOSK_EXTRA_ARGS": '["--window-size=1920,1080", "--ozone-platform=x11"]'})
+    assert config.kiosk.extra_args == ("--window-size=1920,1080", "--ozone-platform=x11")
+    plain = config_mod.load(environ={"ACOPIO_KIOSK_EXTRA_ARGS": "--a, --b"})
+    assert plain.kiosk.extra_args == ("--a", "--b")
+    with pytest.raises(ConfigError, match=r"kiosk\.extra_args: not a JSON array"):
+        config_mod.load(environ={"ACOPIO_KIOSK_EXTRA_ARGS": '["--a",'})
