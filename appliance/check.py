@@ -13,10 +13,9 @@ otherwise reported as `refile_interrupted`, its files not counted as uncatalogue
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,33 +86,13 @@ def check(config: Config, *, deep: bool = False, repair: bool = False,
         # Under the imports' commit lock: an import that recorded a batch between the shards
         # read here and the index listed after them had its fresh index entries taken for
         # stale, and --repair removed them (its items then unknown to edits and the worker).
-        with _imports_held(data):
+        # (No lock file, and none can be made on a read-only disk: no import ever ran here,
+        # and none can commit now.)
+        with file_lock(data.state / COMMIT_LOCK, missing_ok=True) if data.state.is_dir() \
+                else contextlib.nullcontext():
             _check_index(data, catalog, report, repair=repair, refiling=refiling.shas)
         _check_state_debris(data, report, repair=repair)
     return report
-
-
-@contextlib.contextmanager
-def _imports_held(data: DataDir) -> Iterator[None]:
-    """The imports' commit lock; none when it cannot be had because no import ever ran here
-    and the disk takes no writes (a hub, a fresh kit, a disk remounted read-only): then no
-    import can be committing either."""
-    path = data.state / COMMIT_LOCK
-    if not data.state.is_dir() or (not path.exists() and not os.access(data.state, os.W_OK)):
-        yield
-        return
-    try:
-        lock = file_lock(path)
-        lock.__enter__()
-    except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise
-        yield  # the lock file cannot be made: no import could make a commit either
-        return
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 # -- re-filing (appliance.refile) -----------------------------------------------------------

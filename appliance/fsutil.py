@@ -270,26 +270,42 @@ def _probe(path: str | os.PathLike[str], operation: int) -> bool | None:
     return False
 
 
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[None]:
-    """An advisory inter-process lock (flock) on a sidecar lock file.
+def open_lock_file(path: str | os.PathLike[str], *, missing_ok: bool = False) -> int | None:
+    """A descriptor of the lock file `path` (made, with its folder, when missing).
 
-    flock locks belong to the open file description, so they are released by the kernel when a
-    process dies, even by kill -9: a crashed writer never leaves a stale lock behind.
+    A user that may not write there (another user; a disk remounted read-only) gets a
+    read-only descriptor of a lock file that exists: flock works on it too. When none exists
+    and none can be made, `missing_ok` says nobody can ever have held it (None: go on
+    without); otherwise the error is raised.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
     except OSError as exc:
         if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
             raise
-        # A reader that may not write here (another user; a disk remounted read-only): flock
-        # works on a read-only descriptor of a lock file that exists.
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
+            if missing_ok:
+                return None
             raise exc from None
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], *, shared: bool = False,
+              missing_ok: bool = False) -> Iterator[None]:
+    """An advisory inter-process lock (flock) on a sidecar lock file (see open_lock_file
+    for a reader that may not write there, and `missing_ok`).
+
+    flock locks belong to the open file description, so they are released by the kernel when a
+    process dies, even by kill -9: a crashed writer never leaves a stale lock behind.
+    """
+    fd = open_lock_file(path, missing_ok=missing_ok)
+    if fd is None:
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield

@@ -103,11 +103,11 @@ from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.editorial import EditLog, apply
 from appliance.fsutil import (
-    SHARED_MODE,
     TEMP_PREFIX,
     atomic_write,
     fsync_dir,
     is_debris,
+    open_lock_file,
     remove_debris,
 )
 from appliance.storage import CorruptStateError, dump_json
@@ -146,21 +146,12 @@ def exclusive(data: DataDir, timeout: float | None = None) -> Iterator[None]:
 
     `timeout` None waits as long as it takes; otherwise RefileBusy after that many seconds.
     """
-    root = journal_dir(data)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_MODE)
-    except OSError as exc:
-        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
-            raise
-        # A user who may only read (an `acopio check` by someone else), or a disk remounted
-        # read-only: flock works on a read-only descriptor too. No lock file at all means
-        # no re-filing ever ran here.
-        try:
-            fd = os.open(root / ".lock", os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            yield
-            return
+    # A user who may only read (an `acopio check` by someone else), or a disk remounted
+    # read-only: no lock file at all means no re-filing ever ran here.
+    fd = open_lock_file(journal_dir(data) / ".lock", missing_ok=True)
+    if fd is None:
+        yield
+        return
     try:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
