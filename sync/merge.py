@@ -60,6 +60,7 @@ from appliance.editorial import (
     union_history,
     validate,
 )
+from ingest.metadata.values import MAX_TEXT
 from sync import hlc
 from sync.hlc import Clock
 
@@ -294,7 +295,7 @@ def _check_fact(field: str, value: Any) -> None:
     elif field in ("camera", "gps"):
         if not isinstance(value, dict) or len(value) > 16 or not all(
                 isinstance(k, str) and (v is None or isinstance(v, str | int | float))
-                and not isinstance(v, bool) and len(str(v)) <= 256
+                and not isinstance(v, bool) and len(str(v)) <= MAX_TEXT
                 for k, v in value.items()):
             raise bad("an object of plain values")
     elif field == "problems" and (

@@ -15,11 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from appliance import fsutil
+from sync.hub.kits import iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Contacts:
         now = self.clock()
         with self._lock:
             seen = self._load()
-            seen[kit] = {"at": _iso(now), "address": address or ""}
+            seen[kit] = {"at": iso_utc(now), "address": address or ""}
             if now - self._written.get(kit, float("-inf")) < WRITE_EVERY_S:
                 return
             self._written[kit] = now
@@ -80,10 +81,6 @@ class Contacts:
             return {}
         return {str(k): v for k, v in data.items()
                 if isinstance(v, dict) and _is_time(v.get("at"))}
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def _is_time(value: Any) -> bool:

@@ -63,7 +63,8 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _iso(ts: float) -> str:
+def iso_utc(ts: float) -> str:
+    """A POSIX time as ISO 8601 in UTC, to the second (kits.json, contact.json)."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
@@ -109,9 +110,9 @@ class Kits:
             live = sorted(codes.all(), key=lambda c: c["expires"])
             for old in live[: max(0, len(live) - MAX_PENDING_CODES + 1)]:
                 codes.remove(doc_ids=[old.doc_id])  # the oldest codes stop working
-            codes.insert({"hash": hash_secret(digits.encode()), "issued_at": _iso(now),
-                          "expires": expires, "expires_at": _iso(expires)})
-        return "-".join(digits[i:i + 4] for i in range(0, CODE_DIGITS, 4)), _iso(expires)
+            codes.insert({"hash": hash_secret(digits.encode()), "issued_at": iso_utc(now),
+                          "expires": expires, "expires_at": iso_utc(expires)})
+        return "-".join(digits[i:i + 4] for i in range(0, CODE_DIGITS, 4)), iso_utc(expires)
 
     def redeem(self, code: Any, kit_name: Any, kit_id: Any) -> str:
         """Pair `kit_name` with a code: returns the kit's new token (shown once).
@@ -157,7 +158,7 @@ class Kits:
                 token = secrets.token_urlsafe(32)
                 table.remove(Query().name == name)
                 table.insert({"name": name, "token_sha256": token_hash(token),
-                              "paired_at": _iso(now), "revoked": False, "revoked_at": None,
+                              "paired_at": iso_utc(now), "revoked": False, "revoked_at": None,
                               "kit_id": kit_id})
         return token
 
@@ -178,7 +179,7 @@ class Kits:
             row = table.get(Query().name == name)
             if row is None:
                 raise PairingError(f"no kit {name!r} is paired with this hub")
-            table.update({"revoked": True, "revoked_at": _iso(self.clock())},
+            table.update({"revoked": True, "revoked_at": iso_utc(self.clock())},
                          doc_ids=[row.doc_id])
         kit = self.get(name)
         assert kit is not None
