@@ -138,6 +138,18 @@ class Hub:
         assert body["kit"] == kit
         return str(body["token"])
 
+    def director_session(self, name: str, password: str) -> str:
+        """A director account made with the CLI, logged in to the hub's web UI: the Cookie
+        header of its session."""
+        made = run_cli("--data-dir", self.data_dir, "users", "add", name, "--role",
+                       "director", "--password-stdin", input=f"{password}\n".encode())
+        assert made.returncode == 0, made.stderr.decode()
+        status, headers, body = self.request("POST", "/api/login", json.dumps(
+            {"username": name, "password": password}).encode(),
+            {"Content-Type": "application/json"})
+        assert status == 200, body
+        return "; ".join(c.split(";")[0] for c in headers.get_all("Set-Cookie"))
+
     def items(self) -> list[dict[str, Any]]:
         done = run_cli("--data-dir", self.data_dir, "items", "--json")
         assert done.returncode == 0, done.stderr.decode()
@@ -964,14 +976,7 @@ def test_headquarters_web_ui_over_every_kit(hub: Hub, tmp_path: Path) -> None:
     for token, name, color in ((one, "uno.jpg", (1, 2, 3)), (two, "dos.jpg", (3, 2, 1))):
         photo = exif_jpeg(tmp_path / name, "2026:10:01 12:00:00", "-06:00", color=color)
         uploader(tus(hub, token), photo).upload()
-    made = run_cli("--data-dir", hub.data_dir, "users", "add", "direccion", "--role",
-                   "director", "--password-stdin", input=b"clave-de-prueba-1\n")
-    assert made.returncode == 0, made.stderr.decode()
-    status, headers, body = hub.request("POST", "/api/login", json.dumps(
-        {"username": "direccion", "password": "clave-de-prueba-1"}).encode(),
-        {"Content-Type": "application/json"})
-    assert status == 200, body
-    cookies = "; ".join(c.split(";")[0] for c in headers.get_all("Set-Cookie"))
+    cookies = hub.director_session("direccion", "clave-de-prueba-1")
     status, _, body = hub.request("GET", "/api/items?month=2026-10", None, {"Cookie": cookies})
     assert status == 200, body
     items = {i["original_name"]: i for i in json.loads(body)["items"]}
@@ -1004,14 +1009,7 @@ def test_headquarters_sees_each_kits_last_contact(hub: Hub, tmp_path: Path) -> N
     assert re.search(r"kit-contacto .* 1 items, .*last contact \S+ from 127\.0\.0\.1", listed)
     assert re.search(r"kit-callado .*never in contact", listed), listed
 
-    made = run_cli("--data-dir", hub.data_dir, "users", "add", "central", "--role",
-                   "director", "--password-stdin", input=b"clave-de-prueba-2\n")
-    assert made.returncode == 0, made.stderr.decode()
-    status, headers, body = hub.request("POST", "/api/login", json.dumps(
-        {"username": "central", "password": "clave-de-prueba-2"}).encode(),
-        {"Content-Type": "application/json"})
-    assert status == 200, body
-    cookies = "; ".join(c.split(";")[0] for c in headers.get_all("Set-Cookie"))
+    cookies = hub.director_session("central", "clave-de-prueba-2")
     deadline = time.monotonic() + 10  # the UI's index refreshes at most every few seconds
     while True:
         status, _, body = hub.request("GET", "/estado", None, {"Cookie": cookies})

@@ -672,19 +672,25 @@ def test_edits_go_up_and_decisions_come_down(hub: RealHub, tmp_path: Path,
     assert code == 0 and not log_lines(output, "sent metadata"), output
 
 
+def refile_at_hub(hub: RealHub, sha: str, title: str, day: str, slug: str) -> None:
+    """A new agenda activity on `day` at the hub, and the item re-filed into it there."""
+    from appliance.refile import Refiler
+
+    result = hub.cli("agenda", "add", title, "--start", f"{day}T09:00", "--end",
+                     f"{day}T14:00", "--slug", slug)
+    assert result.returncode == 0, result.stderr.decode()
+    Refiler(hub.config(), hub.data).refile([sha], slug, by="directora")
+
+
 @pytest.mark.slow
 def test_a_refile_at_the_hub_moves_the_kits_file(hub: RealHub, tmp_path: Path,
                                                  media: Media) -> None:
-    from appliance.refile import Refiler
 
     kit = make_kit(tmp_path, "kit-archivo", {"DCIM/IMG_0005.JPG": media["photo5"]})
     paired(kit, hub)
     assert sync_once(kit)[0] == 0
     (sha, before), = kit.items().items()
-    result = hub.cli("agenda", "add", "Informe anual", "--start", "2026-05-20T09:00",
-                     "--end", "2026-05-20T14:00", "--slug", "informe-anual")
-    assert result.returncode == 0, result.stderr.decode()
-    Refiler(hub.config(), hub.data).refile([sha], "informe-anual", by="directora")
+    refile_at_hub(hub, sha, "Informe anual", "2026-05-20", "informe-anual")
     code, output = sync_once(kit)
     assert code == 0, output
     after = kit.items()[sha]
@@ -1250,7 +1256,6 @@ def test_a_refile_at_the_hub_of_an_evicted_original_follows_when_it_comes_back(
     """Headquarters re-files an item whose original the kit evicted: the kit cannot move a
     file it does not have. Fetched back, the original landed in the old folder while the
     record named the new one, for good (and `refile --unsorted` said "already there")."""
-    from appliance.refile import Refiler
     from sync.kit.evict import Evictor, fetch_back
 
     kit = make_kit(tmp_path, "kit-mudanza", {"DCIM/IMG_0005.JPG": media["photo5"]})
@@ -1259,10 +1264,7 @@ def test_a_refile_at_the_hub_of_an_evicted_original_follows_when_it_comes_back(
     (sha, before), = kit.items().items()
     config = kit.config(ACOPIO_SYNC_EVICT_BELOW_MB=str(10**9))
     assert Evictor(config).run(None) == [sha]
-    result = hub.cli("agenda", "add", "Informe de gobierno", "--start", "2026-05-21T09:00",
-                     "--end", "2026-05-21T14:00", "--slug", "informe-de-gobierno")
-    assert result.returncode == 0, result.stderr.decode()
-    Refiler(hub.config(), hub.data).refile([sha], "informe-de-gobierno", by="directora")
+    refile_at_hub(hub, sha, "Informe de gobierno", "2026-05-21", "informe-de-gobierno")
     code, output = sync_once(kit)
     assert code == 0, output
     assert kit.items()[sha]["activity"] == "informe-de-gobierno"  # the record follows...

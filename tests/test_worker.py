@@ -40,6 +40,15 @@ def ffprobe(path: Path) -> dict:
     return json.loads(out)
 
 
+def start_worker(data: Path, stderr: int, **env: str) -> subprocess.Popen[bytes]:
+    """`acopio worker` on `data` in a session of its own, polling every 0.2 s."""
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")},
+                "ACOPIO_WORKER_POLL_S": "0.2", **env}
+    return subprocess.Popen([sys.executable, "-m", "appliance", "--data-dir", str(data),
+                             "worker"], cwd=REPO, env=full_env, stdout=subprocess.DEVNULL,
+                            stderr=stderr, start_new_session=True)
+
+
 def test_ingest_queues_and_a_worker_makes_every_derivative(tmp_path: Path) -> None:
     card = tmp_path / "card"
     exif_jpeg(card / "DCIM/a.jpg", "2026:05:10 10:00:00", size=(2000, 1500))
@@ -85,11 +94,7 @@ def test_worker_killed_mid_transcode_then_the_job_runs_again(tmp_path: Path) -> 
     ffmpeg_video(card / "largo.mp4", seconds=40, size="1280x720")
     data = tmp_path / "data"
     assert run_cli("--data-dir", data, "ingest", card).returncode == 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
-    env.update({"ACOPIO_WORKER_LEASE_S": "3", "ACOPIO_WORKER_POLL_S": "0.2"})
-    worker = subprocess.Popen([sys.executable, "-m", "appliance", "--data-dir", str(data),
-                               "worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = start_worker(data, subprocess.DEVNULL, ACOPIO_WORKER_LEASE_S="3")
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -128,11 +133,7 @@ def test_a_stopped_worker_ends_its_transcode_and_gives_the_job_back(tmp_path: Pa
     ffmpeg_video(card / "largo.mp4", seconds=90, size="1280x720")
     data = tmp_path / "data"
     assert run_cli("--data-dir", data, "ingest", card).returncode == 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
-    env.update({"ACOPIO_WORKER_POLL_S": "0.2"})
-    worker = subprocess.Popen([sys.executable, "-m", "appliance", "--data-dir", str(data),
-                               "worker"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, start_new_session=True)
+    worker = start_worker(data, subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while True:
