@@ -95,18 +95,20 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, args=(job, done, lost),
                                 name=f"lease-{job.id[:8]}", daemon=True)
         beat.start()
+        stopping = False
+        item: dict[str, Any] | None = None
         try:
-            error = self._make(job)
+            error, item = self._make(job)
         except Stopping:
+            stopping = True
+        finally:
             done.set()
             beat.join()
+        if stopping:
             with contextlib.suppress(LeaseLost):
                 self.queue.release(job)
             log.info("%s of %s given back: the worker is stopping", job.kind, job.item[:12])
             return
-        finally:
-            done.set()
-            beat.join()
         if error is not None and self._disk_full():
             # Not the media's fault: counted as a failure, a full disk parked every job
             # within seconds, and they stayed parked once space was freed.
@@ -119,7 +121,7 @@ class Worker:
             if error is None:
                 self.queue.complete(job)
                 log.info("%s of %s done", job.kind, job.item[:12])
-                self._clear_gave_up(job)
+                self._clear_gave_up(job, item)
             else:
                 stored = self.queue.fail(job, error)
                 log.warning("%s of %s failed (%s): %s", job.kind, job.item[:12],
@@ -137,13 +139,14 @@ class Worker:
             free = shutil.disk_usage(self.data.root).free
         except OSError:
             return False
-        full = free < max(self.config.ingest.min_free_mb, DISK_FULL_FLOOR_MB) * 1024 * 1024
+        reserve_mb = max(self.config.ingest.min_free_mb, DISK_FULL_FLOOR_MB)
+        full = free < reserve_mb * 1024 * 1024
         if full != self._was_full:
             self._was_full = full
             if full:
                 log.warning("the disk has %d MiB free, below the %d MiB reserve "
                             "(ingest.min_free_mb): derivatives wait for space", free >> 20,
-                            max(self.config.ingest.min_free_mb, DISK_FULL_FLOOR_MB))
+                            reserve_mb)
             else:
                 log.info("disk space is back: derivatives go on")
         return full
@@ -154,7 +157,7 @@ class Worker:
         page warns instead of "preview on its way" for good, and the kiosk and the printed
         mural leave it out. A later success (`acopio jobs --retry`) of every parked one takes
         it back. Best effort: a damaged shard is check's to report, not this job's end."""
-        try:
+        try:  # read again (rare: a job given up): it may be what failed
             item = self._item(job.item)
             if item is not None:
                 self._record_problems(item, [{"code": "no_preview",
@@ -163,11 +166,12 @@ class Worker:
             log.warning("could not note on %s that its %s was given up: %s", job.item[:12],
                         job.kind, exc)
 
-    def _clear_gave_up(self, job: Job) -> None:
+    def _clear_gave_up(self, job: Job, item: dict[str, Any] | None) -> None:
+        """After a success: the item as the job read it says whether there is a note to
+        clear (no second read of its shard per job)."""
+        if item is None or not any(_gave_up(p) for p in item.get("problems") or ()):
+            return
         try:
-            item = self._item(job.item)
-            if item is None or not any(_gave_up(p) for p in item.get("problems") or ()):
-                return
             if any(parked.item == job.item for parked in self.queue.parked()):
                 return  # another derivative of it is still given up on
             self.catalog.remove_problems(item["folder"], item["sha256"], _gave_up)
@@ -181,19 +185,21 @@ class Worker:
                 lost.set()
                 return
 
-    def _make(self, job: Job) -> str | None:
-        """Make one derivative; the error text when it failed, None when done."""
+    def _make(self, job: Job) -> tuple[str | None, dict[str, Any] | None]:
+        """Make one derivative: (the error text when it failed, else None; the item's record
+        as read, None when it could not be or the item left the catalog)."""
+        item = None
         try:
             item = self._item(job.item)
             if item is None:
-                return None  # the item left the catalog: nothing to make
+                return None, None  # the item left the catalog: nothing to make
             source = self.data.root / item["archive_path"]
             target = plan.path(self.data, job.item, job.kind)
             target.parent.mkdir(parents=True, exist_ok=True)
             self._render(job, item, source, target)
         except JOB_ERRORS as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return None
+            return f"{type(exc).__name__}: {exc}", item
+        return None, item
 
     def _render(self, job: Job, item: dict[str, Any], source: Path, target: Path) -> None:
         duration = item.get("duration")
