@@ -8,7 +8,6 @@ configuration.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from appliance.agenda import Activity, Agenda, AgendaError, check_slug, parse_ti
 from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.config import Config, ConfigError
 from appliance.datadir import DataDir
+from appliance.fsutil import DISK_REFUSED
 from appliance.storage import CorruptStateError, repair_hint
 
 if TYPE_CHECKING:
@@ -275,21 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except OSError as exc:
-        if exc.errno not in _DISK_REFUSED:
+        if exc.errno not in DISK_REFUSED:
             raise
         # A full disk, or one the kernel remounted read-only after an error: said as such,
         # with what to do, rather than a traceback.
         print(f"acopio: {exc.filename or config.data_dir}: {exc.strerror} ("
-              f"{_DISK_REFUSED[exc.errno]})", file=sys.stderr)
+              f"{DISK_REFUSED[exc.errno]})", file=sys.stderr)
         return EXIT_PROBLEM
 
-
-_DISK_REFUSED = {
-    errno.ENOSPC: "the data disk is full: free some space, then run it again",
-    errno.EDQUOT: "the disk quota is used up: free some space, then run it again",
-    errno.EROFS: "the data disk takes no writes; after an I/O error the system may have made "
-                 "it read-only: check the disk (dmesg), then remount it or restart",
-}
 
 
 def _existing(config: Config) -> DataDir:

@@ -270,6 +270,17 @@ def _probe(path: str | os.PathLike[str], operation: int) -> bool | None:
     return False
 
 
+# Writes the data disk refuses as a whole, not this file's fault: full, over quota, or
+# read-only (ext4 remounts itself so after an I/O error). What to do, for the CLI's message;
+# the web UI answers 507 for each.
+DISK_REFUSED = {
+    errno.ENOSPC: "the data disk is full: free some space, then run it again",
+    errno.EDQUOT: "the disk quota is used up: free some space, then run it again",
+    errno.EROFS: "the data disk takes no writes; after an I/O error the system may have made "
+                 "it read-only: check the disk (dmesg), then remount it or restart",
+}
+
+
 def open_lock_file(path: str | os.PathLike[str], *, missing_ok: bool = False) -> int | None:
     """A descriptor of the lock file `path` (made, with its folder, when missing).
 

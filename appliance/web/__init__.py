@@ -7,7 +7,6 @@ package; the handlers here check the request, call the core and render its answe
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import Any
 
@@ -17,6 +16,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from appliance.config import Config
 from appliance.fields import shown_size
+from appliance.fsutil import DISK_REFUSED
 from appliance.query.rows import camera_name
 from appliance.storage import CorruptStateError, repair_hint
 from appliance.web import present, security
@@ -94,27 +94,34 @@ def _http_error(exc: HTTPException) -> Response:
         response = security.error_json(status, exc.name.lower().replace(" ", "_"),
                                        exc.description or exc.name)
     else:
-        t = g.get("t") or Translator(web().config.kit.language, web().config.zone)
-        g.t = t
+        t = _translator()
         key = f"error.{status}"
         message = t(key) if key in t.messages else exc.name
         if status == 409 and exc.description != type(exc).description:
             message = exc.description or message  # a handler's own (translated) reason
-        response = Response(render_template("error.html", status=status, message=message),
-                            status=status, mimetype="text/html")
+        response = _error_page(status, message)
     if status == 429 and getattr(exc, "retry_after", None):
         response.headers["Retry-After"] = str(exc.retry_after)  # type: ignore[attr-defined]
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-# A write the data disk refused: full (ENOSPC, EDQUOT) or read-only (EROFS, as ext4 remounts
-# itself after an error). Said as such (507 Insufficient Storage), not as an internal error.
-_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+def _translator() -> Translator:
+    """The request's translator (an error may come before _choose_language set it)."""
+    t = g.get("t") or Translator(web().config.kit.language, web().config.zone)
+    g.t = t
+    return t
+
+
+def _error_page(status: int, message: str) -> Response:
+    return Response(render_template("error.html", status=status, message=message),
+                    status=status, mimetype="text/html")
 
 
 def _storage_error(exc: OSError) -> Response:
-    if exc.errno not in _NO_ROOM:
+    """A write the data disk refused (full, or remounted read-only after an error): said as
+    such (507 Insufficient Storage), not as an internal error."""
+    if exc.errno not in DISK_REFUSED:
         log.exception("%s %s failed", request.method, request.path, exc_info=exc)
         return _http_error(InternalServerError())
     log.error("%s %s: the data disk refused a write: %s", request.method, request.path, exc)
@@ -128,13 +135,11 @@ def _damaged_state(exc: CorruptStateError) -> Response:
 
 
 def _said(status: int, code: str, key: str) -> Response:
-    t = g.get("t") or Translator(web().config.kit.language, web().config.zone)
-    g.t = t
+    t = _translator()
     if security.is_api():
         response = security.error_json(status, code, t(key))
     else:
-        response = Response(render_template("error.html", status=status, message=t(key)),
-                            status=status, mimetype="text/html")
+        response = _error_page(status, t(key))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -144,10 +149,7 @@ def _csrf_error(exc: security.CsrfError) -> Response:
                 request.remote_addr, exc)
     if security.is_api():
         return security.error_json(403, "csrf", str(exc))
-    t = g.get("t") or Translator(web().config.kit.language, web().config.zone)
-    g.t = t
-    return Response(render_template("error.html", status=403, message=t("error.csrf")),
-                    status=403, mimetype="text/html")
+    return _error_page(403, _translator()("error.csrf"))
 
 
 def _host_error(exc: security.HostError) -> Response:
