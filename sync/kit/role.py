@@ -271,7 +271,7 @@ class SyncRole:
             # verified by the hub while the next ones upload (sync.kit.verifier).
             left_bytes = pending.bytes
             verifier = Verifier(client.base_url, client.token, self.config.sync.ca_file,
-                                on_verified=self._record_ack)
+                                on_verified=self._verified)
             # Copies the hub found corrupt, sent once more through the lanes (so a cut still
             # costs at most one chunk), and which were.
             again: deque[Original] = deque()
@@ -484,8 +484,7 @@ class SyncRole:
                 f"{original.archive_path}: the hub did not verify it (its SHA-256 on the kit "
                 "may be damaged: run `acopio check --deep`)")
             return
-        log.info("acknowledged %s %s", original.sha256, original.shown)
-        outcome.acked += 1
+        outcome.acked += 1  # (logged as acknowledged by _verified, when recorded)
 
     def _note_sent(self, original: Original) -> None:
         """Sent whole, its question to the hub unanswered: asked first next round."""
@@ -609,6 +608,12 @@ class SyncRole:
     def _transport(self, client: HubClient, chunk_size: int) -> Transport:
         return Transport(client, self.store.uploads, chunk_size=chunk_size,
                          limiter=self.limiter)
+
+    def _verified(self, original: Original) -> None:
+        """The hub verified an upload (the verifier's thread): recorded and said at once. Said
+        later, when the round took the answer, a round cut meanwhile recorded it unsaid."""
+        self._record_ack(original)
+        log.info("acknowledged %s %s", original.sha256, original.shown)
 
     def _record_ack(self, original: Original) -> None:
         """Synced: durable within a batch, and before anything relies on it (eviction; see
