@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from appliance import __version__, privileges
 from appliance import config as config_mod
-from appliance import privileges
 from appliance.agenda import Activity, Agenda, AgendaError, check_slug, parse_time, slugify
 from appliance.catalog import Catalog, SchemaTooNewError
 from appliance.config import Config, ConfigError
@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
     parser.add_argument("--data-dir", metavar="DIR", help="data folder (overrides data_dir)")
+    parser.add_argument(
+        "--version", action="version", version=f"acopio {__version__}",
+        help="print the version and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("config", help="configuration")

@@ -88,3 +88,18 @@ def test_every_command_line_option_says_what_it_does() -> None:
 
     walk(build_parser(), "acopio")
     assert not bare, f"options without help: {bare}"
+
+
+def test_version_is_the_installed_one() -> None:
+    """A fault report needs the version: `acopio --version` prints the one the package was
+    installed as (pyproject reads it from appliance.__version__, written once)."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    out = subprocess.run(
+        [sys.executable, "-m", "appliance", "--version"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    ).stdout
+    assert out.strip() == f"acopio {version('acopio')}"
+    assert "`acopio --version`" in _readme()
