@@ -36,7 +36,7 @@ from appliance.editorial import Editor
 from sync.kit import credentials
 from sync.kit.outbox import Outbox
 from sync.kit.pacing import Backoff, RateLimiter
-from sync.kit.store import SyncStore, record_digest
+from sync.kit.store import SyncStore, record_digest, sync_dir
 from tests.cards import exif_jpeg, ffmpeg_audio, ffmpeg_video, sha256_file
 from tests.conftest import REPO, TEST_ENV, require_tool, run_cli
 from tests.netns import Namespace, netns
@@ -391,6 +391,7 @@ def test_pair_and_sync_everything_in_priority_order_then_nothing_again(
     paired(kit, hub, proxy.url)
     creds = credentials.path_of(kit.data)
     assert creds.stat().st_mode & 0o777 == 0o600
+    assert (creds.parent / "kit_id").stat().st_mode & 0o777 == 0o600  # a code + it = the name
     assert json.loads(creds.read_text())["token"]
 
     code, output = sync_once(kit)
@@ -1003,6 +1004,17 @@ def test_a_hub_that_moved_is_found_with_zeroconf(netns: Namespace, tmp_path: Pat
 
 
 # -- status file, pause rule, merge defaults, in process --------------------------------------
+
+
+def test_a_kit_id_left_readable_by_an_older_kit_is_made_private(tmp_path: Path) -> None:
+    data = DataDir.at(tmp_path / "data")
+    data.ensure()
+    made = credentials.kit_id(data)
+    path = sync_dir(data) / "kit_id"
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)  # as kits wrote it before
+    assert credentials.kit_id(data) == made
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 def test_status_is_written_at_most_once_a_second(tmp_path: Path) -> None:

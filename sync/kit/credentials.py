@@ -6,7 +6,8 @@ the token, so this file is the one copy; it is readable by the kit's own user al
 
 `state/sync/kit_id` holds the kit's own identity, 128 random bits made at its first pairing
 and sent with every pairing after: the hub lets a kit take its own name again (reinstalled,
-paired once more) but refuses it to another kit, however its `kit.name` reads.
+paired once more) but refuses it to another kit, however its `kit.name` reads. With a
+pairing code, it is what lets a kit take a paired name, so it is 0600 too.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ def kit_id(data: DataDir) -> str:
     except FileNotFoundError:
         found = ""
     if _KIT_ID.fullmatch(found):
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # made 0644 by a kit before this rule
         return found
     made = secrets.token_hex(16)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, (made + "\n").encode(), data.tmp)
+    atomic_write(path, (made + "\n").encode(), data.tmp, mode=0o600)
     return made
