@@ -964,3 +964,51 @@ def test_events_returns_when_stop_is_set_in_process() -> None:
     reader.join(timeout=5)
     assert not reader.is_alive(), "events() did not return after stop was set"
     assert all(isinstance(e, DeviceEvent) for e in events)
+
+
+# --------------------------------------------------------------------------- udev rule
+
+
+def _udisks_ignores(rules: str, props: dict[str, str]) -> bool:
+    """Whether systemd/99-acopio.rules sets UDISKS_IGNORE for a device: udev's matching of the
+    keys the file uses (==, globs with | alternatives); any other key fails the test."""
+    import fnmatch
+    import re
+
+    values = {"SUBSYSTEM": props.get("SUBSYSTEM", ""), "DEVPATH": props.get("DEVPATH", ""),
+              "KERNEL": os.path.basename(props.get("DEVNAME", "") or props["DEVPATH"])}
+    for line in rules.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        matched, sets = True, {}
+        for key, op, value in re.findall(r'([A-Z_]+(?:\{[A-Z_0-9]+\})?)(==|=)"([^"]*)"', line):
+            env = re.fullmatch(r"ENV\{(\w+)\}", key)
+            if op == "=":
+                assert env, f"unexpected assignment {key} in {line!r}"
+                sets[env[1]] = value
+                continue
+            assert env or key in values, f"key {key} not modelled by this test: {line!r}"
+            have = props.get(env[1], "") if env else values[key]
+            matched &= any(fnmatch.fnmatchcase(have, alt) for alt in value.split("|"))
+        if matched and sets.get("UDISKS_IGNORE") == "1":
+            return True
+    return False
+
+
+def test_the_udev_rule_keeps_automounters_off_every_card_and_only_those() -> None:
+    """Its SD line matched ID_PATH "*-mmc-*", which no SD slot has (a Pi's is
+    platform-fe340000.mmc, a laptop's ...-platform-rtsx_pci_sdmmc.0): a desktop automounter
+    could mount a card in a built-in slot read-write while it was being imported."""
+    rules = (udevbed.REPO / "systemd" / "99-acopio.rules").read_text()
+    cards = internal = 0
+    for name, (text, expected) in DUMPS.items():
+        _, props = parse_dump(text)
+        if props.get("SUBSYSTEM") != "block":
+            continue
+        if expected == "card":
+            cards += 1
+            assert _udisks_ignores(rules, props), name
+        elif props.get("ID_BUS") in ("ata", "scsi") or "nvme" in name or "loop" in name:
+            internal += 1
+            assert not _udisks_ignores(rules, props), name
+    assert cards >= 5 and internal >= 3
