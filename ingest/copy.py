@@ -38,6 +38,26 @@ class VerifyError(OSError):
     """The destination read back from disk does not match what was read from the source."""
 
 
+class ArchiveError(OSError):
+    """The archive's disk, not the card, failed: a write, a flush, a link or a read back.
+
+    Told apart from the card's errors so that an import stops on a failing archive disk
+    (every later file would fail the same way, each called a card read error) while a card's
+    unreadable file fails alone."""
+
+
+@contextlib.contextmanager
+def archive_side() -> Iterator[None]:
+    """Errors raised inside are the archive disk's: OSError becomes ArchiveError (same errno,
+    message and file name, so ENOSPC and EROFS are still told by errno)."""
+    try:
+        yield
+    except (ArchiveError, VerifyError):
+        raise
+    except OSError as exc:
+        raise ArchiveError(exc.errno, exc.strerror or str(exc), exc.filename) from exc
+
+
 @dataclass
 class TempCopy:
     path: Path
@@ -47,7 +67,8 @@ class TempCopy:
 
     def sync(self) -> None:
         """Make the copy's bytes durable (before it gets its final name)."""
-        os.fsync(self.fd)
+        with archive_side():
+            os.fsync(self.fd)
 
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -138,17 +159,19 @@ def stage(source: Source, entry: SourceFile, staging: Path,
     durable: `TempCopy.sync()` comes next (on the verifying thread, so that the next file's
     copy is not held up by this one's flush).
     """
-    out, path = open_temp(staging)
+    with archive_side():
+        out, path = open_temp(staging)
     temp = TempCopy(path, out, "", 0)
     digest = hashlib.sha256()
     writer = _Writer(out) if entry.size > CHUNK else None
 
     def sink(chunk: memoryview) -> None:
         digest.update(chunk)
-        if writer is not None:
-            writer.put(chunk)
-        else:
-            _write_all(out, chunk)
+        with archive_side():
+            if writer is not None:
+                writer.put(chunk)
+            else:
+                _write_all(out, chunk)
         if progress:
             progress(len(chunk))
 
@@ -157,8 +180,10 @@ def stage(source: Source, entry: SourceFile, staging: Path,
             temp.size = source.read(entry, sink)
         finally:
             if writer is not None:
-                writer.close()
-        os.utime(out, ns=(entry.mtime_ns, entry.mtime_ns))
+                with archive_side():
+                    writer.close()
+        with archive_side():
+            os.utime(out, ns=(entry.mtime_ns, entry.mtime_ns))
     except BaseException:
         temp.discard()
         raise

@@ -52,6 +52,10 @@ COMMIT_LOCK = "ingest-commit.lock"  # in state/: one import's catalog commit at 
 IMPORTING_LOCK = "ingest-running.lock"
 # errno values meaning the source itself is gone (card pulled, FUSE daemon dead).
 _SOURCE_GONE = frozenset({errno.ENODEV, errno.ENOTCONN, errno.ENXIO, errno.ESHUTDOWN})
+# The archive disk failing as a whole (an I/O error, a filesystem found corrupt, writes no
+# longer allowed): every later file would fail too, so the import stops. ENOSPC and EROFS
+# have stops of their own.
+_ARCHIVE_FAILING = frozenset({errno.EIO, errno.EUCLEAN, errno.EACCES, errno.EPERM})
 
 
 class IngestError(Exception):
@@ -314,10 +318,16 @@ class _Run:
                 stop = (f"the archive disk takes no writes ({exc.strerror}); after an I/O "
                         "error the system may have made it read-only: check the disk "
                         "(dmesg), remount it or restart, then run again")
+            elif isinstance(exc, copy.ArchiveError) and exc.errno in _ARCHIVE_FAILING:
+                stop = (f"the archive disk failed a write or read ({exc.strerror}): check it "
+                        "(dmesg, acopio check); the card is untouched, run the import again "
+                        "once the disk is sound")
             elif exc.errno in _SOURCE_GONE:
                 stop = f"the source disappeared ({exc.strerror})"
             if stop:
                 return Outcome(f.rel, "failed", f"stopped: {stop}", stop=stop)
+            if isinstance(exc, copy.ArchiveError):
+                return Outcome(f.rel, "failed", f"write_error: {exc.strerror or exc}")
             if exc.errno == errno.ENOENT:
                 return Outcome(f.rel, "failed", "vanished: the file disappeared from the source")
             reason = "verify_failed" if isinstance(exc, copy.VerifyError) else "read_error"
@@ -444,17 +454,20 @@ class _Run:
                 if f.kind != "other":
                     self.filed_media[_stem_key(f.rel)] = where
                 name = copy.safe_name(f.name)
-            dest = self._prepare(where.folder_key)
-            final, adopted = copy.place(
-                temp, dest, name,
-                same_content=lambda p: _same_content(p, temp.sha256, temp.size, self.reader),
-                sync_dir=False,  # once per folder, before its batch is recorded (flush)
-            )
+            with copy.archive_side():
+                dest = self._prepare(where.folder_key)
+                final, adopted = copy.place(
+                    temp, dest, name,
+                    same_content=lambda p: _same_content(p, temp.sha256, temp.size,
+                                                         self.reader),
+                    sync_dir=False,  # once per folder, before its batch is recorded (flush)
+                )
         except BaseException:
             temp.discard()
             raise
         try:
-            self.reader.verify(final, temp.sha256, temp.size)
+            with copy.archive_side():
+                self.reader.verify(final, temp.sha256, temp.size)
         except BaseException:
             if not adopted:
                 with contextlib.suppress(FileNotFoundError):

@@ -4,6 +4,7 @@ a card pulled out mid-copy, a damaged catalog shard."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -573,3 +574,56 @@ def test_a_read_only_data_disk_is_checked_and_said_plainly(tmp_path: Path) -> No
         assert "Read-only file system (the data disk takes no writes" in said, said
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_an_archive_disk_failing_with_eio_stops_the_import(
+        tmp_path: Path, config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing archive disk (EIO on a flush or a write) was reported per file as a card
+    read error, and the import went on failing every file. It now stops at once, saying it
+    is the archive disk; the card is untouched and imports whole once the disk is sound.
+    (No device here can fail for real: no device-mapper, and a loop device on a full disk
+    answers ENOSPC. EIO is raised where the kernel would: the copy's fsync, or its write.)"""
+    from dataclasses import replace
+
+    from ingest import copy
+    from ingest.pipeline import Importer
+
+    card = tmp_path / "card"
+    for i in range(4):
+        noise_jpeg(card / f"DCIM/IMG_{i:02d}.JPG", seed=900 + i)
+    (card / "DCIM/MVI_0005.MP4").write_bytes(random.Random(905).randbytes(9 * 1024 * 1024))
+    before = {p: sha256_file(p) for p in card.rglob("*") if p.is_file()}
+    data = tmp_path / "data"
+    cfg = replace(config, data_dir=data, ingest=replace(config.ingest, min_free_mb=0))
+    real_fsync, real_write = os.fsync, copy._write_all
+
+    def in_staging(fd: int) -> bool:
+        return "/archive/.incoming/" in os.readlink(f"/proc/self/fd/{fd}")
+
+    def failing_fsync(fd: int) -> None:
+        if in_staging(fd):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    def failing_write(fd: int, chunk: memoryview) -> None:
+        if in_staging(fd):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_write(fd, chunk)
+
+    for name, fault in (("fsync", failing_fsync), ("write", failing_write)):
+        with monkeypatch.context() as patch:
+            if name == "fsync":
+                patch.setattr(copy.os, "fsync", fault)
+            else:
+                patch.setattr(copy, "_write_all", fault)
+            summary = Importer(cfg).run(card)
+        assert "the archive disk failed" in summary.stopped, (name, summary.stopped)
+        assert summary.imported == 0 and len(summary.failed) <= 2, (name, summary.failed)
+        assert not any("read_error" in o.reason for o in summary.failed), summary.failed
+        assert summary.not_attempted >= 3, name
+        assert not list(data.rglob(TEMP_PREFIX + "*")), name  # no partial copy left
+    assert {p: sha256_file(p) for p in card.rglob("*") if p.is_file()} == before
+    result = run_cli("--data-dir", data, "ingest", card, "--json",
+                     env={"ACOPIO_INGEST_MIN_FREE_MB": "0"})
+    assert result.returncode == 0, result.stdout.decode()
+    assert_archived_exactly_once(data, card)
