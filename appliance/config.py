@@ -127,6 +127,12 @@ class KitConfig:
         _timezone,
     )
     language: str = _setting("es-MX", "Language of the screens.", _one_of("es-MX", "en"))
+    clock: str = _setting(
+        "auto",
+        "Whether the box's clock may judge camera times as in the future: auto (when NTP "
+        "has set it), trusted (a battery-backed clock), untrusted.",
+        _one_of("auto", "trusted", "untrusted"),
+    )
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,8 @@ class IngestConfig:
     )
     future_tolerance_hours: int = _setting(
         24,
-        "Capture times more than this many hours in the future are flagged as implausible.",
+        "Capture times more than this many hours ahead of a trusted clock (kit.clock) are "
+        "flagged as implausible.",
         _non_negative,
     )
     probe_timeout_s: float = _setting(

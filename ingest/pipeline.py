@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance import boxclock
 from appliance.agenda import Agenda, check_slug
 from appliance.catalog import Catalog, SchemaTooNewError, is_folder_key
 from appliance.config import Config
@@ -283,6 +284,9 @@ class _Run:
         self.activity = activity
         self.agenda = importer.agenda.activities()
         self.current = importer.agenda.current()
+        # Asked once per import: may the box's clock call a camera time "in the future"?
+        self.clock_trusted = boxclock.trusted(self.config.kit.clock)
+        self.clock_floor = None if self.clock_trusted else boxclock.floor(importer.data.state)
         self.import_id = f"{importer.clock():%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         self.pending: dict[str, list[dict[str, Any]]] = {}
         self.pending_sources: dict[str, dict[str, str]] = {}
@@ -428,7 +432,9 @@ class _Run:
             fd = os.open(temp.path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 description = records.describe(fd, f.kind, self.config, self.imp.clock(),
-                                               file_mtime=f.mtime_ns / 1e9)
+                                               file_mtime=f.mtime_ns / 1e9,
+                                               clock_trusted=self.clock_trusted,
+                                               floor=self.clock_floor)
             finally:
                 os.close(fd)
             lost = self._lost_original(temp.sha256)

@@ -1,0 +1,71 @@
+"""Whether this box's own clock can be believed, and the latest time it is known to have seen.
+
+Why: a Raspberry Pi has no battery-backed clock. It boots with the time fake-hwclock saved at
+its last shutdown (days or weeks behind after a box stayed in a drawer) or at 1970, and only
+NTP, when a network appears, sets it right. At an event there is often no network at all, so
+the box's "now" is then only a lower bound of the true time. A camera time after it is not
+"in the future" (design decision 5's implausible date): the box is behind. Judging camera
+times against such a clock filed a whole event under the day the box was last switched off.
+
+`synchronized()` asks the kernel (or systemd-timesyncd's flag); `kit.clock` overrides it for
+a box with a battery-backed clock ("trusted") or one whose clock is known to drift
+("untrusted"). `floor()` is the latest wall time this data folder is known to have passed:
+the sync clock's durable floor (sync.hlc), which every edit and every sync moves on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# systemd-timesyncd creates it at its first synchronisation (systemd 249 and later): readable
+# inside the units' sandbox, where ProtectClock= denies even adjtimex's read.
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+_TIME_ERROR = 5  # adjtimex's answer while the kernel's clock is not synchronized
+
+
+def synchronized() -> bool | None:
+    """True when NTP (timesyncd, chrony, ntpd) keeps the clock right; False when the kernel
+    says it does not; None when it cannot be asked (a sandbox denying adjtimex)."""
+    if TIMESYNC_FLAG.exists():
+        return True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        timex = ctypes.create_string_buffer(256)  # struct timex; modes 0: read only
+        state = libc.adjtimex(timex)
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return state != _TIME_ERROR
+
+
+def trusted(setting: str) -> bool:
+    """Whether the box's clock may judge other clocks (`kit.clock`: auto, trusted,
+    untrusted)."""
+    if setting == "trusted":
+        return True
+    if setting == "untrusted":
+        return False
+    return synchronized() is True
+
+
+def floor(state_dir: Path) -> datetime | None:
+    """The latest wall time this data folder is known to have passed (sync.hlc's durable
+    floor), or None when nothing was ever stamped here."""
+    try:
+        value = json.loads((Path(state_dir) / "sync" / "hlc.floor").read_bytes()).get("floor")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(value / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None

@@ -1,0 +1,117 @@
+"""A box without a battery-backed clock: it boots at the time fake-hwclock saved (days behind)
+or at 1970, and NTP steps it when a network appears, if one does. Cameras have wrong clocks
+too. The wrong clocks are real: libfaketime (Debian's faketime) under the CLI processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from appliance import boxclock
+from tests.cards import exif_jpeg
+from tests.conftest import run_cli
+
+DAY = 86400.0
+
+
+def faketime(spec: str, **env: str) -> dict[str, str]:
+    """Env that runs a CLI process with a wrong wall clock (monotonic clocks untouched)."""
+    found = [p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                         "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1")
+             if os.path.exists(p)]
+    if not found:
+        pytest.fail("libfaketime missing: scripts/setup installs Debian's faketime")
+    return {"LD_PRELOAD": found[0], "FAKETIME": spec, "DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_DONT_RESET": "1", **env}
+
+
+def items(root: Path) -> list[dict]:
+    result = run_cli("--data-dir", root, "items", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+# -- importing with a box clock that is behind ------------------------------------------------
+
+
+@pytest.mark.parametrize("box_clock", ["@2026-03-01 09:00:00", "@1970-01-01 00:05:00"])
+def test_right_camera_times_are_believed_while_the_box_clock_is_behind(
+        tmp_path: Path, box_clock: str) -> None:
+    """The box booted with a stale clock, no NTP at the event: a camera time after it was
+    called "in the future" and the photo filed by the box's date (a whole event in the wrong
+    month, outside its activity, or under 1969)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    add = run_cli("--data-dir", data, "agenda", "add", "Informe de gobierno", "--start",
+                  "2026-03-10T09:00", "--end", "2026-03-10T13:00", "--slug", "informe")
+    assert add.returncode == 0, add.stderr.decode()
+    card = tmp_path / "card"
+    exif_jpeg(card / "DCIM/100CANON/IMG_0001.JPG", "2026:03:10 10:15:00", "-06:00")
+    result = run_cli("--data-dir", data, "ingest", card,
+                     env=faketime(box_clock, ACOPIO_KIT_CLOCK="untrusted"))
+    assert result.returncode == 0, result.stderr.decode()
+    (item,) = items(data)
+    assert item["archive_path"] == "archive/2026/03/2026-03-10_informe/IMG_0001.JPG", item
+    assert item["date_source"] == "exif" and not item["problems"], item
+
+
+def test_a_trusted_clock_still_flags_a_camera_time_in_the_future(tmp_path: Path) -> None:
+    """Set right by NTP (or a battery clock, `kit.clock = "trusted"`), the box's clock judges:
+    a camera a week ahead is flagged and not believed; an unsynchronised one would not
+    judge a week, but still judges more than a year."""
+    data = tmp_path / "data"
+    card = tmp_path / "card"
+    exif_jpeg(card / "DCIM/IMG_0001.JPG", "2026:03:17 10:15:00", "-06:00")
+    exif_jpeg(card / "DCIM/IMG_0002.JPG", "2027:06:01 10:15:00", "-06:00", color=(9, 9, 9))
+    for photo in (card / "DCIM").iterdir():  # the card's own file times: the morning's
+        stamp = datetime.fromisoformat("2026-03-10T10:00:00-06:00").timestamp()
+        os.utime(photo, (stamp, stamp))
+    box = "@2026-03-10 12:00:00"
+    result = run_cli("--data-dir", data, "ingest", card,
+                     env=faketime(box, ACOPIO_KIT_CLOCK="trusted"))
+    assert result.returncode == 0, result.stderr.decode()
+    assert {i["date_source"] for i in items(data)} == {"file_mtime"}
+    other = tmp_path / "other"
+    result = run_cli("--data-dir", other, "ingest", card,
+                     env=faketime(box, ACOPIO_KIT_CLOCK="untrusted"))
+    assert result.returncode == 0, result.stderr.decode()
+    by_name = {i["original_name"]: i for i in items(other)}
+    assert by_name["IMG_0001.JPG"]["date_source"] == "exif"
+    assert by_name["IMG_0002.JPG"]["date_source"] == "file_mtime"
+    assert [p["code"] for p in by_name["IMG_0002.JPG"]["problems"]] == ["implausible_date"]
+
+
+def test_the_clock_floor_raises_an_untrusted_now(tmp_path: Path) -> None:
+    """A box that booted at 1970 still knows the latest time it saw (the sync clock's
+    durable floor): a card with no usable time is filed by that, not by 1970."""
+    data = tmp_path / "data"
+    assert run_cli("--data-dir", data, "agenda", "add", "Rueda de prensa", "--start",
+                   "2026-03-10T09:00", "--end", "2026-03-10T10:00").returncode == 0
+    floor = boxclock.floor(Path(data) / "state")
+    assert floor is not None and abs(floor.timestamp() - time.time()) < 60
+    card = tmp_path / "card"
+    exif_jpeg(card / "DCIM/IMG_0001.JPG", "", None)
+    os.utime(card / "DCIM/IMG_0001.JPG", (0, 0))  # the card's file time: 1970 as well
+    result = run_cli("--data-dir", data, "ingest", card,
+                     env=faketime("@1970-01-01 00:05:00", ACOPIO_KIT_CLOCK="untrusted"))
+    assert result.returncode == 0, result.stderr.decode()
+    (item,) = items(data)
+    assert item["date_source"] == "import_time"
+    assert item["captured_at"][:4] == str(floor.year), item
+
+
+def test_the_kernel_is_asked_whether_the_clock_is_synchronised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = boxclock.synchronized()  # adjtimex, for real: this machine's answer
+    assert asked in (True, False)
+    assert boxclock.trusted("trusted") and not boxclock.trusted("untrusted")
+    assert boxclock.trusted("auto") is asked
+    flag = tmp_path / "synchronized"
+    flag.touch()  # what systemd-timesyncd leaves once it has set the clock
+    monkeypatch.setattr(boxclock, "TIMESYNC_FLAG", flag)
+    assert boxclock.synchronized() is True and boxclock.trusted("auto")
