@@ -23,8 +23,11 @@ recorded with the last stamp) the clock starts from the floor. Where there is no
 last stamp is written durably every time instead.
 
 A stamp received from elsewhere (`observe`) more than `MAX_AHEAD_MS` ahead of this box's wall
-clock is refused (ValueError, logged), not absorbed: one kit with a clock in the year 2040
-must not drag every replica's clock there and win every merge for years.
+clock is refused (`ClockAhead`, logged), not absorbed: one kit with a clock in the year 2040
+must not drag every replica's clock there and win every merge for years. A kit whose own
+clock is not known to be right (appliance.boxclock: booted days behind, no NTP yet) lets the
+hub's clock vouch for the time instead (`vouch`, from the hub's HTTP `Date`): else every
+decision headquarters made in those days was refused.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ MAX_AHEAD_MS = 24 * 3600 * 1000
 LEASE_MS = 1000
 HUB = "hub"
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+class ClockAhead(ValueError):
+    """A stamp too far ahead of this box's clock: refused now, maybe accepted later."""
 
 
 def check_node(node: str) -> str:
@@ -124,6 +131,7 @@ class Clock:
         self.tmp = tmp_dir or Path(state_dir) / "tmp"  # DataDir.tmp
         self._boot = _boot_id()
         self._mutex = threading.Lock()
+        self._vouched_ms = 0
 
     # -- public -------------------------------------------------------------------------
 
@@ -152,13 +160,19 @@ class Clock:
                 self._store(wall, counter, floor)
 
     def check(self, stamp: str) -> tuple[int, int, str]:
-        """The parsed stamp if `observe` would accept it; ValueError (logged) if not."""
+        """The parsed stamp if `observe` would accept it; ValueError (logged) if not, or
+        ClockAhead when it is more than a day ahead of this box's (or the vouched) time."""
         wall, counter, node = parse(stamp)
-        if wall > self._wall_ms() + MAX_AHEAD_MS:
+        if wall > max(self._wall_ms(), self._vouched_ms) + MAX_AHEAD_MS:
             log.warning("refused clock stamp %s from %s: more than a day ahead of this "
                         "box's clock (is one of the clocks wrong?)", stamp, node)
-            raise ValueError(f"clock stamp {stamp} is more than a day in the future")
+            raise ClockAhead(f"clock stamp {stamp} is more than a day in the future")
         return wall, counter, node
+
+    def vouch(self, wall_s: float) -> None:
+        """Accept stamps up to a day past `wall_s` too, for this instance's life: the time a
+        peer trusted more than this box's own clock reports (the hub's `Date`)."""
+        self._vouched_ms = max(self._vouched_ms, min(int(wall_s * 1000), MAX_WALL))
 
     # -- state --------------------------------------------------------------------------
 

@@ -331,9 +331,14 @@ def _now() -> str:
 
 
 def accepted(records: Iterable[dict[str, Any]], check: Callable[[dict[str, Any]], None],
-             clock: Any, what: str) -> Iterator[dict[str, Any]]:
+             clock: Any, what: str, ahead: list[dict[str, Any]] | None = None
+             ) -> Iterator[dict[str, Any]]:
     """The remote records that pass `check` and whose stamps `clock` accepts; the others
-    are logged and skipped (a bad record from a peer never stops a merge)."""
+    are logged and skipped (a bad record from a peer never stops a merge). Those refused
+    only for a stamp too far ahead (hlc.ClockAhead) are also added to `ahead`: a clock set
+    right later accepts them."""
+    from sync.hlc import ClockAhead
+
     for record in records:
         try:
             check(record)
@@ -341,12 +346,15 @@ def accepted(records: Iterable[dict[str, Any]], check: Callable[[dict[str, Any]]
                 clock.check(stamp)
         except ValueError as exc:
             log.warning("sync: %s not merged: %s", what, exc)
+            if isinstance(exc, ClockAhead) and ahead is not None:
+                ahead.append(record)
             continue
         yield record
 
 
 def merge_into_catalog(catalog: Catalog, remote_records: Iterable[dict[str, Any]], *,
-                       clock: Clock) -> list[dict[str, Any]]:
+                       clock: Clock, ahead: list[dict[str, Any]] | None = None
+                       ) -> list[dict[str, Any]]:
     """Merge records received from the hub into this box's catalog; the records (as stored
     now) whose merged fields changed (value or stamp).
 
@@ -357,16 +365,16 @@ def merge_into_catalog(catalog: Catalog, remote_records: Iterable[dict[str, Any]
     was received.
 
     Not merged (logged, and left out of the result): records that are malformed or carry a
-    stamp the clock refuses (more than a day ahead), and records of items this box does not
-    catalogue (the hub only sends a kit its own items; a kit does not adopt records without
-    their files).
+    stamp the clock refuses (more than a day ahead; also listed in `ahead`), and records of
+    items this box does not catalogue (the hub only sends a kit its own items; a kit does
+    not adopt records without their files).
 
     No file moves here: when a merge changes an item's `folder`, the record says so while
     the item still lies in (and is catalogued under) its old folder; the caller re-files it
     with `Refiler.follow` (which keeps the merged stamps), for every returned record whose
     `folder` differs from `catalog.lookup(sha)["folder"]`."""
     incoming: dict[str, dict[str, Any]] = {}
-    for record in accepted(remote_records, check_record, clock, "record"):
+    for record in accepted(remote_records, check_record, clock, "record", ahead):
         sha = record["sha256"]
         incoming[sha] = merge_record(incoming.get(sha), record)
     stamps = [s for r in incoming.values() for s in stamps_of(r)]

@@ -15,6 +15,9 @@ import pytest
 from appliance import boxclock
 from tests.cards import exif_jpeg
 from tests.conftest import run_cli
+from tests.test_sync_kit import Media, RealHub, hub, make_kit, media, paired, sync_once
+
+__all__ = ["hub", "media"]  # fixtures, shared with the sync tests
 
 DAY = 86400.0
 
@@ -115,3 +118,41 @@ def test_the_kernel_is_asked_whether_the_clock_is_synchronised(
     flag.touch()  # what systemd-timesyncd leaves once it has set the clock
     monkeypatch.setattr(boxclock, "TIMESYNC_FLAG", flag)
     assert boxclock.synchronized() is True and boxclock.trusted("auto")
+
+
+# -- a kit whose clock is behind the hub's --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_headquarters_decisions_reach_a_kit_that_booted_days_behind(
+        hub: RealHub, tmp_path: Path, media: Media) -> None:
+    """A kit booted with Friday's time on Monday (fake-hwclock), before NTP: every record
+    the hub approved or captioned since was refused as "more than a day in the future", and
+    the change cursor moved past it, so those decisions never arrived, silently.
+
+    Now the hub's `Date` vouches for the time while the kit's clock is not known right; a
+    kit sure of its clock (`kit.clock = "trusted"`) keeps its cursor on such records until the
+    clocks agree."""
+    from appliance.editorial import Editor
+
+    for name, photo, kit_clock in (("kit-confiado", "photo1", "trusted"),
+                                   ("kit-sin-ntp", "photo2", "untrusted")):
+        kit = make_kit(tmp_path, name, {"DCIM/IMG_0001.JPG": media[photo]})
+        paired(kit, hub)
+        assert sync_once(kit)[0] == 0
+        (sha,) = kit.items()
+        Editor(hub.data, node="hub").approve([sha], by="directora")
+        Editor(hub.data, node="hub").edit(sha, {"caption": "Desde la central"}, by="editor")
+
+        behind = faketime("-3d", ACOPIO_KIT_CLOCK=kit_clock)
+        code, output = sync_once(kit, env=behind)
+        assert code == 0, output
+        got = kit.items()[sha]
+        if kit_clock == "untrusted":
+            assert got["approved"] is True and got["caption"] == "Desde la central", output
+            continue
+        assert not got.get("approved") and "changes from the hub wait" in output, output
+        code, output = sync_once(kit)  # NTP has set the clock
+        assert code == 0, output
+        got = kit.items()[sha]
+        assert got["approved"] is True and got["caption"] == "Desde la central", output

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable
+from email.utils import parsedate_to_datetime
 from typing import IO, Any
 
 import requests
@@ -212,10 +213,15 @@ class HubClient:
         resp = self.request("POST", "/sync/records", json=body, ok=(200, 201, 202, 204))
         return _json(resp, default={}) if resp.content else {}
 
-    def changes(self, since: str) -> dict[str, Any]:
-        """`GET /sync/changes?since=CURSOR`."""
+    def changes(self, since: str) -> tuple[dict[str, Any], float | None]:
+        """`GET /sync/changes?since=CURSOR`: the page, and the hub's time (its HTTP `Date`,
+        as a Unix time; None when missing or garbled)."""
         resp = self.request("GET", "/sync/changes", params={"since": since})
-        return _json(resp)
+        try:
+            sent_at = parsedate_to_datetime(resp.headers.get("Date", "")).timestamp()
+        except (TypeError, ValueError, IndexError):
+            sent_at = None
+        return _json(resp), sent_at
 
     def fetch_content(self, sha256: str, out: IO[bytes], *, size: int = 0,
                       progress: Callable[[int], None] | None = None) -> str:

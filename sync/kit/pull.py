@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from appliance import boxclock
 from appliance.agenda import Agenda
 from appliance.catalog import Catalog
 from appliance.config import Config
@@ -52,12 +53,15 @@ def pull(config: Config, data: DataDir, catalog: Catalog, store: SyncStore,
     from sync.merge import merge_into_agenda, merge_into_catalog
 
     clock = Clock(data.state, node_name(config.kit.name))
+    own_clock_trusted = boxclock.trusted(config.kit.clock)
     changed_total = 0
     for _ in range(MAX_PAGES):
         if should_stop():
             break
         cursor = store.cursor()
-        page = client.changes(cursor)
+        page, hub_time = client.changes(cursor)
+        if hub_time is not None and not own_clock_trusted:
+            clock.vouch(hub_time)  # this box may have booted days behind
         records = page.get("records")
         if records is None:
             records = []
@@ -73,7 +77,8 @@ def pull(config: Config, data: DataDir, catalog: Catalog, store: SyncStore,
         if records:
             before = current_records(catalog, (r["sha256"] for r in records))
             remote = [complete(r, before.get(r["sha256"])) for r in records]
-            changed = merge_into_catalog(catalog, remote, clock=clock)
+            ahead: list[dict[str, Any]] = []
+            changed = merge_into_catalog(catalog, remote, clock=clock, ahead=ahead)
             after = current_records(catalog, before)
             echo_free = [now for sha, now in after.items()
                          if now.get("revision") == before[sha].get("revision", 0) + 1
@@ -83,6 +88,15 @@ def pull(config: Config, data: DataDir, catalog: Catalog, store: SyncStore,
                 log.info("merged %d changes from the hub", len(changed))
                 follow_filing(config, data, catalog, changed)
             changed_total += len(changed)
+        else:
+            ahead = []
+        if ahead:
+            # Stamped more than a day past this box's clock: one of the clocks is wrong.
+            # The cursor stays, so the page comes again until the clocks agree; moved on,
+            # headquarters' decisions in these records were lost for good.
+            log.warning("%d changes from the hub wait: their clock stamps are more than a "
+                        "day past this box's clock (check both clocks)", len(ahead))
+            break
         next_cursor = page.get("cursor")
         if next_cursor is not None and str(next_cursor) != cursor:
             store.set_cursor(str(next_cursor))
