@@ -248,6 +248,40 @@ def test_a_stale_edit_of_the_same_field_is_a_conflict_naming_who_what_and_when(
     assert "ana changed the caption to “La versión de Ana” at" in stale_page
 
 
+def test_saving_mine_anyway_keeps_the_fields_i_never_touched(
+        web: WebApp, library: Library) -> None:
+    """The 409 page refilled every field from the posted form, while its `was_` fields came
+    from the fresh record: a field Luis never touched (Ana's new tags) then read as changed,
+    and "Guardar los míos de todos modos" wiped Ana's tags, of which he was never told."""
+    import html
+    import re
+
+    sha = library.sha["plaza.jpg"]
+    ana = web.user_and_login("ana", "photographer")
+    luis = web.user_and_login("luis", "social")
+    stale = text(luis.get(f"/item/{sha}"))
+    assert ana.write("PATCH", f"/api/items/{sha}", json={
+        "caption": "Ana: pie", "tags": ["cabildo", "sesión"],
+        "base_revision": item(ana, sha)["revision"]}).status_code == 200
+
+    def posted(page: str) -> dict[str, str]:
+        """What the page's item form posts as it stands (no script)."""
+        found = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page))
+        found["caption"] = re.search(r'<textarea name="caption"[^>]*>([^<]*)<', page)[1]
+        for key in ("tags", "people", "credit", "place"):
+            found[key] = re.search(rf'<input name="{key}"[^>]*value="([^"]*)"', page, re.S)[1]
+        return {k: html.unescape(v) for k, v in found.items()}
+
+    conflict = luis.form(f"/item/{sha}/editar", {**posted(stale), "caption": "Luis: pie"})
+    assert conflict.status_code == 409
+    page = text(conflict)
+    assert ">Luis: pie</textarea>" in page  # what he typed is kept
+    assert re.search(r'<input name="tags"[^>]*value="cabildo, sesión"', page)  # Ana's, shown
+    assert luis.form(f"/item/{sha}/editar", posted(page)).status_code == 303
+    got = item(ana, sha)
+    assert got["caption"] == "Luis: pie" and got["tags"] == ["cabildo", "sesión"], got
+
+
 def test_a_selection_is_edited_at_once(web: WebApp, library: Library) -> None:
     browser = web.user_and_login("luis", "photographer")
     shas = [library.sha["plaza.jpg"], library.sha["cabildo.jpg"]]

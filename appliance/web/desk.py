@@ -262,16 +262,20 @@ def item_edit(sha256: str) -> Response:
     base = int(raw_base) if raw_base else None
     if not changes:
         return _back_to_item(sha256, "saved")
+    # A page shown again keeps what this user typed, and only that: a field filled from the
+    # form although untouched would read as "changed" against the fresh record, and the next
+    # save (the 409 page's "save mine anyway") would revert someone else's edit of it.
+    typed = {key: form[key] for key in changes if key in TEXT_FIELDS + LIST_FIELDS}
     try:
         make_editor().edit(sha256, changes, by=g.user.name, base_revision=base)
     except NotFound:
         abort(404)
     except EditError as exc:
-        return _item_page(record, 400, edit_form=form,
+        return _item_page(record, 400, edit_form=typed,
                           edit_error=g.t("edit.invalid", detail=str(exc)))
     except EditConflict as exc:
         _fresh()
-        return _item_page(web().index.get(sha256) or record, 409, edit_form=form,
+        return _item_page(web().index.get(sha256) or record, 409, edit_form=typed,
                           conflicts=conflict_lines(exc.fields))
     return _back_to_item(sha256, "saved")
 
