@@ -324,10 +324,17 @@ class Editor:
         return self._change([sha256], validate(changes), by=by, action="edit",
                             base_revision=base_revision)[0]
 
-    def edit_many(self, sha256s: list[str], changes: Mapping[str, Any], *,
-                  by: str) -> list[dict[str, Any]]:
-        """The same edit on a selection: one write per catalog shard, last writer wins."""
-        return self._change(sha256s, validate(changes), by=by, action="edit")
+    def edit_many(self, sha256s: list[str], changes: Mapping[str, Any], *, by: str,
+                  base_revisions: Mapping[str, int] | None = None,
+                  conflicts: list[EditConflict] | None = None) -> list[dict[str, Any]]:
+        """The same edit on a selection: one write per catalog shard.
+
+        With `base_revisions` (the revision of each item as the selecting page showed it),
+        an item whose changed field someone else edited since is left as it is and its
+        EditConflict added to `conflicts`: a grid loaded before a colleague captioned a photo
+        must not overwrite that caption unseen. Without, last writer wins (the CLI)."""
+        return self._change(sha256s, validate(changes), by=by, action="edit",
+                            base_revisions=base_revisions, conflicts=conflicts)
 
     def approve(self, sha256s: list[str], *, by: str) -> list[dict[str, Any]]:
         return self._change(sha256s, {"approved": True, "approved_by": by,
@@ -338,7 +345,9 @@ class Editor:
                                       "approved_at": self.clock()}, by=by, action="withdraw")
 
     def _change(self, sha256s: list[str], changes: dict[str, Any], *, by: str, action: str,
-                base_revision: int | None = None) -> list[dict[str, Any]]:
+                base_revision: int | None = None,
+                base_revisions: Mapping[str, int] | None = None,
+                conflicts: list[EditConflict] | None = None) -> list[dict[str, Any]]:
         by_folder: dict[str, list[str]] = {}
         for sha in dict.fromkeys(sha256s):
             entry = self.catalog.lookup(sha)
@@ -358,8 +367,17 @@ class Editor:
             if action in ("approve", "withdraw") and \
                     record.get("approved", False) == changes["approved"]:
                 return None  # approving an approved item changes nothing, not even its time
-            return apply(record, changes, by=by, at=at, action=action,
-                         base_revision=base_revision, hlc=stamp)
+            if base_revisions is None:
+                return apply(record, changes, by=by, at=at, action=action,
+                             base_revision=base_revision, hlc=stamp)
+            try:
+                return apply(record, changes, by=by, at=at, action=action,
+                             base_revision=base_revisions.get(record["sha256"]), hlc=stamp)
+            except EditConflict as exc:
+                if conflicts is None:
+                    raise
+                conflicts.append(exc)
+                return None
 
         def log(changed: list[dict[str, Any]]) -> None:
             self.log.append([{"sha256": r["sha256"], "at": at, "by": by, "action": action,

@@ -240,6 +240,10 @@ def run_batch(page: Any, selector: str, path: str, done: str, touch: bool) -> No
     with page.expect_response(is_post(path)) as answer:
         press(page, selector, touch)
     assert answer.value.status == 200, answer.value.text()
+    if path == "/api/items/batch":  # each item's revision as the page shows it
+        sent = answer.value.request.post_data_json
+        assert set(sent["base_revisions"]) == set(sent["sha256"]), sent
+        assert answer.value.json()["conflicts"] == []
     page.wait_for_function(
         "(text) => document.getElementById('bar-status').textContent === text", arg=done)
 

@@ -282,6 +282,39 @@ def test_saving_mine_anyway_keeps_the_fields_i_never_touched(
     assert got["caption"] == "Luis: pie" and got["tags"] == ["cabildo", "sesión"], got
 
 
+def test_a_selection_leaves_alone_what_someone_changed_since_the_grid_was_shown(
+        web: WebApp, library: Library) -> None:
+    """Eva's grid was loaded before Ana captioned a photo; Eva's "Describir" on a selection
+    holding it answered "Listo: 2 elementos." and Ana's caption was gone, unseen by both."""
+    a, b = library.sha["plaza.jpg"], library.sha["cabildo.jpg"]
+    ana = web.user_and_login("ana", "photographer")
+    eva = web.user_and_login("eva", "assistant")
+    shown = {sha: item(eva, sha)["revision"] for sha in (a, b)}  # as her grid drew them
+    assert ana.write("PATCH", f"/api/items/{a}", json={
+        "caption": "Alcaldesa firma el convenio", "tags": ["convenio"],
+        "base_revision": shown[a]}).status_code == 200
+    answer = eva.write("POST", "/api/items/batch", json={
+        "sha256": [a, b], "changes": {"caption": "Sesión de Cabildo"},
+        "base_revisions": shown})
+    assert answer.status_code == 200
+    (left,) = answer.get_json()["conflicts"]
+    assert left["sha256"] == a and left["fields"]["caption"]["by"] == "ana"
+    assert item(eva, a)["caption"] == "Alcaldesa firma el convenio"
+    assert item(eva, b)["caption"] == "Sesión de Cabildo"
+    # A field Ana did not change merges: a rating on the same stale selection applies.
+    answer = eva.write("POST", "/api/items/batch", json={
+        "sha256": [a, b], "changes": {"rating": 4}, "base_revisions": shown})
+    assert answer.get_json()["conflicts"] == [] and item(eva, a)["rating"] == 4
+    for bad in ({a: "3"}, {a: True}, ["x"]):
+        assert eva.write("POST", "/api/items/batch", json={
+            "sha256": [a], "changes": {"rating": 1}, "base_revisions": bad}).status_code == 400
+    # Without revisions (the CLI, an older page): last writer wins, as before.
+    assert eva.write("POST", "/api/items/batch", json={
+        "sha256": [a], "changes": {"caption": "Otra"}}).get_json()["conflicts"] == []
+    assert item(eva, a)["caption"] == "Otra"
+    assert ES["select.changed_meanwhile"].startswith("{count} cambiaron mientras tanto")
+
+
 def test_a_selection_is_edited_at_once(web: WebApp, library: Library) -> None:
     browser = web.user_and_login("luis", "photographer")
     shas = [library.sha["plaza.jpg"], library.sha["cabildo.jpg"]]

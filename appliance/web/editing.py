@@ -74,20 +74,32 @@ def edit(sha256: str) -> Response:
 @bp.post("/items/batch")
 @requires("edit_items")
 def edit_selection() -> Response:
-    """The same change on a selection: `{"sha256": [...], "changes": {...}}`."""
+    """The same change on a selection: `{"sha256": [...], "changes": {...}}`, and with
+    `"base_revisions": {sha256: revision}` an item whose changed field someone else edited
+    since is left alone and listed in the answer's `conflicts` (who changed what, when)."""
     body = json_object()
     shas = _selection(body)
     changes = body.get("changes")
     if not isinstance(changes, dict) or not changes:
         abort(400, "changes must be an object of fields")
+    bases = body.get("base_revisions")
+    if bases is not None and not (isinstance(bases, dict) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in bases.values())):
+        abort(400, "base_revisions must map sha256 to a revision number")
+    conflicts: list[EditConflict] = []
     try:
-        records = make_editor().edit_many(shas, changes, by=g.user.name)
+        records = make_editor().edit_many(shas, changes, by=g.user.name,
+                                          base_revisions=bases, conflicts=conflicts)
     except NotFound as exc:
         return error_json(404, "not_found", f"no item {exc}")
     except EditError as exc:
         return error_json(400, "invalid", str(exc))
-    log.info("%s edited %d items (%s)", g.user.name, len(records), ", ".join(changes))
-    return jsonify({"items": present.items(records)})
+    log.info("%s edited %d items (%s)%s", g.user.name, len(records) - len(conflicts),
+             ", ".join(changes), f"; {len(conflicts)} changed meanwhile, left" if conflicts
+             else "")
+    return jsonify({"items": present.items(records),
+                    "conflicts": [{"sha256": c.sha256, "fields": c.fields,
+                                   "revision": c.revision} for c in conflicts]})
 
 
 def _approval(shas: list[str], approve: bool) -> Response:

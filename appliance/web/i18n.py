@@ -310,6 +310,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "select.working": "Trabajando…",
         "select.done_n": "Listo: {count} elementos.",
         "select.done_n.one": "Listo: 1 elemento.",
+        "select.changed_meanwhile": "{count} cambiaron mientras tanto (otra persona los "
+                                    "editó) y no se tocaron; ábralos para ver sus cambios.",
         "select.failed": "No se pudo: {message}",
         "select.empty": "Seleccione al menos un elemento.",
         "select.keys": "Mayús+clic selecciona un rango; Ctrl+A toda la página; P, X, U y 0–5 "
@@ -800,6 +802,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "select.working": "Working…",
         "select.done_n": "Done: {count} items.",
         "select.done_n.one": "Done: 1 item.",
+        "select.changed_meanwhile": "{count} changed meanwhile (someone else edited them) "
+                                    "and were left alone; open them to see their changes.",
         "select.failed": "Failed: {message}",
         "select.empty": "Select at least one item.",
         "select.keys": "Shift+click selects a range; Ctrl+A the whole page; P, X, U and 0–5 "

@@ -147,7 +147,7 @@
   }
 
   function cellFor(item) {  // as _grid.html draws a cell
-    const li = el("li", {"class": "cell kind-" + item.kind, "data-sha": item.sha256});
+    const li = el("li", {"class": "cell kind-" + item.kind, "data-sha": item.sha256, "data-revision": String(item.revision)});
     const a = el("a", {href: item.urls.page, title: item.original_name});
     const image = item.urls.thumb || item.urls.poster || item.urls.waveform;
     if (image) {
@@ -526,6 +526,7 @@
 
     function updateCell(item) {
       const cell = grid.querySelector('li[data-sha="' + item.sha256 + '"]');
+      if (cell) cell.dataset.revision = String(item.revision);
       const marks = cell && cell.querySelector(".marks");
       if (marks) marks.replaceWith(marksFor(item));
     }
@@ -545,6 +546,13 @@
         }
         if (!Object.keys(changes).length) return;
         body = {sha256: shas, changes};
+      }
+      if (body) {  // as this page showed them: what someone changed since is left alone
+        body.base_revisions = {};
+        for (const sha of shas) {
+          const cell = grid.querySelector('li[data-sha="' + sha + '"]');
+          if (cell && /^\d+$/.test(cell.dataset.revision || "")) body.base_revisions[sha] = Number(cell.dataset.revision);
+        }
       } else if (action === "approve") {
         url = form.dataset.approvalUrl;
         body = {sha256: shas, approved: value === "1"};
@@ -562,11 +570,13 @@
         const {ok, status: code, data} = await sendJSON("POST", url, body);
         if (!ok) { say(fmt(messages["select.failed"], {message: data.message || String(code)}), true); return; }
         if (reload) { window.location.reload(); return; }
-        const items = data.items || [];
+        const items = data.items || [], left = (data.conflicts || []).length;
         for (const item of items) updateCell(item);
-        if (action === "describe") for (const input of bar.querySelectorAll("[data-field]")) input.value = "";
-        say(items.length === 1 ? messages["select.done_n.one"]
-                               : fmt(messages["select.done_n"], {count: items.length.toLocaleString(lang())}));
+        if (action === "describe" && !left) for (const input of bar.querySelectorAll("[data-field]")) input.value = "";
+        const done = items.length - left;
+        const said = done === 1 ? messages["select.done_n.one"]
+                                : fmt(messages["select.done_n"], {count: done.toLocaleString(lang())});
+        say(left ? said + " " + fmt(messages["select.changed_meanwhile"], {count: left.toLocaleString(lang())}) : said, left > 0);
       } catch (error) {
         say(fmt(messages["select.failed"], {message: String(error.message || error)}), true);
       } finally {
