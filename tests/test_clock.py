@@ -156,3 +156,23 @@ def test_headquarters_decisions_reach_a_kit_that_booted_days_behind(
         assert code == 0, output
         got = kit.items()[sha]
         assert got["approved"] is True and got["caption"] == "Desde la central", output
+
+
+def test_the_mural_just_made_survives_its_own_pruning_after_a_clock_step_back(
+        tmp_path: Path) -> None:
+    """Pruning kept the two newest versions by file time: after the clock stepped back the
+    file just made was the "oldest" and went, and every request made it again (minutes on a
+    Pi for an A1 sheet)."""
+    from appliance.mural.render import prune
+
+    stem, now = "mural-2026-03-A2-", time.time()
+    for i, key in enumerate(("aaaa", "bbbb")):  # made while the clock ran 2 h ahead
+        for ext in (".pdf", ".png", ".json"):
+            path = tmp_path / f"{stem}{key}{ext}"
+            path.write_bytes(b"x")
+            os.utime(path, (now + 7200 + i, now + 7200 + i))
+    for ext in (".pdf", ".png", ".json"):
+        (tmp_path / f"{stem}cccc{ext}").write_bytes(b"x")
+    prune(tmp_path, stem, made="cccc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{stem}{key}{ext}" for key in ("bbbb", "cccc") for ext in (".json", ".pdf", ".png")]

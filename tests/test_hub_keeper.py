@@ -196,7 +196,7 @@ def test_contacts_are_written_at_most_once_a_minute_and_survive_damage(tmp_path:
 
     now = [1_800_000_000.0]
     (tmp_path / "tmp").mkdir()
-    contacts = Contacts(tmp_path, clock=lambda: now[0])
+    contacts = Contacts(tmp_path, clock=lambda: now[0], ticks=lambda: now[0])
     contacts.seen("kit-a", "10.0.0.7")
     written = contacts.path.stat().st_mtime_ns
     now[0] += WRITE_EVERY_S / 2
@@ -213,6 +213,23 @@ def test_contacts_are_written_at_most_once_a_minute_and_survive_damage(tmp_path:
     fresh = Contacts(tmp_path, clock=lambda: now[0])
     fresh.seen("kit-b", None)
     assert set(Contacts(tmp_path).read()) == {"kit-b"}
+
+
+def test_contacts_are_written_after_the_hubs_clock_stepped_back(tmp_path: Path) -> None:
+    """The once-a-minute pacing compared wall times: NTP stepping back a hub clock that ran
+    6 h ahead held every write back for 6 h (`acopio hub kits` showed a stale time)."""
+    from sync.hub.contact import WRITE_EVERY_S, Contacts
+
+    wall, ticks = [1_800_000_000.0], [500.0]
+    (tmp_path / "tmp").mkdir()
+    contacts = Contacts(tmp_path, clock=lambda: wall[0], ticks=lambda: ticks[0])
+    contacts.seen("kit-a", "10.0.0.5")
+    wall[0] -= 6 * 3600
+    for _ in range(3):
+        wall[0] += WRITE_EVERY_S
+        ticks[0] += WRITE_EVERY_S
+        contacts.seen("kit-a", "10.0.0.5")
+    assert Contacts(tmp_path).read() == contacts.read()
 
 
 def test_a_contact_file_with_a_bad_time_is_read_as_empty_for_that_kit(tmp_path: Path) -> None:

@@ -283,17 +283,20 @@ def cached_mural(config: Config, data: DataDir, index: ItemIndex, agenda: Agenda
             return Rendered(pdf, png, json.loads(manifest.read_text()))
         made = render_mural(config, data, content, paper, pdf, png)
         atomic_write(manifest, json.dumps(made, ensure_ascii=False).encode())
-        prune(folder, stem)
+        prune(folder, stem, made=key)
         return Rendered(pdf, png, made)
 
 
-def prune(folder: Path, stem: str, keep: int = 2) -> None:
-    """Remove all but the `keep` newest versions of the files named `stem<key>.*`: the one
-    just made, and the one before it, which a request that found it a moment ago may still
-    be sending."""
+def prune(folder: Path, stem: str, *, made: str, keep: int = 2) -> None:
+    """Remove all but `keep` versions of the files named `stem<key>.*`: the one just made
+    (key `made`, kept whatever its time says: after the clock stepped back it was the
+    "oldest"), and the newest other, which a request that found it a moment ago may still be
+    sending."""
     versions: dict[str, list[Path]] = {}
     for path in folder.glob(f"{stem}*"):
         versions.setdefault(path.name[len(stem):].split(".", 1)[0], []).append(path)
+    versions.pop(made, None)
+    keep -= 1
 
     def newest(paths: list[Path]) -> float:
         times = []

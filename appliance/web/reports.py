@@ -144,7 +144,7 @@ def _results_pdf(result: dict[str, Any]) -> Response:
     with file_lock(folder / ".informe.lock"):
         if not pdf.is_file():
             write_pdf(config, result, pdf)
-            prune(folder, stem)
+            prune(folder, stem, made=key)
     return _send(pdf, "application/pdf", f"informe-{result['month']}.pdf", attachment=True)
 
 

@@ -29,23 +29,27 @@ FILE_NAME = "contact.json"
 
 
 class Contacts:
-    def __init__(self, hub_state: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, hub_state: Path, *, clock: Callable[[], float] = time.time,
+                 ticks: Callable[[], float] = time.monotonic) -> None:
+        """`clock` gives the time written; `ticks` paces the writes (monotonic: a wall
+        clock stepped back by hours held every write back for as long)."""
         self.path = hub_state / FILE_NAME
         self.tmp_dir = hub_state / "tmp"
         self.clock = clock
+        self.ticks = ticks
         self._lock = threading.Lock()
         self._seen: dict[str, dict[str, Any]] | None = None  # read on first use
-        self._written: dict[str, float] = {}  # kit -> when its contact was last written
+        self._written: dict[str, float] = {}  # kit -> ticks when its contact was written
 
     def seen(self, kit: str, address: str | None) -> None:
         """`kit` made an authenticated request now, from `address`."""
-        now = self.clock()
+        now, tick = self.clock(), self.ticks()
         with self._lock:
             seen = self._load()
             seen[kit] = {"at": iso_utc(now), "address": address or ""}
-            if now - self._written.get(kit, float("-inf")) < WRITE_EVERY_S:
+            if tick - self._written.get(kit, float("-inf")) < WRITE_EVERY_S:
                 return
-            self._written[kit] = now
+            self._written[kit] = tick
             data = json.dumps(seen, indent=1, sort_keys=True).encode()
             try:
                 fsutil.atomic_write(self.path, data, self.tmp_dir)
