@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import json
 import logging
 from datetime import UTC, datetime
@@ -28,6 +29,19 @@ log = logging.getLogger(__name__)
 # inside the units' sandbox, where ProtectClock= denies even adjtimex's read.
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 _TIME_ERROR = 5  # adjtimex's answer while the kernel's clock is not synchronized
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot's identity (the kernel's random boot id), None where there is none: what
+    was taken in an earlier boot (a lease, a clock's last stamp) died with it."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def synchronized() -> bool | None:

@@ -73,7 +73,7 @@ from typing import Any, Literal, NamedTuple
 from tinydb import TinyDB
 from tinydb.table import Document, Table
 
-from appliance import storage
+from appliance import boxclock, storage
 from appliance.datadir import DataDir
 from appliance.fsutil import atomic_write, atomic_write_many, file_lock, fsync_dir, try_lock
 from appliance.storage import CorruptStateError
@@ -137,6 +137,10 @@ class Job:
     lease_owner: str | None = None
     lease_token: str | None = None
     lease_expires: float | None = None
+    # The boot the lease was taken in (appliance.boxclock.boot_id): a lease of an earlier
+    # boot is over, whatever its expiry says (a Pi's clock may come back from a power cut
+    # behind the time it was taken at). Absent in records written before it was kept.
+    lease_boot: str | None = field(default=None, metadata={"optional": True})
     progress: float | None = None  # 0-100 while running, when the worker reports it
     error: str | None = None  # the last error
     errors: list[dict[str, Any]] = field(default_factory=list)  # the last three: {at, error}
@@ -157,14 +161,15 @@ class Job:
 
     @classmethod
     def from_record(cls, record: dict[str, Any], shard: str = "") -> Job:
-        values = {name: record[name] for name in RECORD_FIELDS}
+        values = {name: record[name] for name in RECORD_FIELDS if name in record}
         values["errors"] = [dict(e) for e in values["errors"]]
         return cls(**values, shard=shard)
 
 
 RECORD_FIELDS = tuple(f.name for f in fields(Job) if not f.metadata.get("local"))
 _LOCAL_FIELDS = tuple(f.name for f in fields(Job) if f.metadata.get("local"))
-_REQUIRED = frozenset(RECORD_FIELDS)
+_REQUIRED = frozenset(f.name for f in fields(Job)
+                      if not f.metadata.get("local") and not f.metadata.get("optional"))
 
 
 @dataclass(frozen=True)
@@ -220,10 +225,17 @@ def _clip_error(error: str) -> str:
 
 
 def _is_ready(record: dict[str, Any], now: float) -> bool:
-    """Claimable now: queued past its backoff, or running with an expired lease."""
+    """Claimable now: queued past its backoff, or running with an expired lease (or one
+    taken before this boot: its worker is gone)."""
     if record["state"] == "queued":
         return record["not_before"] <= now
-    return record["state"] == "running" and record["lease_expires"] <= now
+    return record["state"] == "running" and (record["lease_expires"] <= now
+                                             or _earlier_boot(record))
+
+
+def _earlier_boot(record: dict[str, Any]) -> bool:
+    boot = boxclock.boot_id()
+    return boot is not None and record.get("lease_boot") not in (None, boot)
 
 
 def _newest_first(record: dict[str, Any]) -> tuple[float, float, str]:
@@ -483,7 +495,9 @@ class JobQueue:
             now = self.clock()
             dead_docs: list[Document] = []
             for doc in sorted((d for d in table if _is_ready(d, now)), key=_newest_first):
-                lost = doc["lost_leases"] + int(doc["state"] == "running")
+                # A worker gone with its boot (a power cut) is not the job's fault.
+                lost = doc["lost_leases"] + int(doc["state"] == "running"
+                                                and not _earlier_boot(doc))
                 if lost >= MAX_LOST_LEASES:
                     dead_docs.append(doc)
                     dead.append(self._died(doc, lost, now))
@@ -504,7 +518,8 @@ class JobQueue:
     def _lease(table: Table, doc: Document, owner: str, lease_s: float, lost: int,
                now: float) -> Job:
         changes = {"state": "running", "lease_owner": owner, "lease_token": uuid.uuid4().hex,
-                   "lease_expires": now + lease_s, "lost_leases": lost, "progress": None}
+                   "lease_expires": now + lease_s, "lease_boot": boxclock.boot_id(),
+                   "lost_leases": lost, "progress": None}
         table.update(changes, doc_ids=[doc.doc_id])
         return Job.from_record({**doc, **changes})
 

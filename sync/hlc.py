@@ -41,6 +41,7 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.boxclock import boot_id as _boot_id
 from appliance.fsutil import atomic_write, file_lock
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ MAX_COUNTER = 9999
 MAX_AHEAD_MS = 24 * 3600 * 1000
 LEASE_MS = 1000
 HUB = "hub"
-_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 class ClockAhead(ValueError):
@@ -104,13 +104,6 @@ def parse(stamp: str) -> tuple[int, int, str]:
 
 def is_stamp(value: object) -> bool:
     return isinstance(value, str) and _STAMP.fullmatch(value) is not None
-
-
-def _boot_id() -> str | None:
-    try:
-        return _BOOT_ID.read_text().strip() or None
-    except OSError:
-        return None
 
 
 class Clock:

@@ -176,3 +176,25 @@ def test_the_mural_just_made_survives_its_own_pruning_after_a_clock_step_back(
     prune(tmp_path, stem, made="cccc")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         f"{stem}{key}{ext}" for key in ("bbbb", "cccc") for ext in (".json", ".pdf", ".png")]
+
+
+def test_a_job_whose_worker_died_in_a_power_cut_comes_back_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job leased just before a power cut stayed leased to the dead worker until its
+    expiry, which a clock come back 50 minutes behind put 50 minutes away (and at a 1970
+    boot, until NTP, at an event perhaps never): no thumbnail meanwhile. A lease of an
+    earlier boot is over; and a power cut is not counted against the job."""
+    from appliance.datadir import DataDir
+    from appliance.jobs import JobQueue
+
+    data = DataDir.at(tmp_path / "data")
+    before = time.time()
+    queue = JobQueue(data, clock=lambda: before)
+    queue.enqueue("thumb", "a" * 64, 0)
+    assert queue.claim("worker-1", 60) is not None
+    assert JobQueue(data, clock=lambda: before + 30).claim("worker-2", 60) is None  # alive
+    monkeypatch.setattr(boxclock, "boot_id", lambda: "the-next-boot")
+    rewound = JobQueue(data, clock=lambda: before - 50 * 60 + 120)
+    job = rewound.claim("worker-2", 60)
+    assert job is not None and job.lost_leases == 0
+    assert rewound.claim("worker-3", 60) is None  # this boot's lease holds
