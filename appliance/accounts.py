@@ -30,7 +30,7 @@ from typing import Any
 
 from tinydb import Query, TinyDB
 
-from appliance import storage
+from appliance import boxclock, storage
 from appliance.fsutil import atomic_write, file_lock, fsync_dir
 
 ROLES = ("director", "photographer", "social", "designer", "assistant")
@@ -347,6 +347,17 @@ class Session:
     created_at: float  # clock() seconds
     last_seen: float
     epoch: int  # the user's epoch at login
+    # The same two moments on the boot's own clock (ticks), which NTP never steps, and the
+    # boot they belong to: within it, they measure idle time and age; across a reboot,
+    # the wall times do.
+    boot: str | None = None
+    created_tick: float | None = None
+    seen_tick: float | None = None
+
+
+def boot_ticks() -> float:
+    """Seconds since boot, suspend included (CLOCK_BOOTTIME): never stepped by NTP."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _session_key(session_id: str) -> str:
@@ -362,24 +373,36 @@ class Sessions:
     """
 
     def __init__(self, state_dir: Path, users: Users, *, idle_s: float, max_s: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 ticks: Callable[[], float] = boot_ticks,
+                 boot: Callable[[], str | None] = boxclock.boot_id) -> None:
+        """`clock`: wall time, kept across reboots; `ticks` and `boot`: the boot's own
+        clock, so that NTP stepping the wall clock (a Pi booted days behind) logs nobody
+        out mid-event."""
         self.path = state_dir / "sessions.json"
         self.tmp_dir = state_dir / "tmp"
         self.users = users
         self.idle_s = idle_s
         self.max_s = max_s
         self.clock = clock
+        self.ticks = ticks
+        self.boot = boot
+
+    def _now(self) -> tuple[float, float, str | None]:
+        return self.clock(), self.ticks(), self.boot()
 
     def create(self, user: User) -> Session:
-        now = self.clock()
+        now = self._now()
+        wall, tick, boot = now
         session = Session(id=secrets.token_urlsafe(32), user=user.name,
-                          csrf=secrets.token_urlsafe(32), created_at=now, last_seen=now,
-                          epoch=user.epoch)
+                          csrf=secrets.token_urlsafe(32), created_at=wall, last_seen=wall,
+                          epoch=user.epoch, boot=boot, created_tick=tick, seen_tick=tick)
         with storage.transaction(self.path, self.tmp_dir, mode=SECRET_MODE) as db:
             self._prune(db, now)  # a write is due anyway; keeps the file from growing
             db.table("sessions").insert({
                 "key": _session_key(session.id), "user": session.user, "csrf": session.csrf,
-                "created_at": now, "last_seen": now, "epoch": session.epoch,
+                "created_at": wall, "last_seen": wall, "epoch": session.epoch,
+                "boot": boot, "created_tick": tick, "seen_tick": tick,
             })
         return session
 
@@ -390,19 +413,22 @@ class Sessions:
         record = storage.snapshot(self.path).table("sessions").get(Query().key == key)
         if record is None:
             return None
-        now = self.clock()
-        session = Session(id=session_id, user=record["user"], csrf=record["csrf"],
-                          created_at=record["created_at"], last_seen=record["last_seen"],
-                          epoch=record["epoch"])
+        now = self._now()
+        session = replace(_from_record(record), id=session_id)
         if not self._valid(session, now, self.users.get(session.user)):
             return None
-        if now - session.last_seen >= TOUCH_INTERVAL_S:
+        idle, _ = _elapsed(session, now)
+        if idle >= TOUCH_INTERVAL_S:
+            wall, tick, boot = now
+            touched = {"last_seen": wall, "boot": boot, "seen_tick": tick}
+            if session.boot != boot:  # its first request in this boot
+                touched["created_tick"] = None
             with storage.transaction(self.path, self.tmp_dir, mode=SECRET_MODE) as db:
                 table = db.table("sessions")
                 if not table.contains(Query().key == key):
                     return None  # ended meanwhile (logout elsewhere)
-                table.update({"last_seen": now}, Query().key == key)
-            session = replace(session, last_seen=now)
+                table.update(touched, Query().key == key)
+            session = replace(session, **touched)
         return session
 
     def end(self, session_id: str) -> None:
@@ -423,9 +449,9 @@ class Sessions:
     def prune(self) -> int:
         """Drop sessions that can never be valid again; how many were dropped."""
         with storage.transaction(self.path, self.tmp_dir, mode=SECRET_MODE) as db:
-            return self._prune(db, self.clock())
+            return self._prune(db, self._now())
 
-    def _prune(self, db: TinyDB, now: float) -> int:
+    def _prune(self, db: TinyDB, now: tuple[float, float, str | None]) -> int:
         table = db.table("sessions")
         users = {u.name: u for u in self.users.list()}
         dead = [r.doc_id for r in table.all()
@@ -434,19 +460,40 @@ class Sessions:
             table.remove(doc_ids=dead)
         return len(dead)
 
-    def _valid(self, session: Session, now: float, user: User | None) -> bool:
+    def _valid(self, session: Session, now: tuple[float, float, str | None],
+               user: User | None) -> bool:
+        idle, age = _elapsed(session, now)
         return (
             user is not None and not user.disabled and user.epoch == session.epoch
-            and now - session.last_seen <= self.idle_s
-            and now - session.created_at <= self.max_s
-            and session.created_at <= now + _CLOCK_SLACK_S
+            and idle <= self.idle_s and age <= self.max_s
+            # an age by wall time: a creation "in the future" means the clock went back
+            and ((session.boot == now[2] and session.created_tick is not None)
+                 or session.created_at <= now[0] + _CLOCK_SLACK_S)
         )
 
 
+def _elapsed(session: Session, now: tuple[float, float, str | None]) -> tuple[float, float]:
+    """(idle time, age) of a session: by the boot's clock for what happened in this boot,
+    by wall time for the rest (a session older than the boot)."""
+    wall, tick, boot = now
+    same_boot = boot is not None and session.boot == boot
+    idle = tick - session.seen_tick if same_boot and session.seen_tick is not None \
+        else wall - session.last_seen
+    age = tick - session.created_tick if same_boot and session.created_tick is not None \
+        else wall - session.created_at
+    return idle, age
+
+
 def _from_record(record: dict[str, Any]) -> Session:
+    def number(key: str) -> float | None:
+        value = record.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    boot = record.get("boot")
     return Session(id="", user=record["user"], csrf=record["csrf"],
                    created_at=record["created_at"], last_seen=record["last_seen"],
-                   epoch=record["epoch"])
+                   epoch=record["epoch"], boot=boot if isinstance(boot, str) else None,
+                   created_tick=number("created_tick"), seen_tick=number("seen_tick"))
 
 
 # -- first-start setup code -----------------------------------------------------------

@@ -261,8 +261,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def sessions(state: Path, users: Users, clock: Clock) -> Sessions:
-    return Sessions(state, users, idle_s=3600, max_s=4 * 3600, clock=clock)
+def boot() -> list[str]:
+    return ["boot-1"]
+
+
+@pytest.fixture
+def sessions(state: Path, users: Users, clock: Clock, boot: list[str]) -> Sessions:
+    """Wall time and the boot's own clock move together here, unless a test steps one."""
+    return Sessions(state, users, idle_s=3600, max_s=4 * 3600, clock=clock,
+                    ticks=lambda: clock.now - 999_000.0, boot=lambda: boot[0])
 
 
 def test_session_create_get_end(users: Users, sessions: Sessions) -> None:
@@ -303,9 +310,31 @@ def test_max_expiry_even_when_used(users: Users, sessions: Sessions, clock: Cloc
     assert sessions.get(session.id) is None
 
 
-def test_clock_set_back_ends_sessions(users: Users, sessions: Sessions, clock: Clock) -> None:
+def test_a_clock_step_within_a_boot_logs_nobody_out(
+        state: Path, users: Users, clock: Clock) -> None:
+    """NTP stepping the wall clock (forward after a Pi booted days behind, or back) ended
+    every session mid-event: idle time and age are measured on the boot's own clock."""
+    ticks = [100.0]
+    sessions = Sessions(state, users, idle_s=3600, max_s=4 * 3600, clock=clock,
+                        ticks=lambda: ticks[0], boot=lambda: "boot-1")
+    ana = users.add("ana", "social", PASSWORD)
+    for step in (3 * 86_400, -2 * 86_400 - 600):
+        session = sessions.create(ana)
+        ticks[0] += 60
+        clock.now += 60 + step
+        assert sessions.get(session.id) is not None, step
+        ticks[0] += 3600 + 1  # idle longer than idle_s, by the boot's clock
+        clock.now += 3600 + 1
+        assert sessions.get(session.id) is None, step
+
+
+def test_a_session_from_before_a_reboot_is_judged_by_wall_time(
+        users: Users, sessions: Sessions, clock: Clock, boot: list[str]) -> None:
     session = sessions.create(users.add("ana", "social", PASSWORD))
-    clock.now -= 86_400
+    boot[0] = "boot-2"
+    clock.now += 600
+    assert sessions.get(session.id) is not None  # carried over the reboot
+    clock.now -= 86_400  # the clock came back from the reboot behind its creation
     assert sessions.get(session.id) is None
 
 

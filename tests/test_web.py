@@ -279,7 +279,8 @@ def test_sessions_end_when_idle_and_at_their_maximum_age(web: WebApp) -> None:
     now = [time.time()]
     old = web.ctx.sessions
     web.ctx.sessions = Sessions(web.ctx.data.state, web.ctx.users, idle_s=old.idle_s,
-                                max_s=old.max_s, clock=lambda: now[0])
+                                max_s=old.max_s, clock=lambda: now[0],
+                                ticks=lambda: now[0])
     assert old.idle_s == 12 * 3600 and old.max_s == 72 * 3600  # the defaults
     web.user("dana", "designer")
 
