@@ -223,7 +223,8 @@ def apply_merged(record: dict[str, Any], entry: Mapping[str, Any]) -> dict[str, 
 
 
 class EditLog:
-    """Append-only JSON lines, one file per month, fsynced: replayed onto rebuilt shards."""
+    """Append-only JSON lines, one file per month (of the clock, unless it went back), fsynced:
+    replayed onto rebuilt shards in the order they were written."""
 
     def __init__(self, data: DataDir) -> None:
         self.root = data.state / "edits"
@@ -232,10 +233,16 @@ class EditLog:
         if not entries:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"{entries[0]['at'][:7]}.jsonl"
         payload = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n"
                           for e in entries).encode()
         with file_lock(self.root / ".lock"):
+            # The month's file, but never one that sorts before the newest: replay reads the
+            # files in name order, which must stay the order of writing. A clock come back
+            # at 1970 (a Pi after a power cut) put its edits first, and a rebuilt shard got
+            # the older caption back.
+            month = entries[0]["at"][:7]
+            newest = max((p.stem for p in self.root.glob("*.jsonl")), default=month)
+            path = self.root / f"{max(month, newest)}.jsonl"
             fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                          SHARED_MODE)
             try:

@@ -198,3 +198,30 @@ def test_a_job_whose_worker_died_in_a_power_cut_comes_back_at_once(
     job = rewound.claim("worker-2", 60)
     assert job is not None and job.lost_leases == 0
     assert rewound.claim("worker-3", 60) is None  # this boot's lease holds
+
+
+def test_a_rebuilt_shard_keeps_the_latest_edit_though_made_with_a_1970_clock(
+        tmp_path: Path) -> None:
+    """The edit log is one file per month of the wall clock, replayed in name order: an edit
+    made while the box's clock read 1970 was replayed first, and `check --repair` of a
+    damaged shard brought the older caption back."""
+    from appliance.catalog import Catalog
+    from appliance.datadir import DataDir
+    from appliance.editorial import Editor
+
+    data = tmp_path / "data"
+    card = tmp_path / "card"
+    exif_jpeg(card / "DCIM/IMG_0001.JPG", "2026:03:10 10:15:00", "-06:00")
+    assert run_cli("--data-dir", data, "ingest", card).returncode == 0
+    (item,) = items(data)
+    folder = DataDir.at(data)
+    Editor(folder, clock=lambda: "2026-03-10T18:00:00+00:00").edit(
+        item["sha256"], {"caption": "borrador"}, by="ana")
+    Editor(folder, clock=lambda: "1970-01-01T00:10:00+00:00").edit(
+        item["sha256"], {"caption": "Pie de foto final"}, by="ana")
+    shard = next((folder.state / "catalog").rglob("*.json"))
+    shard.write_bytes(b'{"items": {"1": {')  # damaged: --repair rebuilds it, replays the log
+    repaired = run_cli("--data-dir", data, "check", "--repair")
+    assert repaired.returncode in (0, 1), repaired.stderr.decode()
+    (record,) = Catalog(folder).items()
+    assert record["caption"] == "Pie de foto final"
