@@ -211,7 +211,11 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
         report.findings.append(
             Finding("uncatalogued", data.relative(entry), "in the archive, not in the catalog"))
     if repair and strays:
-        described = _describe_files(config, data, key, [p for p in strays if p.is_file()])
+        # With what people wrote about them, when the log knows them (a shard file lost
+        # whole: its items come back as files, their captions and approvals from the log).
+        described = replay(_describe_files(config, data, key, [p for p in strays
+                                                                 if p.is_file()]),
+                           EditLog(data))
         adopted, copies = [], {}
         for record in described:
             kept = _catalogued_copy(data, catalog, record, adopted)

@@ -218,6 +218,27 @@ def test_a_rebuilt_shard_gets_its_edits_back_from_the_log(config: Config,
         "Entrega de becas 2026"
 
 
+def test_a_shard_file_lost_whole_gets_its_edits_back_too(config: Config,
+                                                         tmp_path: Path) -> None:
+    """A shard file deleted (not damaged): `check --repair` adopted its folder's files as
+    new items, and their captions and approvals, in the edit log all along, were lost."""
+    card = tmp_path / "card"
+    exif_jpeg(card / "IMG_0.JPG", "2026:05:10 10:00:00")
+    assert run_cli("--data-dir", config.data_dir, "ingest", card).returncode == 0
+    data = DataDir.at(config.data_dir)
+    catalog = Catalog(data)
+    [key] = catalog.folder_keys()
+    [item] = catalog.read_shard(key)
+    editor = Editor(data, catalog)
+    editor.edit(item["sha256"], {"caption": "Entrega de becas"}, by="ana")
+    editor.approve([item["sha256"]], by="directora")
+    catalog.shard_path(key).unlink()
+    repaired = run_cli("--data-dir", config.data_dir, "check", "--repair", "--json")
+    assert repaired.returncode == 0, repaired.stdout.decode()
+    [back] = catalog.read_shard(key)
+    assert back["caption"] == "Entrega de becas" and back["approved"] is True, back
+
+
 def test_an_entry_after_a_torn_line_is_kept(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A line cut short (a crash, a full disk mid-write) had the next edit glued to it, and
