@@ -53,7 +53,14 @@ SYNC_ACTION = "sync"
 
 
 class EditError(ValueError):
-    """A value a person typed is not acceptable; the message names the field."""
+    """A value a person typed is not acceptable; the message (English, for the CLI and the
+    API) names the field. `code` and `values` let the web pages say it in the screen's
+    language (web/i18n.py `edit.error.<code>`), as agenda.AgendaError does."""
+
+    def __init__(self, message: str, code: str = "", **values: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.values = values
 
 
 class NotFound(LookupError):
@@ -82,18 +89,19 @@ def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         if key in TEXT_LIMITS:
             if not isinstance(value, str):
-                raise EditError(f"{key}: expected text")
+                raise EditError(f"{key}: expected text", "not_text", field=key)
             value = _clean_text(value)
             if len(value) > TEXT_LIMITS[key]:
-                raise EditError(f"{key}: at most {TEXT_LIMITS[key]} characters")
+                raise EditError(f"{key}: at most {TEXT_LIMITS[key]} characters", "too_long",
+                                field=key, limit=TEXT_LIMITS[key])
         elif key in LIST_FIELDS or key in OPERATIONS:
             value = _clean_list(key, value)
         elif key == "pick":
             if value not in (*PICKS, None):
-                raise EditError("pick: expected picked, rejected or null")
+                raise EditError("pick: expected picked, rejected or null", "bad_pick")
         elif key == "rating":
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 5:
-                raise EditError("rating: expected a whole number from 0 to 5")
+                raise EditError("rating: expected a whole number from 0 to 5", "bad_rating")
         else:
             raise EditError(f"{key}: not an editable field "
                             f"(editable: {', '.join([*EDITABLE, *OPERATIONS])})")
@@ -103,17 +111,19 @@ def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 def _clean_list(key: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise EditError(f"{key}: expected a list of text")
+        raise EditError(f"{key}: expected a list of text", "not_list", field=key)
     seen: dict[str, str] = {}
     for raw in value:
         text = " ".join(_clean_text(raw).split())
         if not text:
             continue
         if len(text) > LIST_ITEM_LIMIT:
-            raise EditError(f"{key}: each entry at most {LIST_ITEM_LIMIT} characters")
+            raise EditError(f"{key}: each entry at most {LIST_ITEM_LIMIT} characters",
+                            "entry_too_long", field=key, limit=LIST_ITEM_LIMIT)
         seen.setdefault(text.casefold(), text)
     if len(seen) > LIST_LENGTH_LIMIT:
-        raise EditError(f"{key}: at most {LIST_LENGTH_LIMIT} entries")
+        raise EditError(f"{key}: at most {LIST_LENGTH_LIMIT} entries", "too_many",
+                        field=key, limit=LIST_LENGTH_LIMIT)
     return list(seen.values())
 
 

@@ -125,7 +125,13 @@ _BY_LIMIT = 64
 
 class RefileError(ValueError):
     """The re-filing cannot be done as asked (unknown item or activity, bad slug, already
-    there); nothing was changed. The message says which and why."""
+    there); nothing was changed. The message (English: CLI, API) says which and why; `code`
+    and `values` let the web pages say it in the screen's language (`refile.error.<code>`)."""
+
+    def __init__(self, message: str, code: str = "", **values: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.values = values
 
 
 class RefileBusy(RefileError):
@@ -164,7 +170,7 @@ def exclusive(data: DataDir, timeout: float | None = None) -> Iterator[None]:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise RefileBusy("another re-filing or `acopio check` is running; "
-                                         "try again in a moment") from None
+                                         "try again in a moment", "busy") from None
                     time.sleep(0.05)
         yield
     finally:
@@ -455,7 +461,8 @@ class Refiler:
         found = self.agenda.get(activity)
         if found is None:
             raise RefileError(f"no activity {activity!r} in the agenda (see `acopio agenda "
-                              f"list`); use {SIN_ACTIVIDAD!r} for unsorted items")
+                              f"list`); use {SIN_ACTIVIDAD!r} for unsorted items",
+                              "no_activity", slug=activity)
         return found
 
     def _plan(self, shas: list[str], target: Activity | None,
@@ -494,7 +501,8 @@ class Refiler:
                 regular = False
             if not regular:
                 raise RefileError(f"{archive_path}: the file is missing from the archive; "
-                                  "run `acopio check`")
+                                  "run `acopio check`", "missing_file",
+                                  name=record.get("original_name") or archive_path)
             if explicit is not None:
                 key, slug = explicit[sha]
             elif target is None:
@@ -504,7 +512,8 @@ class Refiler:
                 key = filing.folder_key(target.start.astimezone(zone), target.slug)
                 slug = target.slug
             if key == source:
-                raise RefileError(f"item {sha} is already in {key}")
+                raise RefileError(f"item {sha} is already in {key}", "already_there",
+                                  name=record.get("original_name") or sha)
             shard(key)
             original = record.get("original_name")
             wanted = copy.safe_name(os.fsencode(original)) \

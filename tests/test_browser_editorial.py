@@ -609,3 +609,53 @@ def test_editorial_desk_in_chromium(viewport: str, kit: Kit, appliance: Applianc
     assert appliance.stop() == 0, appliance.failure("the appliance did not exit cleanly")
     print(f"editorial {viewport}: {time.monotonic() - started:.1f} s, "
           f"screenshots in {shots.dirs}")
+
+
+def test_a_phone_on_weak_wifi_or_logged_out_keeps_what_was_typed(
+        kit: Kit, appliance: Appliance, tmp_path: Path) -> None:
+    """At an event: a save that never answers held every later one, with no word; with no
+    network the page said "Failed to fetch"; and a session ended mid-edit reloaded the page
+    every 2.5 s (the browser asking "leave this page?") and then lost the typed caption."""
+    require_playwright()
+    appliance.start(setup_code=False)
+    with chromium() as browser:
+        context = browser.new_context(**VIEWPORTS["phone"], locale="es-MX",
+                                      base_url=appliance.url)
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        page.clock.install()  # the page's timers, moved by the test: a 20 s wait in an instant
+        login(page, PHOTOGRAPHER, PHOTOGRAPHER_PASSWORD, touch=True)
+        open_item(page, kit.sha(P1))
+        status = page.locator("#edit-status")
+        typed = "Entrega de útiles — escrito sin señal"
+        page.locator("#caption").fill(typed)
+
+        api = f"**/api/items/{kit.sha(P1)}"
+        page.route(api, lambda route: route.abort("internetdisconnected"))
+        press(page, "#save", touch=True)
+        page.wait_for_function("() => document.getElementById('edit-status')"
+                               ".textContent.includes('sin conexión con el equipo')")
+        page.unroute(api)
+
+        stalled: list[Any] = []
+        page.route(api, lambda route: stalled.append(route))  # nothing ever answers it
+        press(page, "#save", touch=True)
+        page.wait_for_function("() => document.getElementById('edit-status')"
+                               ".textContent === 'Guardando…'")
+        assert stalled
+        page.clock.fast_forward(21_000)
+        page.wait_for_function("() => document.getElementById('edit-status')"
+                               ".textContent.includes('sin conexión con el equipo')")
+        page.unroute(api)
+
+        cli("--data-dir", kit.data_dir, "users", "passwd", PHOTOGRAPHER, "--password-stdin",
+            input=b"otra-clave-larga-2026\n")  # her sessions end
+        page.clock.fast_forward(10_000)  # four status polls, each a 401 now
+        press(page, "#save", touch=True)
+        page.wait_for_function("() => document.getElementById('edit-status')"
+                               ".textContent.includes('su sesión terminó')")
+        assert path_of(page) == f"/item/{kit.sha(P1)}"
+        assert page.locator("#caption").input_value() == typed
+        assert "Failed to fetch" not in status.inner_text()
+    listed = json.loads(cli("--data-dir", kit.data_dir, "items", "--json"))
+    assert {i["sha256"]: i.get("caption") for i in listed}[kit.sha(P1)] != typed  # not saved

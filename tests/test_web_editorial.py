@@ -315,6 +315,30 @@ def test_a_selection_leaves_alone_what_someone_changed_since_the_grid_was_shown(
     assert ES["select.changed_meanwhile"].startswith("{count} cambiaron mientras tanto")
 
 
+def test_refusals_of_an_edit_or_a_move_are_said_in_spanish(
+        web: WebApp, library: Library) -> None:
+    """"Revise los datos: tags: each entry at most 64 characters", and a move to an unknown
+    activity pointing a phone user at `acopio agenda list`: the core's English reached the
+    Spanish screens."""
+    sha = library.sha["plaza.jpg"]
+    ana = web.user_and_login("ana", "photographer")
+    long_tag = "x" * 65
+    page = text(ana.form(f"/item/{sha}/editar", {"tags": long_tag, "was_tags": ""}))
+    assert "Revise los datos: Etiquetas: cada uno tiene como máximo 64 caracteres." in page
+    assert "each entry" not in page
+    answer = ana.write("PATCH", f"/api/items/{sha}", json={"rating": 9})
+    assert answer.status_code == 400
+    assert answer.get_json()["message"] == "la calificación va de 0 a 5 estrellas."
+    answer = ana.write("POST", "/api/items/refile", json={"sha256": [sha],
+                                                          "activity": "no-existe"})
+    assert answer.status_code == 400
+    assert answer.get_json()["message"] == "la actividad «no-existe» no está en la agenda."
+    ana.form("/idioma", {"language": "en", "next": "/"})
+    answer = ana.write("POST", "/api/items/batch", json={"sha256": [sha],
+                                                         "changes": {"people": [long_tag]}})
+    assert answer.get_json()["message"] == "People: each at most 64 characters."
+
+
 def test_a_selection_is_edited_at_once(web: WebApp, library: Library) -> None:
     browser = web.user_and_login("luis", "photographer")
     shas = [library.sha["plaza.jpg"], library.sha["cabildo.jpg"]]

@@ -271,8 +271,8 @@ def item_edit(sha256: str) -> Response:
     except NotFound:
         abort(404)
     except EditError as exc:
-        return _item_page(record, 400, edit_form=typed,
-                          edit_error=g.t("edit.invalid", detail=str(exc)))
+        return _item_page(record, 400, edit_form=typed, edit_error=g.t(
+            "edit.invalid", detail=error_text(g.t, "edit", exc)))
     except EditConflict as exc:
         _fresh()
         return _item_page(web().index.get(sha256) or record, 409, edit_form=typed,
@@ -313,7 +313,8 @@ def item_refile(sha256: str) -> Response:
         Refiler(web().config, on_written=web().index.apply_changes).refile(
             [sha256], slug or None, by=g.user.name)
     except RefileError as exc:
-        return _item_page(record, 400, refile_error=g.t("refile.failed", detail=str(exc)))
+        return _item_page(record, 400, refile_error=g.t(
+            "refile.failed", detail=error_text(g.t, "refile", exc)))
     log.info("%s re-filed %s to %s", g.user.name, sha256, slug or SIN_ACTIVIDAD)
     return _back_to_item(sha256, "refiled")
 

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, abort, g, jsonify, request, send_file, st
 from appliance.editorial import EditConflict, EditError, Editor, NotFound
 from appliance.web import present
 from appliance.web.context import web
+from appliance.web.i18n import error_text
 from appliance.web.security import can, error_json, is_api, json_object, requires
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def edit(sha256: str) -> Response:
     except NotFound:
         abort(404)
     except EditError as exc:
-        return error_json(400, "invalid", str(exc))
+        return error_json(400, "invalid", error_text(g.t, "edit", exc))
     except EditConflict as exc:
         return _conflict(exc)
     return jsonify(present.item(record, history=True))
@@ -93,7 +94,7 @@ def edit_selection() -> Response:
     except NotFound as exc:
         return error_json(404, "not_found", f"no item {exc}")
     except EditError as exc:
-        return error_json(400, "invalid", str(exc))
+        return error_json(400, "invalid", error_text(g.t, "edit", exc))
     log.info("%s edited %d items (%s)%s", g.user.name, len(records) - len(conflicts),
              ", ".join(changes), f"; {len(conflicts)} changed meanwhile, left" if conflicts
              else "")
@@ -159,7 +160,7 @@ def refile() -> Response:
         records = Refiler(web().config, on_written=web().index.apply_changes).refile(
             shas, activity, by=g.user.name)
     except RefileError as exc:
-        return error_json(400, "refile", str(exc))
+        return error_json(400, "refile", error_text(g.t, "refile", exc))
     log.info("%s re-filed %d items to %s", g.user.name, len(records), activity)
     return jsonify({"items": present.items(records)})
 

@@ -42,12 +42,34 @@
 
   let messages = {};
   const etags = {};
+  const REQUEST_TIMEOUT_MS = 20000;  // a request stalled on a weak Wi-Fi fails, and says so
+  let unsavedWork = () => false;  // the item editor's typed and unsaved fields, when any
+
+  async function fetchSoon(url, options) {
+    // fetch with a time limit; the browser's own (English) network errors said in Spanish
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
+    try {
+      return await fetch(url, {...options, signal: abort.signal});
+    } catch (error) {
+      throw new Error(messages["edit.offline"] || String(error.message || error));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  function loggedOut() {
+    // The session ended (expired, password changed). A page with nothing typed goes to the
+    // login page; one holding unsaved text stays, and the text with it.
+    if (!unsavedWork()) window.location.reload();
+    return new Error(messages["edit.logged_out"] || "logged out");
+  }
 
   async function getJSON(url) {
     const headers = etags[url] ? {"If-None-Match": etags[url].etag} : {};
-    const response = await fetch(url, {headers, credentials: "same-origin"});
+    const response = await fetchSoon(url, {headers, credentials: "same-origin"});
     if (response.status === 304) return etags[url].body;
-    if (response.status === 401) { window.location.reload(); throw new Error("logged out"); }
+    if (response.status === 401) throw loggedOut();
     if (!response.ok) throw new Error(url + ": " + response.status);
     const body = await response.json();
     const etag = response.headers.get("ETag");
@@ -192,12 +214,12 @@
   const sameText = (a, b) => a.replace(/\r\n/g, "\n").trim() === b.replace(/\r\n/g, "\n").trim();
 
   async function sendJSON(method, url, body) {
-    const response = await fetch(url, {
+    const response = await fetchSoon(url, {
       method, credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRF-Token": csrfToken()},
       body: JSON.stringify(body),
     });
-    if (response.status === 401) { window.location.reload(); throw new Error("logged out"); }
+    if (response.status === 401) throw loggedOut();
     const data = await response.json().catch(() => ({}));
     return {ok: response.ok, status: response.status, data};
   }
@@ -250,6 +272,7 @@
     let lastButton = null;
 
     const say = (text, bad) => { status.textContent = text || ""; status.classList.toggle("error", !!bad); };
+    unsavedWork = () => Object.keys(dirty()).length > 0;
 
     function dirty() {
       const changes = {};
