@@ -353,9 +353,16 @@ class Editor:
         return self._change(sha256s, validate(changes), by=by, action="edit",
                             base_revisions=base_revisions, conflicts=conflicts)
 
-    def approve(self, sha256s: list[str], *, by: str) -> list[dict[str, Any]]:
+    def approve(self, sha256s: list[str], *, by: str,
+                base_revisions: Mapping[str, int] | None = None,
+                conflicts: list[EditConflict] | None = None) -> list[dict[str, Any]]:
+        """Approve items. With `base_revisions` (each item's revision as the approver's page
+        showed it), an item whose caption, tags, people, credit or place someone else
+        changed since is not approved: EditConflict (raised, or added to `conflicts`). An
+        approval vouches for what the approver saw, not for a draft typed meanwhile."""
         return self._change(sha256s, {"approved": True, "approved_by": by,
-                                      "approved_at": self.clock()}, by=by, action="approve")
+                                      "approved_at": self.clock()}, by=by, action="approve",
+                            base_revisions=base_revisions, conflicts=conflicts)
 
     def withdraw(self, sha256s: list[str], *, by: str) -> list[dict[str, Any]]:
         return self._change(sha256s, {"approved": False, "approved_by": by,
@@ -387,9 +394,13 @@ class Editor:
             if base_revisions is None:
                 return apply(record, changes, by=by, at=at, action=action,
                              base_revision=base_revision, hlc=stamp)
+            base = base_revisions.get(record["sha256"])
             try:
+                if action == "approve":
+                    _check_unchanged_since(record, base, by)
+                    base = None
                 return apply(record, changes, by=by, at=at, action=action,
-                             base_revision=base_revisions.get(record["sha256"]), hlc=stamp)
+                             base_revision=base, hlc=stamp)
             except EditConflict as exc:
                 if conflicts is None:
                     raise
@@ -417,6 +428,23 @@ class Editor:
             if writes and self.on_written is not None:
                 self.on_written(writes)
         return [results[sha] for sha in dict.fromkeys(sha256s)]
+
+
+# What an approval vouches for: the fields that are published with the picture.
+REVIEWED = ("caption", "tags", "people", "credit", "place")
+
+
+def _check_unchanged_since(record: dict[str, Any], base: int | None, by: str) -> None:
+    """EditConflict when someone other than `by` changed a REVIEWED field after `base`."""
+    if base is None:
+        return
+    record = with_defaults(dict(record))
+    changed = {field: {"value": record[field], "by": mark["by"], "at": mark["at"]}
+               for field in REVIEWED
+               if (mark := record["edited"].get(field)) and mark["revision"] > base
+               and mark["by"] != by}
+    if changed:
+        raise EditConflict(record["sha256"], changed, record["revision"])
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:

@@ -659,3 +659,27 @@ def test_a_phone_on_weak_wifi_or_logged_out_keeps_what_was_typed(
         assert "Failed to fetch" not in status.inner_text()
     listed = json.loads(cli("--data-dir", kit.data_dir, "items", "--json"))
     assert {i["sha256"]: i.get("caption") for i in listed}[kit.sha(P1)] != typed  # not saved
+
+
+def test_the_director_is_shown_what_changed_before_her_approval(
+        kit: Kit, appliance: Appliance) -> None:
+    """Her page showed one caption; Fotografía changed it meanwhile; "Aprobar" approved the
+    new text unseen. Now nothing is approved and the page says who changed what."""
+    require_playwright()
+    appliance.start(setup_code=False)
+    with chromium() as browser:
+        context = browser.new_context(**VIEWPORTS["phone"], locale="es-MX",
+                                      base_url=appliance.url)
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        login(page, DIRECTOR, DIRECTOR_PASSWORD, touch=True)
+        open_item(page, kit.sha(P2))
+        cli("--data-dir", kit.data_dir, "items", "set", kit.sha(P2), "--caption",
+            "BORRADOR no publicar", "--as", PHOTOGRAPHER)
+        press(page, "#approve-button", touch=True)
+        conflict = page.locator("#approval-conflict")
+        conflict.wait_for()
+        said = conflict.inner_text()
+        assert "No se aprobó" in said and "BORRADOR no publicar" in said, said
+        assert PHOTOGRAPHER in said, said
+        assert api_item(page, kit.sha(P2))["approved"] is False

@@ -339,6 +339,49 @@ def test_refusals_of_an_edit_or_a_move_are_said_in_spanish(
     assert answer.get_json()["message"] == "People: each at most 64 characters."
 
 
+def test_an_approval_vouches_for_what_the_director_saw(web: WebApp, library: Library) -> None:
+    """Dirección's page showed "Inauguración del parque"; an editor changed it to a draft;
+    "Aprobar" approved the draft, unseen. Now the approval carries the page's revision and a
+    caption, tags, people, credit or place changed since by someone else is a conflict."""
+    import re
+
+    sha, other = library.sha["plaza.jpg"], library.sha["cabildo.jpg"]
+    editor = web.user_and_login("eva", "social")
+    director = web.user_and_login("dora", "director")
+    assert editor.write("PATCH", f"/api/items/{sha}", json={
+        "caption": "Inauguración del parque"}).status_code == 200
+    page = text(director.get(f"/item/{sha}"))
+    shown = int(re.search(r'id="approval-form".*?name="base_revision" value="(\d+)"', page,
+                          re.S)[1])
+    assert editor.write("PATCH", f"/api/items/{sha}", json={
+        "caption": "BORRADOR no publicar"}).status_code == 200
+
+    refused = director.write("POST", f"/api/items/{sha}/approve",
+                             json={"base_revision": shown})
+    assert refused.status_code == 409 and refused.get_json()["error"] == "conflict"
+    assert refused.get_json()["fields"]["caption"]["value"] == "BORRADOR no publicar"
+    assert item(director, sha)["approved"] is False
+    # The page without its script: the same, said on the page, in Spanish.
+    answer = director.form(f"/item/{sha}/aprobacion", {"approved": "1",
+                                                       "base_revision": str(shown)})
+    assert answer.status_code == 409
+    assert ES["approval.changed"] in text(answer) and "BORRADOR no publicar" in text(answer)
+    assert item(director, sha)["approved"] is False
+    # A grid's selection: that one is left, the other approved.
+    bases = {sha: shown, other: item(director, other)["revision"]}
+    answer = director.write("POST", "/api/items/approval", json={
+        "sha256": [sha, other], "approved": True, "base_revisions": bases})
+    assert [c["sha256"] for c in answer.get_json()["conflicts"]] == [sha]
+    assert item(director, other)["approved"] is True and item(director, sha)["approved"] is False
+    # Her own edit since is no reason; seen afresh, it approves.
+    fresh = item(director, sha)["revision"]
+    assert director.write("PATCH", f"/api/items/{sha}", json={"place": "Parque Hidalgo"}
+                          ).status_code == 200
+    assert director.write("POST", f"/api/items/{sha}/approve",
+                          json={"base_revision": fresh}).status_code == 200
+    assert item(director, sha)["approved"] is True
+
+
 def test_a_selection_is_edited_at_once(web: WebApp, library: Library) -> None:
     browser = web.user_and_login("luis", "photographer")
     shas = [library.sha["plaza.jpg"], library.sha["cabildo.jpg"]]

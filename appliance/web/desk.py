@@ -284,15 +284,24 @@ def item_edit(sha256: str) -> Response:
 @requires("approve")
 def item_approval(sha256: str) -> Response:
     """`approved`: 1 approves, 0 withdraws the approval."""
-    _record(sha256)
+    record = _record(sha256)
     approved = request.form.get("approved")
-    if approved not in ("1", "0"):
+    raw_base = request.form.get("base_revision", "")
+    if approved not in ("1", "0") or (raw_base and not raw_base.isdigit()):
         abort(400)
     editor = make_editor()
     try:
-        (editor.approve if approved == "1" else editor.withdraw)([sha256], by=g.user.name)
+        if approved == "1":  # what the page showed, not what someone typed meanwhile
+            editor.approve([sha256], by=g.user.name,
+                           base_revisions={sha256: int(raw_base)} if raw_base else None)
+        else:
+            editor.withdraw([sha256], by=g.user.name)
     except NotFound:
         abort(404)
+    except EditConflict as exc:
+        _fresh()
+        return _item_page(web().index.get(sha256) or record, 409,
+                          approval_conflicts=conflict_lines(exc.fields))
     log.info("%s %s %s", g.user.name, "approved" if approved == "1" else "withdrew", sha256)
     return _back_to_item(sha256, "approved" if approved == "1" else "withdrawn")
 

@@ -83,10 +83,7 @@ def edit_selection() -> Response:
     changes = body.get("changes")
     if not isinstance(changes, dict) or not changes:
         abort(400, "changes must be an object of fields")
-    bases = body.get("base_revisions")
-    if bases is not None and not (isinstance(bases, dict) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in bases.values())):
-        abort(400, "base_revisions must map sha256 to a revision number")
+    bases = _base_revisions(body)
     conflicts: list[EditConflict] = []
     try:
         records = make_editor().edit_many(shas, changes, by=g.user.name,
@@ -98,29 +95,59 @@ def edit_selection() -> Response:
     log.info("%s edited %d items (%s)%s", g.user.name, len(records) - len(conflicts),
              ", ".join(changes), f"; {len(conflicts)} changed meanwhile, left" if conflicts
              else "")
-    return jsonify({"items": present.items(records),
-                    "conflicts": [{"sha256": c.sha256, "fields": c.fields,
-                                   "revision": c.revision} for c in conflicts]})
+    return jsonify({"items": present.items(records), "conflicts": _conflicts(conflicts)})
 
 
-def _approval(shas: list[str], approve: bool) -> Response:
+def _approval(shas: list[str], approve: bool,
+              bases: dict[str, int] | None = None) -> Response:
+    """Approve (or withdraw) a selection. With `bases` (each item's revision as the page
+    showed it), an item someone else re-captioned since is left unapproved, in the answer's
+    `conflicts`."""
     editor = make_editor()
+    conflicts: list[EditConflict] = []
     try:
-        records = (editor.approve if approve else editor.withdraw)(shas, by=g.user.name)
+        if approve:
+            records = editor.approve(shas, by=g.user.name, base_revisions=bases,
+                                     conflicts=conflicts)
+        else:
+            records = editor.withdraw(shas, by=g.user.name)
     except NotFound as exc:
         return error_json(404, "not_found", f"no item {exc}")
-    log.info("%s %s %d items", g.user.name, "approved" if approve else "withdrew",
-             len(records))
-    return jsonify({"items": present.items(records)})
+    log.info("%s %s %d items%s", g.user.name, "approved" if approve else "withdrew",
+             len(records) - len(conflicts),
+             f"; {len(conflicts)} changed meanwhile, left" if conflicts else "")
+    return jsonify({"items": present.items(records), "conflicts": _conflicts(conflicts)})
+
+
+def _conflicts(found: list[EditConflict]) -> list[dict[str, Any]]:
+    return [{"sha256": c.sha256, "fields": c.fields, "revision": c.revision} for c in found]
+
+
+def _base_revisions(body: dict[str, Any]) -> dict[str, int] | None:
+    bases = body.get("base_revisions")
+    if bases is not None and not (isinstance(bases, dict) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in bases.values())):
+        abort(400, "base_revisions must map sha256 to a revision number")
+    return bases
 
 
 @bp.post("/items/<sha256>/approve")
 @requires("approve")
 def approve(sha256: str) -> Response:
+    """With `{"base_revision": N}` (the page's revision), a 409 conflict when someone else
+    changed the caption, tags, people, credit or place since: nothing is approved."""
     present.check_sha256(sha256)
-    response = _approval([sha256], True)
+    body = json_object() if request.get_data() else {}
+    base = body.get("base_revision")
+    if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
+        abort(400, "base_revision must be a whole number")
+    response = _approval([sha256], True, None if base is None else {sha256: base})
     if response.status_code == 200:
-        response.set_data(jsonify(response.get_json()["items"][0]).get_data())
+        answer = response.get_json()
+        if answer["conflicts"]:
+            (found,) = answer["conflicts"]
+            return _conflict(EditConflict(sha256, found["fields"], found["revision"]))
+        response.set_data(jsonify(answer["items"][0]).get_data())
     return response
 
 
@@ -141,7 +168,7 @@ def approve_selection() -> Response:
     body = json_object()
     if not isinstance(body.get("approved"), bool):
         abort(400, "approved must be true or false")
-    return _approval(_selection(body), body["approved"])
+    return _approval(_selection(body), body["approved"], _base_revisions(body))
 
 
 @bp.post("/items/refile")

@@ -283,6 +283,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "approval.approve": "Aprobar",
         "approval.withdraw": "Retirar aprobación",
         "approval.badge": "Aprobado",
+        "approval.changed": "No se aprobó: cambió desde que abrió la página. Revíselo y "
+                            "vuelva a aprobar:",
+        "approval.changed_n": "{count} no se aprobaron: cambiaron desde que los vio "
+                              "(ábralos para revisarlos).",
         "refile.title": "Mover a otra actividad",
         "refile.to": "Actividad",
         "refile.submit": "Mover",
@@ -799,6 +803,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "approval.approve": "Approve",
         "approval.withdraw": "Withdraw approval",
         "approval.badge": "Approved",
+        "approval.changed": "Not approved: it changed since you opened the page. Review it "
+                            "and approve again:",
+        "approval.changed_n": "{count} were not approved: they changed since you saw them "
+                              "(open them to review).",
         "refile.title": "Move to another activity",
         "refile.to": "Activity",
         "refile.submit": "Move",

@@ -232,6 +232,14 @@
     }
   }
 
+  function conflictLines(fields, zone) {  // who changed what, and when: one <li> each
+    return Object.entries(fields || {}).map(([field, info]) => {
+      const template = messages["conflict." + field];
+      const values = {by: info.by, value: shown(field, info.value), time: clock(info.at, zone)};
+      return el("li", {}, template ? fmt(template, values) : field + ": " + values.value);
+    });
+  }
+
   function shown(field, value) {  // a field's value as a person reads it
     if (field === "pick") return messages["pick." + (value || "none")] || String(value);
     if (Array.isArray(value)) return value.length ? value.join(", ") : messages["history.empty_value"];
@@ -333,12 +341,7 @@
     }
 
     function conflict(body, changes, kind) {
-      const lines = Object.entries(body.fields || {}).map(([field, info]) => {
-        const template = messages["conflict." + field];
-        const values = {by: info.by, value: shown(field, info.value), time: clock(info.at, form.dataset.zone)};
-        return el("li", {}, template ? fmt(template, values) : field + ": " + values.value);
-      });
-      live.querySelector("ul").replaceChildren(...lines);
+      live.querySelector("ul").replaceChildren(...conflictLines(body.fields, form.dataset.zone));
       held = {changes, revision: body.revision, kind};
       live.hidden = false;
       live.scrollIntoView({block: "nearest"});
@@ -455,13 +458,28 @@
     const button = event.submitter || form.querySelector("button[name=approved]");
     const url = button.value === "1" ? form.dataset.approveUrl : form.dataset.withdrawUrl;
     button.disabled = true;
+    const said = form.querySelector(".error, #approval-conflict");
+    if (said) said.remove();  // one message at a time
     try {
-      const {ok, status: code, data} = await sendJSON("POST", url, {});
+      const base = Number(form.elements.base_revision.value);
+      const {ok, status: code, data} = await sendJSON("POST", url, {base_revision: base});
+      if (code === 409 && data.error === "conflict") {
+        const zone = (document.querySelector("form[data-zone]") || {dataset: {}}).dataset.zone;
+        const box = el("div", {"class": "conflict", id: "approval-conflict", role: "alert"});
+        const list = el("ul");
+        list.append(...conflictLines(data.fields, zone));
+        box.append(el("p", {}, messages["approval.changed"]), list);
+        form.prepend(box);
+        await refreshParts(["history", "item-marks", "meta"]);
+        return;
+      }
       if (!ok) {
-        form.append(el("span", {"class": "error", role: "alert"}, data.message || String(code)));
+        form.append(el("span", {"class": "error", role: "alert"}, fmt(messages["edit.failed"], {message: data.message || String(code)})));
         return;
       }
       await refreshParts(ITEM_PARTS);
+    } catch (error) {
+      form.append(el("span", {"class": "error", role: "alert"}, fmt(messages["edit.failed"], {message: String(error.message || error)})));
     } finally {
       button.disabled = false;
     }
@@ -569,13 +587,6 @@
         }
         if (!Object.keys(changes).length) return;
         body = {sha256: shas, changes};
-      }
-      if (body) {  // as this page showed them: what someone changed since is left alone
-        body.base_revisions = {};
-        for (const sha of shas) {
-          const cell = grid.querySelector('li[data-sha="' + sha + '"]');
-          if (cell && /^\d+$/.test(cell.dataset.revision || "")) body.base_revisions[sha] = Number(cell.dataset.revision);
-        }
       } else if (action === "approve") {
         url = form.dataset.approvalUrl;
         body = {sha256: shas, approved: value === "1"};
@@ -586,6 +597,13 @@
         body = {sha256: shas, activity: select.value || null};
         reload = true;  // the items leave this page's folder or activity
       } else return;
+      if (action !== "refile") {  // as this page showed them: what changed since is left alone
+        body.base_revisions = {};
+        for (const sha of shas) {
+          const cell = grid.querySelector('li[data-sha="' + sha + '"]');
+          if (cell && /^\d+$/.test(cell.dataset.revision || "")) body.base_revisions[sha] = Number(cell.dataset.revision);
+        }
+      }
       const buttons = bar.querySelectorAll("button");
       for (const b of buttons) b.disabled = true;
       say(messages["select.working"]);
@@ -599,7 +617,8 @@
         const done = items.length - left;
         const said = done === 1 ? messages["select.done_n.one"]
                                 : fmt(messages["select.done_n"], {count: done.toLocaleString(lang())});
-        say(left ? said + " " + fmt(messages["select.changed_meanwhile"], {count: left.toLocaleString(lang())}) : said, left > 0);
+        const why = action === "approve" ? "approval.changed_n" : "select.changed_meanwhile";
+        say(left ? said + " " + fmt(messages[why], {count: left.toLocaleString(lang())}) : said, left > 0);
       } catch (error) {
         say(fmt(messages["select.failed"], {message: String(error.message || error)}), true);
       } finally {
