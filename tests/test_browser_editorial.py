@@ -683,3 +683,45 @@ def test_the_director_is_shown_what_changed_before_her_approval(
         assert "No se aprobó" in said and "BORRADOR no publicar" in said, said
         assert PHOTOGRAPHER in said, said
         assert api_item(page, kit.sha(P2))["approved"] is False
+
+
+def test_a_card_imported_meanwhile_keeps_the_selection_and_the_focus(
+        kit: Kit, appliance: Appliance, tmp_path: Path) -> None:
+    """"Lo más reciente" redrew itself when a card came in: three photos chosen on a phone
+    became "0 seleccionados" (an approval or a ZIP then covered fewer than chosen), and the
+    keyboard's focus fell back to the page's start."""
+    require_playwright()
+    appliance.start(setup_code=False)
+
+    def import_card(name: str, seed: int) -> None:
+        card = tmp_path / name
+        exif_jpeg(card / "DCIM" / f"{name}.JPG", "2026:05:12 11:00:00", "-06:00",
+                  color=(seed, 200, 100))
+        cli("--data-dir", kit.data_dir, "ingest", card)
+
+    with chromium() as browser:
+        context = browser.new_context(**VIEWPORTS["phone"], locale="es-MX",
+                                      base_url=appliance.url)
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        login(page, PHOTOGRAPHER, PHOTOGRAPHER_PASSWORD, touch=True)
+        assert page.locator("#grid[data-live]").count() == 1  # "/": the live grid
+        cells = "#grid li.cell"
+        assert page.locator(cells).count() == len(PHOTOS)
+        press(page, "#select-toggle", touch=True)
+        choose(page, kit, [P3, P2, P1], touch=True)  # newest first, as the grid has them
+        import_card("IMG_0201", 1)
+        time.sleep(6)  # two status polls and more: the grid holds still while choosing
+        assert page.locator(cells).count() == len(PHOTOS)
+        assert page.locator("#select-count").inner_text() == "3 seleccionados"
+        press(page, "#select-toggle", touch=True)  # done choosing: the grid catches up
+        page.wait_for_function(f"() => document.querySelectorAll('{cells}').length === "
+                               f"{len(PHOTOS) + 1}")
+
+        link = f"#grid li[data-sha='{kit.sha(P4)}'] a"
+        page.locator(link).focus()
+        import_card("IMG_0202", 2)
+        page.wait_for_function(f"() => document.querySelectorAll('{cells}').length === "
+                               f"{len(PHOTOS) + 2}")
+        assert page.evaluate("() => document.activeElement.closest('li')?.dataset.sha") \
+            == kit.sha(P4)

@@ -192,8 +192,17 @@
 
   function renderGrid(grid, items) {
     const checked = new Set(Array.from(grid.querySelectorAll("input[name=sha256]:checked"), (box) => box.value));
+    // Keyboard focus stays on the same item's link or box, not on the page's body.
+    const focused = document.activeElement && grid.contains(document.activeElement) ? document.activeElement : null;
+    const focusCell = focused && focused.closest("li[data-sha]");
+    const focusBox = !!(focused && focused.matches("input"));
     grid.replaceChildren(...items.map(cellFor));
     for (const box of grid.querySelectorAll("input[name=sha256]")) box.checked = checked.has(box.value);
+    if (focusCell) {
+      const cell = grid.querySelector('li[data-sha="' + focusCell.dataset.sha + '"]');
+      const target = cell && cell.querySelector(focusBox ? "input[name=sha256]" : "a");
+      if (target) target.focus({preventScroll: true});
+    }
     const empty = document.getElementById("empty");
     if (empty && items.length) empty.remove();
     if (selection) selection.refresh();
@@ -640,7 +649,7 @@
       if (!chosen().length) { event.preventDefault(); say(messages["select.empty"], true); }
     });
     refresh();
-    return {refresh};
+    return {refresh, selecting};
   }
 
   let pending = false;
@@ -653,7 +662,10 @@
       box.classList.remove("offline");
       const grid = document.querySelector("#grid[data-live]");
       const waiting = grid && grid.querySelector(".pending");
-      if (grid && (status.latest_import !== grid.dataset.latest || waiting)) {
+      // Not while someone is choosing items: the cells would move under their thumb, and a
+      // choice off the first page would be dropped. The grid catches up when they finish.
+      const choosing = selection && selection.selecting();
+      if (grid && !choosing && (status.latest_import !== grid.dataset.latest || waiting)) {
         const listing = await getJSON(grid.dataset.live);
         renderGrid(grid, listing.items);
         grid.dataset.latest = listing.latest_import || "";
