@@ -725,3 +725,52 @@ def test_a_card_imported_meanwhile_keeps_the_selection_and_the_focus(
                                f"{len(PHOTOS) + 2}")
         assert page.evaluate("() => document.activeElement.closest('li')?.dataset.sha") \
             == kit.sha(P4)
+
+
+def test_every_page_fits_a_phone_and_reads_in_the_sun(kit: Kit, appliance: Appliance) -> None:
+    """On a 390 px phone "/informes/resultados" was 632 px wide and "/estado" 435 (their
+    last columns cut off), stars were 2.2:1 and warnings 4.2:1 on white, and there was no
+    way past the 11 links of the header for a keyboard."""
+    require_playwright()
+    appliance.start(setup_code=False)
+
+    def contrast(rgb: str) -> float:
+        r, g, b = (int(v) / 255 for v in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3])
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+        return 1.05 / (0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2] + 0.05)
+
+    with chromium() as browser:
+        context = browser.new_context(**VIEWPORTS["phone"], locale="es-MX",
+                                      base_url=appliance.url)
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        login(page, DIRECTOR, DIRECTOR_PASSWORD, touch=True)
+        pages = ["/", "/estado", "/informes/resultados?month=2026-05", "/usuarios",
+                 "/mural/ajustes", f"/agenda/{kit.slug}", f"/item/{kit.sha(P1)}", "/agenda",
+                 "/archivo"]
+        for path in pages:
+            page.goto(path)
+            wide = page.evaluate("() => document.documentElement.scrollWidth")
+            assert wide <= 390, (path, wide)
+        page.goto(f"/item/{kit.sha(P1)}")
+        page.locator(".stars button[data-rating='3']").first.tap()  # some filled, some not
+        page.wait_for_selector(".stars button.filled")
+        for selector in (".stars button:not(.filled):not(.star-clear)", ".stars button.filled"):
+            color = page.locator(selector).first.evaluate("b => getComputedStyle(b).color")
+            assert contrast(color) >= 3, (selector, color)
+        warn = page.evaluate("() => getComputedStyle(document.documentElement)"
+                             ".getPropertyValue('--warn').trim()")
+        assert contrast("rgb(" + ",".join(str(int(warn[i:i + 2], 16)) for i in (1, 3, 5))
+                        + ")") >= 4.5, warn
+        page.goto("/")  # the live status strip: drawn again only when it changes
+        page.wait_for_function("() => document.querySelector('#live-status').children.length")
+        page.evaluate("() => document.querySelector('#live-status').firstElementChild"
+                      ".dataset.mark = 'drawn once'")
+        time.sleep(6)  # two polls answered 304
+        assert page.evaluate("() => document.querySelector('#live-status')"
+                             ".firstElementChild.dataset.mark") == "drawn once"
+        page.goto(f"/item/{kit.sha(P1)}")
+        page.keyboard.press("Tab")  # the first stop: past the header, to the content
+        assert page.evaluate("() => document.activeElement.textContent") == "Ir al contenido"
+        page.keyboard.press("Enter")
+        assert page.evaluate("() => document.activeElement.id") == "main"

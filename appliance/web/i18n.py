@@ -21,6 +21,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "es-MX": {
         "app.title": "Acopio",
         "nav.recent": "Lo más reciente",
+        "nav.skip": "Ir al contenido",
         "nav.archive": "Archivo",
         "nav.search": "Buscar",
         "nav.status": "Estado",
@@ -546,6 +547,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "app.title": "Acopio",
         "nav.recent": "Latest",
+        "nav.skip": "Skip to the content",
         "nav.archive": "Archive",
         "nav.search": "Search",
         "nav.status": "Status",

@@ -658,7 +658,10 @@
     pending = true;
     try {
       const status = await getJSON(box.dataset.url);
-      renderStatus(box, status);
+      // Drawn again only when it changed (a 304 gives the same object back): a strip
+      // rebuilt every 2.5 s made screen readers repeat it and took a focused button away.
+      if (status !== box.shownStatus) renderStatus(box, status);
+      box.shownStatus = status;
       box.classList.remove("offline");
       const grid = document.querySelector("#grid[data-live]");
       const waiting = grid && grid.querySelector(".pending");
