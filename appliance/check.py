@@ -186,7 +186,16 @@ def _check_folder(config: Config, data: DataDir, catalog: Catalog, key: str, rep
             continue
         report.findings.append(finding)
         if (data.state / "hub").is_dir():  # a hub's originals come from kits, not cards
-            finding.detail += "; a kit that holds it can send it again (left in place here)"
+            if repair:
+                from sync.hub.ledger import set_aside_corrupt
+
+                actual = sha256 if finding.code == "hash_mismatch" else ""
+                set_aside_corrupt(data, catalog, item, path, actual, size)
+                finding.repaired = True
+                finding.detail += ("; set aside in state/hub/corrupt/: each kit that holds it "
+                                   "sends it again at its next sync (it asks the hub)")
+            else:
+                finding.detail += "; `--repair` sets it aside and the kits send it again"
         else:
             finding.detail += "; " + (_set_aside(data, path, item, finding) if repair
                                       else RESTORE)

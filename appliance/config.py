@@ -330,6 +330,10 @@ class SyncConfig:
     ca_file: str = _setting(
         "", "CA certificate (PEM) that signs the hub's HTTPS certificate; empty: the "
         "system's.")
+    audit_hours: float = _setting(
+        24.0, "Hours between two passes asking the hub whether it still holds every original "
+        "it acknowledged (what it lost is sent again); 0: a pass in every round.",
+        _non_negative)
 
 
 @dataclass(frozen=True)

@@ -70,10 +70,16 @@ class KeyIndex:
             os.unlink(self._path(key))
 
     def keys(self) -> Iterator[str]:
+        return self.keys_after("")
+
+    def keys_after(self, key: str) -> Iterator[str]:
+        """The keys greater than `key`, in order ("": all): a long pass over the index can
+        go on from where it stopped, reading only the folders still ahead of it."""
         if not self.root.is_dir():
             return
         for fan in sorted(self.root.iterdir()):
-            if fan.is_dir():
-                for entry in sorted(fan.iterdir()):
-                    if _KEY.match(entry.name):
-                        yield entry.name
+            if fan.name < key[:2] or not fan.is_dir():
+                continue
+            for entry in sorted(fan.iterdir()):
+                if entry.name > key and _KEY.match(entry.name):
+                    yield entry.name

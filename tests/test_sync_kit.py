@@ -1361,3 +1361,50 @@ def test_a_pairing_is_noticed_within_seconds(tmp_path: Path,
             stop.set()
             thread.join(timeout=10)
     assert "not paired with a hub: waiting for `acopio sync pair URL CODE`" in caplog.text
+
+
+@pytest.mark.slow
+def test_what_the_hub_lost_after_acknowledging_it_is_sent_again(
+        hub: RealHub, tmp_path: Path, media: Media) -> None:
+    """Bit rot at headquarters found by `acopio check --deep` was reported and left in
+    place, and the kits, which had the acknowledgement, never sent the original again. Now
+    `--repair` sets it aside at the hub, the kit's next round asks the hub which of its
+    acknowledged originals it still holds and sends what it lost, record and caption too;
+    a kit that evicted its own copy says plainly it cannot."""
+    kit = make_kit(tmp_path, "kit-respaldo", {"DCIM/IMG_0001.JPG": media["photo1"],
+                                              "DCIM/IMG_0002.JPG": media["photo2"]})
+    paired(kit, hub)
+    items = kit.items()
+    kept, evicted = sorted(items)
+    Editor(kit.data, node=kit.name).edit(kept, {"caption": "Informe en el Cabildo"}, by="ana")
+    assert sync_once(kit)[0] == 0
+    at_hub = hub.items()
+    for sha in (kept, evicted):  # bit rot in the hub's archive, the size unchanged
+        path = hub.root / at_hub[sha]["archive_path"]
+        spoilt = bytearray(path.read_bytes())
+        spoilt[len(spoilt) // 2] ^= 0xFF
+        path.write_bytes(bytes(spoilt))
+    from sync.kit.evict import Evictor
+
+    config = kit.config(ACOPIO_SYNC_EVICT_BELOW_MB=str(10**9))
+    assert Evictor(config).evict(items[evicted])  # this kit's own copy of one is gone
+
+    found = hub.cli("check", "--deep", "--json")
+    assert found.returncode == 1
+    assert {f["code"] for f in json.loads(found.stdout)["findings"]} == {"hash_mismatch"}
+    repaired = hub.cli("check", "--deep", "--repair", "--json")
+    assert "set aside in state/hub/corrupt/" in repaired.stdout.decode()
+    assert len(list((hub.root / "state/hub/corrupt").iterdir())) == 2
+    assert kept not in hub.items()
+
+    code, output = sync_once(kit)  # within sync.audit_hours of the last pass: not asked
+    assert code == 0 and "no longer holds" not in output, output
+    code, output = sync_once(kit, env={"ACOPIO_SYNC_AUDIT_HOURS": "0"})
+    assert f"the hub no longer holds {kept}, which it had acknowledged: sending it" in output
+    assert f"the hub no longer holds {evicted}" in output and "evicted its own copy" in output
+    assert log_lines(output, f"acknowledged {kept}"), output
+    assert code == 1, output  # the evicted one is gone at both ends: not "everything"
+    back = hub.items()[kept]
+    assert back["caption"] == "Informe en el Cabildo" and kit.name in back["kits"]
+    assert sha256_file(hub.root / back["archive_path"]) == kept
+    assert hub.cli("check", "--deep").returncode == 0

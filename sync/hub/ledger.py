@@ -210,6 +210,22 @@ class Hub:
             return None
         return record if self.original_path(record) is not None else None
 
+    def missing(self, kit: str, sha256s: list[str]) -> list[str]:
+        """Of contents `kit` was told the hub holds for it, those it does not hold now: set
+        aside as corrupt (`check --deep --repair`, a `?verify=1`), its file lost, or the hub
+        restored from an older backup. The kit sends them again (sync.kit.audit)."""
+        gone = []
+        for sha in sha256s:
+            entry = self.catalog.lookup(sha)
+            folder = entry.get("folder") if entry else None
+            record = None
+            if isinstance(folder, str) and is_folder_key(folder):
+                record = next((r for r in self._shard(folder) if r.get("sha256") == sha), None)
+            if record is None or kit not in (record.get("kits") or []) or \
+                    self.original_path(record) is None:
+                gone.append(sha)
+        return gone
+
     # -- uploads ---------------------------------------------------------------------------
 
     def create_upload(self, kit: str, length: int, metadata: dict[str, str]) -> Upload:
@@ -566,39 +582,9 @@ class Hub:
     def drop_corrupt(self, sha256: str, actual: str, size: int) -> None:
         with self.lock:
             record = self.record(sha256)
-            if record is None:
-                return
-            path = self.original_path(record)
-            log.error(
-                "CORRUPT ORIGINAL at the hub: %s should have SHA-256 %s (%s bytes) but reads "
-                "%s (%s bytes) from the disk; moved out of the archive to state/hub/corrupt/ "
-                "and its record set aside until a kit sends it again (kits: %s). Check the "
-                "disk.", record.get("archive_path"), sha256, record.get("size"), actual, size,
-                ", ".join(record.get("kits") or []))
-            if path is not None:
-                corrupt = self.state / "corrupt"
-                corrupt.mkdir(parents=True, exist_ok=True)
-                stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{sha256[:16]}"
-                target = corrupt / f"{stem}-{path.name}"
-                n = 1
-                while os.path.lexists(target):  # spoilt again within the second: keep both
-                    n += 1
-                    target = corrupt / f"{stem}-{n}-{path.name}"
-                os.rename(path, target)
-                fsync_dir(corrupt)
-                fsync_dir(path.parent)
-            # The merged record (people's work at the hub included) waits in each owner's
-            # pending records, so whichever kit sends the original again restores it whole.
-            kept = {k: v for k, v in record.items() if k not in (*PLACEMENT, *HUB_ONLY)}
-            kept["folder"] = record.get("folder")
-            for kit in record.get("kits") or []:
-                with contextlib.suppress(ValueError):
-                    self.pending(kit).put(sha256, {**kept, "archive_path":
-                                                   (record.get("sources") or {}).get(kit)})
-            shard = self.catalog.shard_path(record["folder"])
-            with storage.transaction(shard, self.data.tmp) as db:
-                db.table("items").remove(Query().sha256 == sha256)
-            self.catalog.by_hash.remove(sha256)
+            if record is not None:
+                set_aside_corrupt(self.data, self.catalog, record, self.original_path(record),
+                                  actual, size)
 
     # -- records ---------------------------------------------------------------------------
 
@@ -774,3 +760,44 @@ def _copy_file(src: Path, dst: Path) -> None:
             fout.write(chunk)
         fout.flush()
         os.fsync(fout.fileno())
+
+
+def set_aside_corrupt(data: DataDir, catalog: Catalog, record: dict[str, Any],
+                      path: Path | None, actual: str, size: int) -> None:
+    """An original at the hub that no longer reads as its SHA-256 (found by a kit's
+    `?verify=1`, or by `acopio check --deep --repair` at headquarters): moved out of the
+    archive to state/hub/corrupt/ (kept, never deleted), and its record out of the catalog
+    into each owner kit's pending records, so that whichever kit sends the original again
+    restores it whole. Kits learn of it when they ask (sync.kit.audit) and send it again."""
+    sha256 = record["sha256"]
+    log.error(
+        "CORRUPT ORIGINAL at the hub: %s should have SHA-256 %s (%s bytes) but reads "
+        "%s (%s bytes) from the disk; moved out of the archive to state/hub/corrupt/ "
+        "and its record set aside until a kit sends it again (kits: %s). Check the "
+        "disk.", record.get("archive_path"), sha256, record.get("size"), actual or "?", size,
+        ", ".join(record.get("kits") or []))
+    state = data.state / "hub"
+    if path is not None:
+        corrupt = state / "corrupt"
+        corrupt.mkdir(parents=True, exist_ok=True)
+        stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{sha256[:16]}"
+        target = corrupt / f"{stem}-{path.name}"
+        n = 1
+        while os.path.lexists(target):  # spoilt again within the second: keep both
+            n += 1
+            target = corrupt / f"{stem}-{n}-{path.name}"
+        os.rename(path, target)
+        fsync_dir(corrupt)
+        fsync_dir(path.parent)
+    # The merged record (people's work at the hub included) waits in each owner's
+    # pending records, so whichever kit sends the original again restores it whole.
+    kept = {k: v for k, v in record.items() if k not in (*PLACEMENT, *HUB_ONLY)}
+    kept["folder"] = record.get("folder")
+    for kit in record.get("kits") or []:
+        with contextlib.suppress(ValueError):
+            KeyIndex(state / "pending" / check_kit_name(kit), state / "tmp").put(
+                sha256, {**kept, "archive_path": (record.get("sources") or {}).get(kit)})
+    shard = catalog.shard_path(record["folder"])
+    with storage.transaction(shard, data.tmp) as db:
+        db.table("items").remove(Query().sha256 == sha256)
+    catalog.by_hash.remove(sha256)

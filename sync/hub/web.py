@@ -289,6 +289,22 @@ def object_status(sha256: str) -> Response:
     return jsonify(answer)
 
 
+MAX_ASKED = 1000  # contents asked about in one `POST /sync/objects/missing`
+
+
+@bp.post("/objects/missing")
+def objects_missing() -> Response:
+    """`{"sha256": [...]}`, contents the hub acknowledged to this kit: `{"missing": [...]}`,
+    those it no longer holds (the kit sends them again)."""
+    body = request.get_json(silent=True)
+    asked = body.get("sha256") if isinstance(body, dict) else None
+    if not isinstance(asked, list) or len(asked) > MAX_ASKED or \
+            not all(isinstance(s, str) and is_sha256(s) for s in asked):
+        return _error(400, "bad_request", f"expected {{\"sha256\": [...]}}, at most "
+                      f"{MAX_ASKED} contents of 64 lower-case hex digits")
+    return jsonify({"missing": hub().missing(g.kit, asked)})
+
+
 @bp.get("/objects/<sha256>/content")
 def object_content(sha256: str) -> Response:
     if not is_sha256(sha256):

@@ -204,6 +204,19 @@ class HubClient:
             return None
         return body
 
+    def missing(self, sha256s: list[str]) -> list[str] | None:
+        """`POST /sync/objects/missing`: of these contents, acknowledged before, those the
+        hub no longer holds; None from a hub too old to be asked."""
+        resp = self.request("POST", "/sync/objects/missing", json={"sha256": sha256s},
+                            ok=(200, 404, 405))
+        if resp.status_code != 200:
+            return None
+        gone = _json(resp, default={}).get("missing")
+        if not isinstance(gone, list):
+            raise HubError("the hub's answer about missing contents holds no list")
+        asked = set(sha256s)
+        return [s for s in gone if isinstance(s, str) and s in asked]
+
     def send_records(self, records: list[dict[str, Any]],
                      agenda: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """`POST /sync/records {"records": [...], "agenda": [...]}`: the hub's answer."""

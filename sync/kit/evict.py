@@ -131,7 +131,7 @@ class Evictor:
                     if client.object_status(sha) is None:
                         log.warning("the hub no longer holds %s; it stays on the kit and is "
                                     "sent again", sha)
-                        self.store.objects.remove(sha)
+                        self.store.unack(sha)
                         continue
                 except SyncError:
                     client = None  # gone meanwhile: the acknowledgements decide

@@ -101,6 +101,7 @@ class Outbox:
         self.store = store or SyncStore(data)
         self.catalog = catalog or Catalog(data)
         self._clean: dict[str, tuple[int, int, int]] = {}
+        self._forgotten = self.store.forgotten
 
     def _identity(self, key: str) -> tuple[int, int, int] | None:
         try:
@@ -111,6 +112,9 @@ class Outbox:
 
     def scan(self) -> Pending:
         pending = Pending()
+        if self.store.forgotten != self._forgotten:  # an acknowledgement withdrawn: a shard
+            self._clean.clear()                      # clean before may not be any more
+            self._forgotten = self.store.forgotten
         for key in self.catalog.folder_keys():
             identity = self._identity(key)
             if identity is not None and self._clean.get(key) == identity:

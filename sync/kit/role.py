@@ -51,6 +51,7 @@ from appliance.config import Config
 from appliance.datadir import DataDir
 from appliance.storage import CorruptStateError, dump_json
 from sync.kit import credentials
+from sync.kit.audit import Audit
 from sync.kit.client import (
     HubClient,
     HubCorrupt,
@@ -101,7 +102,7 @@ class Outcome:
 
     @property
     def complete(self) -> bool:
-        return self.pending.empty and not self.pending.damaged
+        return self.pending.empty and not self.pending.damaged and not self.unsendable
 
 
 def import_running(data: DataDir, now: float | None = None) -> str | None:
@@ -255,6 +256,12 @@ class SyncRole:
         client = self._connect(paired)
         outcome = Outcome(pending)
         try:
+            again, lost = Audit(self.store, self.config.sync.audit_hours).run(client)
+            if again:
+                pending = self.outbox.scan()  # what the hub lost goes again, this round
+                outcome = Outcome(pending)
+            outcome.unsendable += [f"{sha}: lost at the hub after it was acknowledged, and "
+                                   "evicted from this kit" for sha in lost]
             self.push_agenda(client)  # first: the activities the records are filed into
             outcome.acked += self.push_records(client, pending.records)
             if self.pull(client):

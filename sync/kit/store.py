@@ -75,6 +75,7 @@ class SyncStore:
         self._unsynced_acks = 0
         self._unsynced_since = 0.0
         self._acks_lock = threading.Lock()
+        self.forgotten = 0  # acknowledgements withdrawn (`unack`): outboxes look again
 
     @property
     def cursor_path(self) -> Path:
@@ -124,6 +125,13 @@ class SyncStore:
                 return
             syncfs(self.data.root)
             self._unsynced_acks = 0
+
+    def unack(self, sha256: str) -> None:
+        """The hub no longer holds this content, though it acknowledged it: its original and
+        its record are pending again (sent again whole)."""
+        self.objects.remove(sha256)
+        self.records.remove(sha256)
+        self.forgotten += 1
 
     def record_acked(self, record: dict[str, Any]) -> bool:
         entry = self.records.get(record["sha256"])
