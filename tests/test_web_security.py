@@ -319,7 +319,12 @@ def test_writes_without_the_right_csrf_token_are_refused(web: WebApp) -> None:
         refused = director.post("/api/users", json=body, headers=headers)
         assert refused.status_code == 403, headers
         assert refused.get_json()["error"] == "csrf"
+        # the page's script shows it: in Spanish, not "missing or wrong CSRF token"
+        assert refused.get_json()["message"] == MESSAGES["es-MX"]["error.csrf"]
     assert web.ctx.users.get("intruso") is None
+    logged_out = web.client().get("/api/items")
+    assert logged_out.status_code == 401
+    assert logged_out.get_json()["message"] == MESSAGES["es-MX"]["error.401"]
 
     form = {"username": "intruso", "role": "director", "password": PASSWORD}
     for token in (None, "equivocado", other.csrf):

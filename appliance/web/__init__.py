@@ -91,8 +91,13 @@ def _template_context() -> dict[str, object]:
 def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     if security.is_api():
+        # A handler's own reason (abort(400, "...")) as it is; Werkzeug's stock English one
+        # said in the page's language, for the script that shows it (a 401 mid-edit).
+        t = _translator()
+        stock = exc.description == type(exc).description and f"error.{status}" in t.messages
         response = security.error_json(status, exc.name.lower().replace(" ", "_"),
-                                       exc.description or exc.name)
+                                       t(f"error.{status}") if stock
+                                       else exc.description or exc.name)
     else:
         t = _translator()
         key = f"error.{status}"
@@ -147,8 +152,8 @@ def _said(status: int, code: str, key: str) -> Response:
 def _csrf_error(exc: security.CsrfError) -> Response:
     log.warning("refused %s %s from %s: %s", request.method, request.path,
                 request.remote_addr, exc)
-    if security.is_api():
-        return security.error_json(403, "csrf", str(exc))
+    if security.is_api():  # the page's script shows the message: in the page's language
+        return security.error_json(403, "csrf", _translator()("error.csrf"))
     return _error_page(403, _translator()("error.csrf"))
 
 
