@@ -42,6 +42,9 @@ withdrawing, so nothing is left announced.
 The Advertiser tracks what it registered and withdraws it at shutdown (like OctoPrint):
 `close()` is idempotent and never raises. It is not retried: an Advertiser started before
 the network came up stays silent (`registered` is False) until a new one is started.
+`Following` does that: on every interface, it makes a new Advertiser whenever the box's
+addresses change (a cable plugged in after boot at an event, a new DHCP lease), so a box
+need not wait for the network at boot, and is found once there is one.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 import ifaddr
@@ -285,3 +288,55 @@ class Advertiser:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+ADDRESS_POLL_S = 10.0  # how often `Following` looks at the box's addresses
+
+
+class Following:
+    """Advertises on every interface, again whenever the box's addresses change.
+
+    The same two calls as an Advertiser (`start_in_background`, `close`); `make` makes the
+    Advertiser for the addresses of the moment. Without any IPv4 address besides loopback
+    nothing is announced, and the first address to appear is.
+    """
+
+    def __init__(self, make: Callable[[], Advertiser], *,
+                 poll_s: float = ADDRESS_POLL_S) -> None:
+        self.make = make
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.current: Advertiser | None = None
+
+    def start_in_background(self) -> threading.Thread:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._follow, name="zeroconf-follow",
+                                            daemon=True)
+            self._thread.start()
+        return self._thread
+
+    def _follow(self) -> None:
+        seen: list[str] | None = None
+        while not self._stop.is_set():
+            now = sorted(local_addresses())
+            if now != seen:
+                if self.current is not None:
+                    log.info("zeroconf: the box's addresses changed (%s): announcing again",
+                             ", ".join(now) or "none")
+                    self.current.close()
+                    self.current = None
+                if any(ipaddress.ip_address(a).version == 4 for a in now):
+                    self.current = self.make()
+                    self.current.start()
+                elif seen is None:
+                    log.info("zeroconf: no network yet; announcing once there is one")
+                seen = now
+            self._stop.wait(self.poll_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self.current is not None:
+            self.current.close()

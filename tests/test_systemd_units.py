@@ -323,3 +323,12 @@ def test_memory_and_disk_go_to_imports_first() -> None:
     worker = settings(SYSTEMD_DIR / "acopio-worker.service")
     assert worker["IOSchedulingClass"] == ["idle"] and worker["MemoryHigh"]
     assert settings(SYSTEMD_DIR / "acopio-kiosk.service")["MemoryHigh"]
+
+
+def test_the_kit_does_not_wait_for_a_network_at_boot() -> None:
+    """At an event there may be no network: acopio.service waited for network-online.target
+    (NetworkManager's timeout, a minute or two) before the UI or the inbox started. zeroconf
+    announces the UI once an address appears (tests/test_web_zeroconf.py)."""
+    unit = (SYSTEMD_DIR / "acopio.service").read_text()
+    assert "network-online.target" not in "".join(
+        line for line in unit.splitlines(keepends=True) if not line.startswith("#"))

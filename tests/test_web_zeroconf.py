@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, require_tool
-from tests.netns import Namespace, netns
+from tests.netns import Namespace, namespace, netns, veth
 from tests.test_advertise import BROWSER
 
 __all__ = ["netns"]
@@ -114,3 +114,37 @@ def test_a_failed_advertisement_never_stops_the_server(netns: Namespace, tmp_pat
     assert server.returncode == 0
     log = err.decode()
     assert "192.0.2.77" in log and "WARNING" in log, log
+
+
+def test_a_box_booted_before_its_network_is_found_once_it_has_one(
+        netns: Namespace, tmp_path) -> None:
+    """acopio.service waited for network-online.target, up to a minute or two at an event
+    with no network, because an advertisement made before the network stayed silent for
+    good. Now the web UI starts at once, and on every interface it announces itself again
+    whenever the box's addresses change: plugged in later, the phone finds it."""
+    require_tool("ip")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACOPIO_")}
+    env.update(ACOPIO_KIT_NAME="kit-prueba", ACOPIO_WEB_ZEROCONF="true",
+               ACOPIO_WEB_ZEROCONF_INTERFACES="")  # every interface, as on a box
+    server = netns.python("-m", "appliance", "--data-dir", tmp_path / "data", "serve",
+                          "--host", "0.0.0.0", "--port", str(port), cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert _wait_http(netns, f"http://127.0.0.1:{port}/setup").startswith("200")
+        with namespace() as phone:
+            link = veth(netns, phone)  # the cable, plugged in after boot
+            browser = phone.json_child("-c", BROWSER, link.ip_b)
+            browser.wait_for(lambda e: e.get("browsing"), timeout=10)
+            found = browser.wait_for(lambda e: e.get("event") == "added"
+                                     and e["name"].startswith("kit-prueba."), timeout=40)
+            assert link.ip_a in found["addresses"] and found["port"] == port
+            answer = _wait_http(phone, f"http://{link.ip_a}:{port}/login")
+            assert answer.startswith("302") and "/setup" in answer
+            browser.close()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err.decode()
+    log = err.decode()
+    assert "no network yet" in log and "advertising kit-prueba" in log, log

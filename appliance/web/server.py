@@ -9,15 +9,16 @@ and never stops the server.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from waitress.server import create_server
 
-from appliance.advertise import Advertiser
+from appliance.advertise import Advertiser, Following
 from appliance.agenda import slugify
 from appliance.config import Config
 from appliance.storage import CorruptStateError, repair_hint
@@ -59,7 +60,14 @@ def return_freed_memory() -> None:
         log.warning("the memory allocator refused its tuning (mallopt)")
 
 
-def serve_until(stop: threading.Event, server: Any, advertiser: Advertiser | None,
+def advertising(make: Callable[[], Advertiser], interfaces: Sequence[str]
+                ) -> Advertiser | Following:
+    """On the interfaces named, once; on every interface, following the box's addresses
+    (a box that booted before its network is found once it has one)."""
+    return make() if interfaces else Following(make)
+
+
+def serve_until(stop: threading.Event, server: Any, advertiser: Advertiser | Following | None,
                 close: Callable[[], None], what: str, url: str) -> None:
     """Serve on a thread until `stop`; then withdraw the advertisement, close, and wait.
     The advertisement registers in the background (about 1.7 s of probing): the server
@@ -126,9 +134,11 @@ class WebServer:
         if self.config.web.zeroconf:
             # The host record is named after the kit (kit-cultura.local), which the Host
             # allowlist accepts, and which stays distinct on boxes cloned from one image.
-            advertiser = Advertiser(self.config.kit.name, int(self.bound_port),
-                                    interfaces=self.config.web.zeroconf_interfaces,
-                                    hostname=slugify(self.config.kit.name) or None)
+            advertiser = advertising(functools.partial(
+                Advertiser, self.config.kit.name, int(self.bound_port),
+                interfaces=self.config.web.zeroconf_interfaces,
+                hostname=slugify(self.config.kit.name) or None),
+                self.config.web.zeroconf_interfaces)
         serve_until(stop, self.server, advertiser, self.close, "web UI",
                     f"http://{self.host}:{self.bound_port}/")
 

@@ -14,6 +14,7 @@ uploads left idle for `UPLOAD_IDLE_DAYS` are deleted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import tempfile
@@ -27,7 +28,12 @@ from appliance.config import MAX_CHUNK_MB, Config
 from appliance.web import create_app
 from appliance.web.connections import limit_per_address
 from appliance.web.context import EXTENSION, WebContext
-from appliance.web.server import announce_setup_code, return_freed_memory, serve_until
+from appliance.web.server import (
+    advertising,
+    announce_setup_code,
+    return_freed_memory,
+    serve_until,
+)
 from sync.hub.ledger import UPLOAD_IDLE_DAYS, Hub
 from sync.hub.web import EXTENSION as HUB_EXTENSION
 
@@ -100,9 +106,11 @@ class HubServer:
                      UPLOAD_IDLE_DAYS)
         advertiser = None
         if self.config.hub.zeroconf:
-            advertiser = HubAdvertiser(self.config.kit.name, int(self.bound_port),
-                                       interfaces=self.config.web.zeroconf_interfaces,
-                                       hostname=slugify(self.config.kit.name) or None)
+            advertiser = advertising(functools.partial(
+                HubAdvertiser, self.config.kit.name, int(self.bound_port),
+                interfaces=self.config.web.zeroconf_interfaces,
+                hostname=slugify(self.config.kit.name) or None),
+                self.config.web.zeroconf_interfaces)
         serve_until(stop, self.server, advertiser, self.close, "hub",
                     f"http://{self.host}:{self.bound_port}/ (sync at /sync/)")
 
