@@ -510,6 +510,17 @@ def test_search_by_text_kind_camera_dates_and_status(archive: WebApp, library: L
         assert browser.get("/buscar?" + bad).status_code == 400, bad
 
 
+def test_a_long_folder_is_crossed_in_a_few_taps() -> None:
+    """A 2,000-photo day had 34 pages and only "Anteriores/Siguientes": the afternoon of a
+    second day was 17 taps away on a phone. The pager links the quarters too."""
+    from appliance.web.browse import page_numbers
+
+    assert page_numbers(1, 34) == [1, 2, 3, None, 8, None, 17, None, 26, None, 34]
+    assert page_numbers(17, 34) == [1, None, 8, None, 15, 16, 17, 18, 19, None, 26, None, 34]
+    assert page_numbers(34, 34) == [1, None, 8, None, 17, None, 26, None, 32, 33, 34]
+    assert page_numbers(2, 3) == [1, 2, 3] and page_numbers(1, 1) == [1]
+
+
 def test_paging_links(library: Library, data_dir: Path) -> None:
     library.copy_to(data_dir)
     with web_app(data_dir, {"ACOPIO_WEB_PAGE_SIZE": "3"}) as small:
@@ -517,6 +528,8 @@ def test_paging_links(library: Library, data_dir: Path) -> None:
         first = browser.get("/")
         links = pager_links(text(first))
         assert links == {"next": "/?page=2"} and "Página 1 de 2" in text(first)
+        assert 'aria-current="page" href="/?page=1"' in text(first)
+        assert '<a href="/?page=2" title="Página 2 de 2">2</a>' in text(first)
         second = browser.get(links["next"])
         assert pager_links(text(second)) == {"prev": "/?page=1"}
         assert "Página 2 de 2" in text(second)

@@ -215,9 +215,22 @@ def page_url(page: int) -> str:
     return url_for(request.endpoint or "browse.recent", **(request.view_args or {}), **args)
 
 
+def page_numbers(page: int, pages: int) -> list[int | None]:
+    """The pages a pager links to: the first and last, two either side of this one, and the
+    quarters between, so that page 17 of 34 is three taps from the first (None: a gap)."""
+    wanted = {1, pages, *range(page - 2, page + 3), *(round(pages * q / 4) for q in (1, 2, 3))}
+    shown: list[int | None] = []
+    for number in sorted(n for n in wanted if 1 <= n <= pages):
+        if shown and shown[-1] is not None and number > shown[-1] + 1:
+            shown.append(None)
+        shown.append(number)
+    return shown
+
+
 @bp.app_context_processor
 def _helpers() -> dict[str, Any]:
-    return {"page_url": page_url, "grid_image": present.grid_image,
+    return {"page_url": page_url, "page_numbers": page_numbers,
+            "grid_image": present.grid_image,
             "activity_title": _activity_title}
 
 
