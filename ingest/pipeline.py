@@ -622,8 +622,16 @@ class _Run:
         sha, ours = record["sha256"], record["archive_path"]
         entry = self.imp.catalog.lookup(sha)
         theirs = entry.get("archive_path") if entry else None
-        if not isinstance(theirs, str) or theirs == ours:
+        if not isinstance(theirs, str):
             return False
+        if theirs == ours:
+            # The same card imported twice at once: the other import placed this very file
+            # (this one found it there, same content) and recorded it first. The file is
+            # theirs to count; a record this import made would only replace theirs.
+            if record.get("import_id") != self.import_id:
+                return False  # a record brought back (a lost original restored): it stands
+            self._counted_as_duplicate(record, theirs)
+            return True
         try:
             if (self.imp.data.root / theirs).stat().st_size != record["size"]:
                 return False
@@ -633,15 +641,18 @@ class _Run:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         fsync_dir(path.parent)
+        self._counted_as_duplicate(record, theirs)
+        log.info("%s: archived meanwhile by another import as %s; this copy removed", ours,
+                 theirs)
+        return True
+
+    def _counted_as_duplicate(self, record: dict[str, Any], theirs: str) -> None:
         for outcome in self.pending_outcomes:
             if outcome.record is record:
                 outcome.status, outcome.archive_path = "duplicate", theirs
                 self.summary.imported -= 1
                 self.summary.bytes_imported -= outcome.size
                 self.summary.duplicates += 1
-        log.info("%s: archived meanwhile by another import as %s; this copy removed", ours,
-                 theirs)
-        return True
 
     def _enqueue_derivatives(self, batch: list[dict[str, Any]]) -> None:
         """Queue thumbnails and proxies for the worker. Never a reason to stop an import:

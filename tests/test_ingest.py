@@ -325,6 +325,38 @@ def test_two_processes_importing_the_same_content_under_other_names_archive_it_o
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
 
 
+def test_one_card_imported_twice_at_once_is_counted_once(tmp_path: Path, config) -> None:
+    """The device watcher and the inbox (two processes) importing the same card at once:
+    the second found the first's files in place (same name, same content) and adopted them,
+    and both summaries said "imported" for them. Now the one that records second counts
+    them as duplicates; the archive and catalog were right all along."""
+    from dataclasses import replace
+
+    from ingest.pipeline import Claims, Importer
+
+    card = tmp_path / "card"
+    for n in range(6):
+        exif_jpeg(card / f"DCIM/IMG_{n:04d}.JPG", "2026:11:20 10:00:00", color=(n * 40, 9, 9))
+    cfg = replace(config, ingest=replace(config.ingest, catalog_batch=1000))
+    summaries = []
+
+    class TheOtherImportRunsMeanwhile(Reporter):
+        """After the first import placed its last file and before it records any: the
+        second import (its own claims, as another process has) runs whole."""
+
+        def file_done(self, outcome) -> None:
+            if outcome.path.endswith("IMG_0005.JPG") and not summaries:
+                summaries.append(Importer(cfg, claims=Claims()).run(card))
+
+    first = Importer(cfg, reporter=TheOtherImportRunsMeanwhile(), claims=Claims()).run(card)
+    (second,) = summaries
+    assert second.imported == 6 and second.duplicates == 0
+    assert first.imported == 0 and first.duplicates == 6, first
+    assert len(items(config.data_dir)) == 6
+    assert len([p for p in (config.data_dir / "archive").rglob("*.JPG")]) == 6
+    assert run_cli("--data-dir", config.data_dir, "check").returncode == 0
+
+
 def test_damaged_state_files_get_the_advice_that_mends_them(tmp_path: Path,
                                                             data_dir: Path) -> None:
     """`check --repair` rebuilds the catalog and its indexes only: the agenda or the
