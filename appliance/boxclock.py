@@ -11,6 +11,8 @@ times against such a clock filed a whole event under the day the box was last sw
 a box with a battery-backed clock ("trusted") or one whose clock is known to drift
 ("untrusted"). `floor()` is the latest wall time this data folder is known to have passed:
 the sync clock's durable floor (sync.hlc), which every edit and every sync moves on.
+`boot_id()` tells this boot from the last: what a power cut ended (a job's lease, a web
+session's idle time on the boot's own clock) is known by it, whatever the wall clock says.
 """
 
 from __future__ import annotations
@@ -19,18 +21,13 @@ import ctypes
 import ctypes.util
 import functools
 import json
-import logging
 from datetime import UTC, datetime
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 # systemd-timesyncd creates it at its first synchronisation (systemd 249 and later): readable
 # inside the units' sandbox, where ProtectClock= denies even adjtimex's read.
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 _TIME_ERROR = 5  # adjtimex's answer while the kernel's clock is not synchronized
-
-
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 

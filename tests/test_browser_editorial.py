@@ -25,6 +25,7 @@ appliance must exit 0 on SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -611,18 +612,24 @@ def test_editorial_desk_in_chromium(viewport: str, kit: Kit, appliance: Applianc
           f"screenshots in {shots.dirs}")
 
 
-def test_a_phone_on_weak_wifi_or_logged_out_keeps_what_was_typed(
-        kit: Kit, appliance: Appliance, tmp_path: Path) -> None:
-    """At an event: a save that never answers held every later one, with no word; with no
-    network the page said "Failed to fetch"; and a session ended mid-edit reloaded the page
-    every 2.5 s (the browser asking "leave this page?") and then lost the typed caption."""
+@contextlib.contextmanager
+def phone_page(appliance: Appliance) -> Iterator[Any]:
+    """The appliance started, and a page in Chromium as a phone sees it (touch, 390 px)."""
     require_playwright()
     appliance.start(setup_code=False)
     with chromium() as browser:
         context = browser.new_context(**VIEWPORTS["phone"], locale="es-MX",
                                       base_url=appliance.url)
         context.set_default_timeout(15_000)
-        page = context.new_page()
+        yield context.new_page()
+
+
+def test_a_phone_on_weak_wifi_or_logged_out_keeps_what_was_typed(
+        kit: Kit, appliance: Appliance) -> None:
+    """At an event: a save that never answers held every later one, with no word; with no
+    network the page said "Failed to fetch"; and a session ended mid-edit reloaded the page
+    every 2.5 s (the browser asking "leave this page?") and then lost the typed caption."""
+    with phone_page(appliance) as page:
         page.clock.install()  # the page's timers, moved by the test: a 20 s wait in an instant
         login(page, PHOTOGRAPHER, PHOTOGRAPHER_PASSWORD, touch=True)
         open_item(page, kit.sha(P1))
@@ -665,13 +672,7 @@ def test_the_director_is_shown_what_changed_before_her_approval(
         kit: Kit, appliance: Appliance) -> None:
     """Her page showed one caption; Fotografía changed it meanwhile; "Aprobar" approved the
     new text unseen. Now nothing is approved and the page says who changed what."""
-    require_playwright()
-    appliance.start(setup_code=False)
-    with chromium() as browser:
-        context = browser.new_context(**VIEWPORTS["phone"], locale="es-MX",
-                                      base_url=appliance.url)
-        context.set_default_timeout(15_000)
-        page = context.new_page()
+    with phone_page(appliance) as page:
         login(page, DIRECTOR, DIRECTOR_PASSWORD, touch=True)
         open_item(page, kit.sha(P2))
         cli("--data-dir", kit.data_dir, "items", "set", kit.sha(P2), "--caption",
@@ -690,20 +691,13 @@ def test_a_card_imported_meanwhile_keeps_the_selection_and_the_focus(
     """"Lo más reciente" redrew itself when a card came in: three photos chosen on a phone
     became "0 seleccionados" (an approval or a ZIP then covered fewer than chosen), and the
     keyboard's focus fell back to the page's start."""
-    require_playwright()
-    appliance.start(setup_code=False)
-
     def import_card(name: str, seed: int) -> None:
         card = tmp_path / name
         exif_jpeg(card / "DCIM" / f"{name}.JPG", "2026:05:12 11:00:00", "-06:00",
                   color=(seed, 200, 100))
         cli("--data-dir", kit.data_dir, "ingest", card)
 
-    with chromium() as browser:
-        context = browser.new_context(**VIEWPORTS["phone"], locale="es-MX",
-                                      base_url=appliance.url)
-        context.set_default_timeout(15_000)
-        page = context.new_page()
+    with phone_page(appliance) as page:
         login(page, PHOTOGRAPHER, PHOTOGRAPHER_PASSWORD, touch=True)
         assert page.locator("#grid[data-live]").count() == 1  # "/": the live grid
         cells = "#grid li.cell"
@@ -731,19 +725,12 @@ def test_every_page_fits_a_phone_and_reads_in_the_sun(kit: Kit, appliance: Appli
     """On a 390 px phone "/informes/resultados" was 632 px wide and "/estado" 435 (their
     last columns cut off), stars were 2.2:1 and warnings 4.2:1 on white, and there was no
     way past the 11 links of the header for a keyboard."""
-    require_playwright()
-    appliance.start(setup_code=False)
-
     def contrast(rgb: str) -> float:
         r, g, b = (int(v) / 255 for v in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3])
         lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
         return 1.05 / (0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2] + 0.05)
 
-    with chromium() as browser:
-        context = browser.new_context(**VIEWPORTS["phone"], locale="es-MX",
-                                      base_url=appliance.url)
-        context.set_default_timeout(15_000)
-        page = context.new_page()
+    with phone_page(appliance) as page:
         login(page, DIRECTOR, DIRECTOR_PASSWORD, touch=True)
         pages = ["/", "/estado", "/informes/resultados?month=2026-05", "/usuarios",
                  "/mural/ajustes", f"/agenda/{kit.slug}", f"/item/{kit.sha(P1)}", "/agenda",

@@ -74,10 +74,10 @@ def pull(config: Config, data: DataDir, catalog: Catalog, store: SyncStore,
                 log.info("agenda: merged %d activities from the hub (%s)", len(slugs),
                          ", ".join(slugs))
         records = [r for r in records if isinstance(r, dict) and isinstance(r.get("sha256"), str)]
+        ahead: list[dict[str, Any]] = []  # refused for stamps too far ahead: they wait
         if records:
             before = current_records(catalog, (r["sha256"] for r in records))
             remote = [complete(r, before.get(r["sha256"])) for r in records]
-            ahead: list[dict[str, Any]] = []
             changed = merge_into_catalog(catalog, remote, clock=clock, ahead=ahead)
             after = current_records(catalog, before)
             echo_free = [now for sha, now in after.items()
@@ -88,8 +88,6 @@ def pull(config: Config, data: DataDir, catalog: Catalog, store: SyncStore,
                 log.info("merged %d changes from the hub", len(changed))
                 follow_filing(config, data, catalog, changed)
             changed_total += len(changed)
-        else:
-            ahead = []
         if ahead:
             # Stamped more than a day past this box's clock: one of the clocks is wrong.
             # The cursor stays, so the page comes again until the clocks agree; moved on,
