@@ -1076,3 +1076,52 @@ def test_a_damaged_catalog_shard_does_not_keep_the_hub_from_starting(tmp_path: P
         assert "acopio check --repair" in hub.stderr(), hub.stderr()
     finally:
         hub.close()
+
+
+def test_a_hub_that_runs_for_months_sweeps_its_uploads(tmp_path: Path) -> None:
+    """Idle uploads and the day-old markers of uploads already kept were swept only when the
+    hub started: a hub up for weeks piled up two files per original (and every status page
+    walked them), and an abandoned partial of up to hub.max_upload_gb stayed. Now the hub
+    sweeps them every SWEEP_S, while it runs."""
+    import threading
+
+    from appliance import config as config_mod
+    from sync.hub.server import HubServer
+    from tests.conftest import TEST_ENV
+
+    config = config_mod.load(None, environ={**TEST_ENV, **HUB_ENV}, data_dir=tmp_path / "hub")
+    server = HubServer(config, host="127.0.0.1", port=0)
+    server.sweep_s = 0.2
+    stop = threading.Event()
+    serving = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    serving.start()
+    try:
+        deadline = time.monotonic() + 20  # serving: its start's sweep is done
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                requests.get(f"http://127.0.0.1:{server.bound_port}/sync/whoami", timeout=2)
+                break
+            time.sleep(0.05)
+        uploads = server.hub.uploads
+
+        def made(days_ago: float, *, done: bool) -> Path:
+            upload = uploads.create("kit-norte", 10, {"sha256": "a" * 64}, done=done)
+            path = uploads._paths(upload.kit, upload.id)[0]
+            record = json.loads(path.read_text())
+            record["updated"] = time.time() - days_ago * 86400
+            path.write_text(json.dumps(record))
+            return path
+
+        kept_yesterday = made(1.5, done=True)
+        kept_now = made(0.1, done=True)
+        abandoned = made(31, done=False)
+        resumable = made(2, done=False)
+        deadline = time.monotonic() + 10
+        while (kept_yesterday.exists() or abandoned.exists()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not kept_yesterday.exists() and not abandoned.exists()
+        assert not abandoned.with_suffix(".bin").exists()
+        assert kept_now.exists() and resumable.exists()
+    finally:
+        stop.set()
+        serving.join(timeout=30)

@@ -8,8 +8,10 @@ waitress reads a whole request body before the app sees it, keeping up to 512 Ki
 and the rest in a temp file; for the hub those temp files go to `state/hub/spool/` (on the
 data disk, not a RAM-backed /tmp). One request body is at most 65 MiB (`MAX_BODY`): a tus
 client sends a larger file in several PATCHes (kits send `sync.chunk_mb` chunks). At start,
-uploads whose last byte was acknowledged before a crash are verified and placed, and
-uploads left idle for `UPLOAD_IDLE_DAYS` are deleted.
+uploads whose last byte was acknowledged before a crash are verified and placed. At start
+and every `SWEEP_S` after (a hub runs for months), uploads left idle for `UPLOAD_IDLE_DAYS`
+are deleted, and the day-long markers of uploads already kept: swept only at start, they
+piled up at two files per original, and every status page walked them all.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ RECV_BYTES = 256 * 1024
 # Connections served at once (waitress's default is 100): every kit's lanes and people's
 # browsers at headquarters, with room above hub.connections_per_address for the others.
 CONNECTIONS = 500
+SWEEP_S = 3600.0  # idle uploads and day-old "already kept" markers, swept this often
 
 
 class HubAdvertiser(Advertiser):
@@ -94,16 +97,17 @@ class HubServer:
             connection_limit=CONNECTIONS)
         limit_per_address(self.server, config.hub.connections_per_address)
         self.bound_port = self.server.effective_port  # type: ignore[union-attr]
+        self.sweep_s = SWEEP_S
 
     def run(self, stop: threading.Event) -> None:
         announce_setup_code(self.context)
         kept = self.hub.finish_interrupted()
         if kept:
             log.info("kept %d uploads a stop had interrupted after their last byte", kept)
-        dropped = self.hub.drop_idle_uploads()
-        if dropped:
-            log.info("deleted %d uploads idle for more than %d days", dropped,
-                     UPLOAD_IDLE_DAYS)
+        self.sweep_uploads()
+        sweeper = threading.Thread(target=self._sweep_until, args=(stop,),
+                                   name="hub-upload-sweep", daemon=True)
+        sweeper.start()
         advertiser = None
         if self.config.hub.zeroconf:
             advertiser = advertising(functools.partial(
@@ -113,6 +117,20 @@ class HubServer:
                 self.config.web.zeroconf_interfaces)
         serve_until(stop, self.server, advertiser, self.close, "hub",
                     f"http://{self.host}:{self.bound_port}/ (sync at /sync/)")
+
+    def sweep_uploads(self) -> None:
+        try:
+            dropped = self.hub.drop_idle_uploads()
+        except OSError as exc:  # a disk error: tried again at the next sweep
+            log.warning("could not sweep the idle uploads: %s", exc)
+            return
+        if dropped:
+            log.info("deleted %d uploads idle for more than %d days, or kept a day ago",
+                     dropped, UPLOAD_IDLE_DAYS)
+
+    def _sweep_until(self, stop: threading.Event) -> None:
+        while not stop.wait(self.sweep_s):
+            self.sweep_uploads()
 
     def close(self) -> None:
         self.server.close()
