@@ -18,11 +18,12 @@ session's idle time on the boot's own clock) is known by it, whatever the wall c
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+
+from appliance.fsutil import libc
 
 # systemd-timesyncd creates it at its first synchronisation (systemd 249 and later): readable
 # inside the units' sandbox, where ProtectClock= denies even adjtimex's read.
@@ -47,9 +48,8 @@ def synchronized() -> bool | None:
     if TIMESYNC_FLAG.exists():
         return True
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         timex = ctypes.create_string_buffer(256)  # struct timex; modes 0: read only
-        state = libc.adjtimex(timex)
+        state = libc().adjtimex(timex)
     except (OSError, AttributeError):
         return None
     if state < 0:

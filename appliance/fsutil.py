@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 TEMP_PREFIX = ".acopio-tmp-"
 # Files that are opened and written in place (lock files, append-only logs), not replaced: two
@@ -186,15 +188,23 @@ def _rename(tmp: Path, path: Path) -> None:
         raise
 
 
+@functools.cache
+def libc() -> Any:
+    """The C library, loaded once per process (a `ctypes.CDLL` made per call costs a handle
+    and a function pointer each time, which a sync role's rounds kept adding up)."""
+    import ctypes  # here, not at module level: every command imports this module
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def syncfs(path: str | os.PathLike[str]) -> None:
     """Flush every pending write of the filesystem holding `path` (one call for a batch of
     small files instead of two fsyncs each)."""
-    import ctypes  # here, not at module level: every command imports this module
+    import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if libc.syncfs(fd) != 0:
+        if libc().syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), os.fspath(path))
     finally:

@@ -107,6 +107,7 @@ from appliance.fsutil import (
     atomic_write,
     fsync_dir,
     is_debris,
+    libc,
     open_lock_file,
     remove_debris,
 )
@@ -321,9 +322,8 @@ def _make_dirs(folder: Path, stop: Path) -> None:
 
 def _rename_noreplace(src: Path, dst: Path) -> None:
     """rename(2) that fails with EEXIST instead of replacing `dst` (Linux renameat2)."""
-    libc = ctypes.CDLL(None, use_errno=True)
     at_fdcwd, rename_noreplace = -100, 1
-    if libc.renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst),
+    if libc().renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst),
                       rename_noreplace) != 0:
         err = ctypes.get_errno()
         if err == errno.EEXIST:
