@@ -333,3 +333,22 @@ def test_noise_card_helper_makes_distinct_files(tmp_path: Path) -> None:
     a = noise_jpeg(tmp_path / "a.jpg", seed=1, side=64)
     b = noise_jpeg(tmp_path / "b.jpg", seed=2, side=64)
     assert sha256_file(a) != sha256_file(b)
+
+
+def test_a_card_in_use_for_years_keeps_its_last_hundred_imports(tmp_path: Path) -> None:
+    """cards.json, rewritten whole at every import, kept every import of every card."""
+    from ingest.devices.history import IMPORTS_KEPT
+
+    state = tmp_path / "state"
+    (state / "tmp").mkdir(parents=True)
+    history = CardHistory(state)
+    card = history.identify("1234-ABCD", "EOS_DIGITAL", "vfat", ["a" * 64]).card_id
+    other = history.identify("9999-0000", "NIKON", "vfat", ["b" * 64]).card_id
+    history.record_import({"card_id": other, "started_at": "2026-01-01T00:00:00+00:00"})
+    for day in range(IMPORTS_KEPT + 20):
+        history.record_import({"card_id": card, "started_at": f"2026-{1 + day // 28:02d}-"
+                               f"{1 + day % 28:02d}T10:00:00+00:00", "n": day})
+    cards = {c["card_id"]: c for c in history.cards()}
+    kept = cards[card]["imports"]
+    assert len(kept) == IMPORTS_KEPT and kept[0]["n"] == IMPORTS_KEPT + 19 and kept[-1]["n"] == 20
+    assert len(cards[other]["imports"]) == 1

@@ -23,6 +23,9 @@ from appliance import storage
 
 SAMPLE_SIZE = 256
 SAME_CARD_OVERLAP = 0.5
+# Imports remembered per card, newest kept: the file is rewritten whole at every import, and
+# a card in use for years would make it grow without end.
+IMPORTS_KEPT = 100
 
 
 def fingerprint(contents: Iterable[str]) -> list[str]:
@@ -74,7 +77,12 @@ class CardHistory:
 
     def record_import(self, entry: dict[str, Any]) -> None:
         with storage.transaction(self.path, self.tmp) as db:
-            db.table("imports").insert(entry)
+            imports = db.table("imports")
+            imports.insert(entry)
+            mine = sorted(imports.search(Query().card_id == entry.get("card_id")),
+                          key=lambda i: str(i.get("started_at", "")), reverse=True)
+            if len(mine) > IMPORTS_KEPT:
+                imports.remove(doc_ids=[i.doc_id for i in mine[IMPORTS_KEPT:]])
 
     def cards(self) -> list[dict[str, Any]]:
         """Every card seen, with its imports, newest first."""
