@@ -225,3 +225,31 @@ def test_a_rebuilt_shard_keeps_the_latest_edit_though_made_with_a_1970_clock(
     assert repaired.returncode in (0, 1), repaired.stderr.decode()
     (record,) = Catalog(folder).items()
     assert record["caption"] == "Pie de foto final"
+
+
+def test_the_card_just_imported_comes_first_after_a_power_cut_rewound_the_clock(
+        tmp_path: Path) -> None:
+    """A power cut at the event, the clock back 50 minutes (fake-hwclock's last save), no
+    NTP: the card imported after it sorted below the morning's in "Lo más reciente", and
+    the grid's live refresh, waiting for a newer import time, never came."""
+    from zoneinfo import ZoneInfo
+
+    from appliance.datadir import DataDir
+    from appliance.query.index import ItemIndex
+    from appliance.query.search import ItemQuery
+
+    data = tmp_path / "data"
+    untrusted = {"ACOPIO_KIT_CLOCK": "untrusted"}
+    morning = tmp_path / "card1"
+    exif_jpeg(morning / "DCIM/IMG_0001.JPG", "2026:03:10 09:00:00", "-06:00")
+    assert run_cli("--data-dir", data, "ingest", morning, env=untrusted).returncode == 0
+    noon = tmp_path / "card2"
+    exif_jpeg(noon / "DCIM/IMG_0002.JPG", "2026:03:10 08:00:00", "-06:00", color=(1, 2, 3))
+    after_the_cut = run_cli("--data-dir", data, "ingest", noon,
+                            env=faketime("-50m", **untrusted))
+    assert after_the_cut.returncode == 0, after_the_cut.stderr.decode()
+    index = ItemIndex(DataDir.at(data), ZoneInfo("America/Mexico_City"))
+    index.refresh(force=True)
+    rows, _ = index.search(ItemQuery())
+    assert [r["original_name"] for r in rows] == ["IMG_0002.JPG", "IMG_0001.JPG"]
+    assert index.latest_import() == rows[0]["imported_at"] > rows[1]["imported_at"]
