@@ -684,6 +684,11 @@ def test_the_director_is_shown_what_changed_before_her_approval(
         assert "No se aprobó" in said and "BORRADOR no publicar" in said, said
         assert PHOTOGRAPHER in said, said
         assert api_item(page, kit.sha(P2))["approved"] is False
+        press(page, "#approve-button", touch=True)  # seen now: approved
+        page.wait_for_function("() => !document.getElementById('approval-conflict')")
+        page.wait_for_function("() => document.getElementById('approval-line')"
+                               ".textContent.includes('Aprobado por')")
+        assert api_item(page, kit.sha(P2))["approved"] is True
 
 
 def test_a_card_imported_meanwhile_keeps_the_selection_and_the_focus(

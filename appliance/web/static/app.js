@@ -479,6 +479,7 @@
         list.append(...conflictLines(data.fields, zone));
         box.append(el("p", {}, messages["approval.changed"]), list);
         form.prepend(box);
+        form.elements.base_revision.value = String(data.revision);  // seen now: "Aprobar" again approves it
         await refreshParts(["history", "item-marks", "meta"]);
         return;
       }
