@@ -728,8 +728,9 @@ def test_a_card_imported_meanwhile_keeps_the_selection_and_the_focus(
 
 def test_every_page_fits_a_phone_and_reads_in_the_sun(kit: Kit, appliance: Appliance) -> None:
     """On a 390 px phone "/informes/resultados" was 632 px wide and "/estado" 435 (their
-    last columns cut off), stars were 2.2:1 and warnings 4.2:1 on white, and there was no
-    way past the 11 links of the header for a keyboard."""
+    last columns cut off), the menu took four lines above the photos, stars were 2.2:1 and
+    warnings 4.2:1 on white, and there was no way past the 11 links of the header for a
+    keyboard."""
     def contrast(rgb: str) -> float:
         r, g, b = (int(v) / 255 for v in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3])
         lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
@@ -754,6 +755,11 @@ def test_every_page_fits_a_phone_and_reads_in_the_sun(kit: Kit, appliance: Appli
                              ".getPropertyValue('--warn').trim()")
         assert contrast("rgb(" + ",".join(str(int(warn[i:i + 2], 16)) for i in (1, 3, 5))
                         + ")") >= 4.5, warn
+        page.goto("/")  # the photos start in the first third of a phone's screen
+        top = page.evaluate("() => document.querySelector('#grid li.cell')"
+                            ".getBoundingClientRect().top")
+        header = page.evaluate("() => document.querySelector('header.top').offsetHeight")
+        assert header <= 110 and top < 360, (header, top)  # were 190 and 424: 4 menu lines
         page.goto("/")  # the live status strip: drawn again only when it changes
         page.wait_for_function("() => document.querySelector('#live-status').children.length")
         page.evaluate("() => document.querySelector('#live-status').firstElementChild"
