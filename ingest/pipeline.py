@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +57,7 @@ _SOURCE_GONE = frozenset({errno.ENODEV, errno.ENOTCONN, errno.ENXIO, errno.ESHUT
 # longer allowed): every later file would fail too, so the import stops. ENOSPC and EROFS
 # have stops of their own.
 _ARCHIVE_FAILING = frozenset({errno.EIO, errno.EUCLEAN, errno.EACCES, errno.EPERM})
+CLOCK_WENT_BACK = timedelta(seconds=5)  # the box's clock this far behind its known floor
 
 
 class IngestError(Exception):
@@ -307,7 +308,9 @@ class _Run:
         sorted the card just imported below the morning's in "Lo más reciente", and the
         grid's live refresh, which waits for a newer import, never came."""
         now = self.imp.clock()
-        if self.clock_floor is not None and self.clock_floor > now:
+        # The floor runs up to a second ahead of the clock (hlc.LEASE_MS): a clock that
+        # went back is told by more than that.
+        if self.clock_floor is not None and self.clock_floor - now > CLOCK_WENT_BACK:
             return self.clock_floor
         return now
 
