@@ -74,7 +74,17 @@ def serve_until(stop: threading.Event, server: Any, advertiser: Advertiser | Fol
     answers meanwhile. Shared by the web UI and the hub."""
     if advertiser is not None:
         advertiser.start_in_background()
-    serving = threading.Thread(target=server.run, name=f"{what.split()[0].lower()}-server",
+    closing = threading.Event()
+
+    def run() -> None:
+        try:
+            server.run()
+        except OSError:
+            if not closing.is_set():
+                raise
+            # closed under waitress's select() at a stop (EBADF): the stop it was asked for
+
+    serving = threading.Thread(target=run, name=f"{what.split()[0].lower()}-server",
                                daemon=True)
     serving.start()
     log.info("%s on %s", what, url)
@@ -83,6 +93,7 @@ def serve_until(stop: threading.Event, server: Any, advertiser: Advertiser | Fol
     finally:
         if advertiser is not None:
             advertiser.close()
+        closing.set()
         close()
         serving.join(timeout=5)
 
