@@ -142,16 +142,21 @@ class Hub:
         return self._clock
 
     def pending(self, kit: str) -> KeyIndex:
-        return KeyIndex(self.state / "pending" / check_kit_name(kit), self.tmp)
+        return pending_records(self.state, kit)
 
     def record(self, sha256: str) -> dict[str, Any] | None:
         """The catalog record of `sha256` (None when the hub has none)."""
+        record = self._stored(sha256)
+        return None if record is None else _copy.deepcopy(record)
+
+    def _stored(self, sha256: str) -> dict[str, Any] | None:
+        """The record of `sha256` as the shard cache holds it: to read, never to change."""
         entry = self.catalog.lookup(sha256)
         folder = entry.get("folder") if entry else None
         if isinstance(folder, str) and is_folder_key(folder):
             for record in self._shard(folder):
                 if record.get("sha256") == sha256:
-                    return _copy.deepcopy(record)
+                    return record
         return None
 
     def _shard(self, folder: str) -> list[dict[str, Any]]:
@@ -216,11 +221,7 @@ class Hub:
         restored from an older backup. The kit sends them again (sync.kit.audit)."""
         gone = []
         for sha in sha256s:
-            entry = self.catalog.lookup(sha)
-            folder = entry.get("folder") if entry else None
-            record = None
-            if isinstance(folder, str) and is_folder_key(folder):
-                record = next((r for r in self._shard(folder) if r.get("sha256") == sha), None)
+            record = self._stored(sha)
             if record is None or kit not in (record.get("kits") or []) or \
                     self.original_path(record) is None:
                 gone.append(sha)
@@ -762,6 +763,11 @@ def _copy_file(src: Path, dst: Path) -> None:
         os.fsync(fout.fileno())
 
 
+def pending_records(hub_state: Path, kit: str) -> KeyIndex:
+    """A kit's records waiting at the hub for their originals (state/hub/pending/KIT)."""
+    return KeyIndex(hub_state / "pending" / check_kit_name(kit), hub_state / "tmp")
+
+
 def set_aside_corrupt(data: DataDir, catalog: Catalog, record: dict[str, Any],
                       path: Path | None, actual: str, size: int) -> None:
     """An original at the hub that no longer reads as its SHA-256 (found by a kit's
@@ -795,7 +801,7 @@ def set_aside_corrupt(data: DataDir, catalog: Catalog, record: dict[str, Any],
     kept["folder"] = record.get("folder")
     for kit in record.get("kits") or []:
         with contextlib.suppress(ValueError):
-            KeyIndex(state / "pending" / check_kit_name(kit), state / "tmp").put(
+            pending_records(state, kit).put(
                 sha256, {**kept, "archive_path": (record.get("sources") or {}).get(kit)})
     shard = catalog.shard_path(record["folder"])
     with storage.transaction(shard, data.tmp) as db:
