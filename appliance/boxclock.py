@@ -9,8 +9,8 @@ times against such a clock filed a whole event under the day the box was last sw
 
 `synchronized()` asks the kernel (or systemd-timesyncd's flag); `kit.clock` overrides it for
 a box with a battery-backed clock ("trusted") or one whose clock is known to drift
-("untrusted"). `floor()` is the latest wall time this data folder is known to have passed:
-the sync clock's durable floor (sync.hlc), which every edit and every sync moves on.
+("untrusted"). The latest wall time a data folder is known to have passed is the sync
+clock's durable floor (`sync.hlc.known_time`), which every edit, sync and import moves on.
 `boot_id()` tells this boot from the last: what a power cut ended (a job's lease, a web
 session's idle time on the boot's own clock) is known by it, whatever the wall clock says.
 """
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.fsutil import libc
@@ -66,17 +64,3 @@ def trusted(setting: str) -> bool:
         return False
     return synchronized() is True
 
-
-def floor(state_dir: Path) -> datetime | None:
-    """The latest wall time this data folder is known to have passed (sync.hlc's durable
-    floor), or None when nothing was ever stamped here."""
-    try:
-        value = json.loads((Path(state_dir) / "sync" / "hlc.floor").read_bytes()).get("floor")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(value / 1000, UTC)
-    except (OverflowError, ValueError, OSError):
-        return None

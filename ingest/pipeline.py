@@ -43,6 +43,7 @@ from ingest.derive import plan
 from ingest.kinds import SIDECAR_EXTENSIONS
 from ingest.sources import FolderSource, Source
 from ingest.walk import NotARegularFile, Scan, SourceFile, display
+from sync.hlc import Clock, box_node, known_time, make
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ class _Run:
         self.current = importer.agenda.current()
         # Asked once per import: may the box's clock call a camera time "in the future"?
         self.clock_trusted = boxclock.trusted(self.config.kit.clock)
-        self.clock_floor = None if self.clock_trusted else boxclock.floor(importer.data.state)
+        self.clock_floor = None if self.clock_trusted else known_time(importer.data.state)
         self.import_id = f"{importer.clock():%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         self.pending: dict[str, list[dict[str, Any]]] = {}
         self.pending_sources: dict[str, dict[str, str]] = {}
@@ -665,15 +666,13 @@ class _Run:
     def _note_import_time(self, recorded: list[list[dict[str, Any]]]) -> None:
         """The sync clock's floor moves past the newest `imported_at` recorded, so that a
         box whose clock goes back (a power cut, no NTP) files its next imports after these."""
-        from sync.hlc import Clock, box_node, make
-
         newest = max(datetime.fromisoformat(r["imported_at"]) for b in recorded for r in b)
         try:
             clock = Clock(self.imp.data.state, box_node(self.imp.data.state,
                                                         self.config.kit.name),
                           tmp_dir=self.imp.data.tmp)
             clock.observe(make(int(newest.timestamp() * 1000), 0, clock.node))
-            self.clock_floor = boxclock.floor(self.imp.data.state)
+            self.clock_floor = known_time(self.imp.data.state)
         except (OSError, ValueError) as exc:  # only the order of "Lo más reciente" is at stake
             log.warning("could not note the import time in the sync clock: %s", exc)
 

@@ -34,7 +34,7 @@ def describe(fd: int, kind: str, config: Config, now: datetime, *,
     the open file's own. `clock_trusted`: whether `now` may judge a capture time as in the
     future (by default `kit.clock` decides, boxclock.trusted). When it may not, `now` is only
     a lower bound of the true time, raised to `floor` (the latest time the box is known to
-    have seen, boxclock.floor) when that is later.
+    have seen, sync.hlc.known_time) when that is later.
     """
     info = metadata.probe(fd, kind, timeout=config.ingest.probe_timeout_s)
     tolerance = timedelta(hours=config.ingest.future_tolerance_hours)

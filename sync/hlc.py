@@ -39,6 +39,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.boxclock import boot_id as _boot_id
@@ -106,6 +107,23 @@ def is_stamp(value: object) -> bool:
     return isinstance(value, str) and _STAMP.fullmatch(value) is not None
 
 
+def _floor_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "sync" / "hlc.floor"
+
+
+def _floor_ms(floor_state: dict[str, object] | None) -> int:
+    floor = floor_state.get("floor") if floor_state else 0
+    return floor if isinstance(floor, int) and 0 <= floor <= MAX_WALL else 0
+
+
+def known_time(state_dir: Path) -> datetime | None:
+    """The durable floor as a time: the latest wall time this data folder is known to have
+    passed (appliance.boxclock's lower bound of the true time while the box's own clock is
+    not known right); None when nothing was ever stamped here."""
+    floor = _floor_ms(Clock._read(_floor_path(state_dir)))
+    return datetime.fromtimestamp(floor / 1000, UTC) if floor else None
+
+
 class Clock:
     """Persistent per data dir (state/sync/hlc.json, under an flock): monotonic across
     threads, processes and restarts, even if the wall clock steps back."""
@@ -119,7 +137,7 @@ class Clock:
         self.wall = wall
         root = Path(state_dir) / "sync"
         self.path = root / "hlc.json"
-        self.floor_path = root / "hlc.floor"
+        self.floor_path = _floor_path(state_dir)
         self.lock_path = root / "hlc.lock"
         self.tmp = tmp_dir or Path(state_dir) / "tmp"  # DataDir.tmp
         self._boot = _boot_id()
@@ -175,9 +193,7 @@ class Clock:
     def _load(self) -> tuple[int, int, int]:
         """(wall, counter) of the last stamp issued or observed, and the durable floor."""
         state = self._read(self.path)
-        floor_state = self._read(self.floor_path)
-        floor = floor_state.get("floor") if floor_state else 0
-        floor = floor if isinstance(floor, int) and 0 <= floor <= MAX_WALL else 0
+        floor = _floor_ms(self._read(self.floor_path))
         wall, counter = (state.get("wall"), state.get("counter")) if state else (None, None)
         if not (isinstance(wall, int) and isinstance(counter, int)
                 and 0 <= wall <= MAX_WALL and 0 <= counter <= MAX_COUNTER):

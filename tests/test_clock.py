@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance import boxclock
+from sync.hlc import known_time
 from tests.cards import exif_jpeg
 from tests.conftest import run_cli
 from tests.test_sync_kit import Media, RealHub, hub, make_kit, media, paired, sync_once
@@ -95,7 +96,7 @@ def test_the_clock_floor_raises_an_untrusted_now(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert run_cli("--data-dir", data, "agenda", "add", "Rueda de prensa", "--start",
                    "2026-03-10T09:00", "--end", "2026-03-10T10:00").returncode == 0
-    floor = boxclock.floor(Path(data) / "state")
+    floor = known_time(Path(data) / "state")
     assert floor is not None and abs(floor.timestamp() - time.time()) < 60
     card = tmp_path / "card"
     exif_jpeg(card / "DCIM/IMG_0001.JPG", "", None)
