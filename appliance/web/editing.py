@@ -98,25 +98,34 @@ def edit_selection() -> Response:
     return jsonify({"items": present.items(records), "conflicts": _conflicts(conflicts)})
 
 
-def _approval(shas: list[str], approve: bool,
-              bases: dict[str, int] | None = None) -> Response:
-    """Approve (or withdraw) a selection. With `bases` (each item's revision as the page
-    showed it), an item someone else re-captioned since is left unapproved, in the answer's
-    `conflicts`."""
+def _approved(shas: list[str], approve: bool, bases: dict[str, int] | None = None
+              ) -> tuple[list[dict[str, Any]], list[EditConflict]]:
+    """Approve (or withdraw) items: (their records, the conflicts). With `bases` (each
+    item's revision as the page showed it), an item someone else re-captioned since is left
+    unapproved, in the conflicts. NotFound for an unknown item."""
     editor = make_editor()
     conflicts: list[EditConflict] = []
-    try:
-        if approve:
-            records = editor.approve(shas, by=g.user.name, base_revisions=bases,
-                                     conflicts=conflicts)
-        else:
-            records = editor.withdraw(shas, by=g.user.name)
-    except NotFound as exc:
-        return error_json(404, "not_found", f"no item {exc}")
+    if approve:
+        records = editor.approve(shas, by=g.user.name, base_revisions=bases,
+                                 conflicts=conflicts)
+    else:
+        records = editor.withdraw(shas, by=g.user.name)
     log.info("%s %s %d items%s", g.user.name, "approved" if approve else "withdrew",
              len(records) - len(conflicts),
              f"; {len(conflicts)} changed meanwhile, left" if conflicts else "")
-    return jsonify({"items": present.items(records), "conflicts": _conflicts(conflicts)})
+    return records, conflicts
+
+
+def _approval_of_one(sha256: str, approve: bool, base: int | None = None) -> Response:
+    """The item's record; 409 conflict when, from `base`, it changed meanwhile."""
+    try:
+        records, conflicts = _approved([sha256], approve,
+                                       None if base is None else {sha256: base})
+    except NotFound as exc:
+        return error_json(404, "not_found", f"no item {exc}")
+    if conflicts:
+        return _conflict(conflicts[0])
+    return jsonify(present.item(records[0]))
 
 
 def _conflicts(found: list[EditConflict]) -> list[dict[str, Any]]:
@@ -141,24 +150,14 @@ def approve(sha256: str) -> Response:
     base = body.get("base_revision")
     if base is not None and (isinstance(base, bool) or not isinstance(base, int)):
         abort(400, "base_revision must be a whole number")
-    response = _approval([sha256], True, None if base is None else {sha256: base})
-    if response.status_code == 200:
-        answer = response.get_json()
-        if answer["conflicts"]:
-            (found,) = answer["conflicts"]
-            return _conflict(EditConflict(sha256, found["fields"], found["revision"]))
-        response.set_data(jsonify(answer["items"][0]).get_data())
-    return response
+    return _approval_of_one(sha256, True, base)
 
 
 @bp.post("/items/<sha256>/withdraw")
 @requires("approve")
 def withdraw(sha256: str) -> Response:
     present.check_sha256(sha256)
-    response = _approval([sha256], False)
-    if response.status_code == 200:
-        response.set_data(jsonify(response.get_json()["items"][0]).get_data())
-    return response
+    return _approval_of_one(sha256, False)
 
 
 @bp.post("/items/approval")
@@ -168,7 +167,12 @@ def approve_selection() -> Response:
     body = json_object()
     if not isinstance(body.get("approved"), bool):
         abort(400, "approved must be true or false")
-    return _approval(_selection(body), body["approved"], _base_revisions(body))
+    try:
+        records, conflicts = _approved(_selection(body), body["approved"],
+                                       _base_revisions(body))
+    except NotFound as exc:
+        return error_json(404, "not_found", f"no item {exc}")
+    return jsonify({"items": present.items(records), "conflicts": _conflicts(conflicts)})
 
 
 @bp.post("/items/refile")
